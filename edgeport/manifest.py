@@ -1,0 +1,152 @@
+"""`edgeport.json`: the contract between the export stage and the runtime.
+
+Written next to every artifact by the export (and quantize) stage, read by the runtime to tokenize,
+feed and post-process: nothing is guessed from file names. Torch-free on purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeport.errors import EdgeportError
+
+MANIFEST_NAME = "edgeport.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: "int64", "int32", "float32"
+    shape: list  # ints, or strings for symbolic dims ("batch", "sequence")
+
+
+@dataclass
+class ParityCheck:
+    """One artifact-vs-reference comparison at one input shape."""
+
+    output: str
+    shape: list  # input shape [batch, sequence] it was checked at
+    padded_rows: int  # rows of the batch whose attention mask has padding
+    max_abs_diff: float
+    tolerance: float
+    passed: bool
+
+
+@dataclass
+class TokenizerInfo:
+    file: str = "tokenizer.json"  # a `tokenizers` JSON file in the artifact folder
+    pad_token_id: int = 0
+    mask_token: str | None = None
+    extra_files: list = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    family: str
+    task: str
+    target: str  # onnx | tflite | tensorrt
+    artifact: str  # file name inside the folder
+    precision: str = "fp32"  # compute/weight precision of the artifact
+    quantization: dict | None = None  # scheme (weights, activations, granularity, algorithm)
+    inputs: list = field(default_factory=list)  # [TensorSpec]
+    outputs: list = field(default_factory=list)  # [TensorSpec]
+    max_sequence_length: int = 512  # what the positions allow (or the static length)
+    static_shapes: bool = False  # TFLite: inputs must be fed at exactly their shape
+    labels: dict | None = None  # id -> label for classification heads
+    tokenizer: TokenizerInfo | None = None
+    converter: dict = field(default_factory=dict)  # tool -> version, opset
+    custom_ops: list = field(default_factory=list)  # [{"domain", "op_type", "runtimes"}]
+    source: str = ""  # preset name, folder or hub id the weights came from
+    random_weights: bool = False
+    sha256: str = ""
+    size_bytes: int = 0
+    parity: list = field(default_factory=list)  # [ParityCheck]
+    parity_passed: bool = False
+    edgeport_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["inputs"] = [TensorSpec(**t) for t in d.get("inputs", [])]
+        d["outputs"] = [TensorSpec(**t) for t in d.get("outputs", [])]
+        d["parity"] = [ParityCheck(**p) for p in d.get("parity", [])]
+        if d.get("tokenizer"):
+            d["tokenizer"] = TokenizerInfo(**d["tokenizer"])
+        return cls(**d)
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
+    """Manifest for an artifact file or its folder; returns (manifest, folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise EdgeportError(f"{p}: no such file or folder")
+    folder = p if p.is_dir() else p.parent
+    mf = folder / MANIFEST_NAME
+    if not mf.is_file():
+        raise EdgeportError(f"{folder}: no {MANIFEST_NAME} here; is this an edgeport export folder?")
+    try:
+        manifest = Manifest.from_dict(json.loads(mf.read_text()))
+    except (ValueError, TypeError) as e:
+        raise EdgeportError(f"{mf}: not a valid edgeport manifest ({e})") from None
+    if p.is_file() and p.name != MANIFEST_NAME and p.name != manifest.artifact:
+        raise EdgeportError(f"{p}: not the artifact its manifest names ({manifest.artifact})")
+    return manifest, folder
+
+
+def sha256_of(paths) -> str:
+    """sha256 over one file, or over several in order (model.onnx + model.onnx.data)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike):
+    """Yield a temp folder beside `out_dir`; on success it replaces `out_dir` in one rename.
+
+    On any failure the temp folder is removed and `out_dir` is left as it was, so the output
+    folder never holds a half-written artifact. An existing `out_dir` is replaced only if it is
+    an earlier edgeport output (holds edgeport.json) or empty.
+    """
+    out = Path(out_dir).resolve()
+    if out.exists():
+        if not out.is_dir():
+            raise EdgeportError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()) and not (out / MANIFEST_NAME).exists():
+            raise EdgeportError(f"{out}: folder exists and is not an edgeport output; choose another -o")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise EdgeportError(f"{out}: cannot write the output folder ({e.strerror})") from None
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

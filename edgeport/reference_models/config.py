@@ -1,0 +1,49 @@
+"""Typed configs read from HF `config.json` dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from edgeport.errors import EdgeportError
+
+
+@dataclass
+class ModelConfig:
+    """Fields shared by every family; each family subclasses with its own typed fields."""
+
+    model_type: ClassVar[str] = ""
+    vocab_size: int = 30522
+    id2label: dict | None = None  # classification heads: {index: label}
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "ModelConfig":
+        """Known fields from an HF config dict; unknown keys are ignored, wrong types are errors."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in d and d[f.name] is not None:
+                kwargs[f.name] = d[f.name]
+        if kwargs.get("id2label"):
+            kwargs["id2label"] = {int(k): str(v) for k, v in kwargs["id2label"].items()}
+        try:
+            cfg = cls(**kwargs)
+        except TypeError as e:
+            raise EdgeportError(f"config does not fit {cls.__name__}: {e}") from None
+        cfg.validate()
+        return cfg
+
+    def validate(self):
+        """Raise EdgeportError on values that cannot build a model."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and isinstance(v, int) and v < 0:
+                raise EdgeportError(f"config: {f.name} must be >= 0, got {v}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) if self.id2label else 2
+
+    def labels(self) -> dict:
+        return {str(i): lab for i, lab in (self.id2label or {0: "LABEL_0", 1: "LABEL_1"}).items()}
