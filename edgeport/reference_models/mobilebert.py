@@ -283,7 +283,8 @@ class MLMHead(nn.Module):
         return torch.matmul(h, w) + p.bias  # (B, S, V)
 
 
-@register_family("mobilebert", config=MobileBertConfig, presets=PRESETS, default_task="fill-mask")
+@register_family("mobilebert", config=MobileBertConfig, presets=PRESETS, default_task="fill-mask",
+                 keras_build="edgeport.reference_models.mobilebert_keras:build_keras")
 def build(cfg: MobileBertConfig, task: str) -> EncoderForTask:
     backbone = MobileBert(cfg, pooler=task == "text-classification")
     mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None

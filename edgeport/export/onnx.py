@@ -1,0 +1,52 @@
+"""PyTorch reference -> ONNX with dynamic batch and sequence axes.
+
+TorchScript-based `torch.onnx.export(dynamo=False)`: for these encoders it emits the same graph as the
+dynamo exporter (checked: both match eager to ~1e-6) in a fraction of the time, and onnxruntime's
+load-time fusions work on it. Models over 2 GB are saved with external data (model.onnx.data).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from edgeport.errors import EdgeportError
+from edgeport.export.contracts import Contract
+from edgeport.export.validate import sample_inputs
+
+TWO_GB = 2 * 1024**3
+
+
+def export_onnx(model: torch.nn.Module, contract: Contract, out_dir: Path, opset: int) -> tuple[str, dict]:
+    import onnx
+
+    feeds = sample_inputs(contract, batch=2, seq=16, padded_rows=1)
+    args = tuple(torch.from_numpy(feeds[n]) for n in contract.inputs)
+    path = out_dir / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints
+        torch.onnx.export(model, args, str(path), input_names=contract.inputs, output_names=contract.outputs,
+                          dynamic_axes=contract.dynamic_axes(), opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
+    proto = onnx.load(str(path), load_external_data=True)
+    size = sum(t.ByteSize() for t in proto.graph.initializer)
+    if size > TWO_GB:  # protobuf's limit: keep the weights beside the graph
+        for extra in out_dir.glob("*.data"):
+            extra.unlink()
+        onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data",
+                        size_threshold=1024)
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as e:
+        raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
+    return "model.onnx", {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
+                          "exporter": "torch.onnx (TorchScript)"}
+
+
+def artifact_files(folder: Path, name: str) -> list:
+    """The artifact and its external data file, if any (both are hashed)."""
+    files = [folder / name]
+    data = folder / (name + ".data")
+    return files + ([data] if data.exists() else [])

@@ -1,0 +1,43 @@
+"""The runtime: what production servers and devices install. numpy + tokenizers + one backend.
+
+    sess = edgeport.runtime.load("out/model.onnx")     # Session: .inputs, .outputs, .run(feeds)
+    qa = edgeport.runtime.pipeline("out/")              # task pipeline chosen by the manifest
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeport.errors import EdgeportError
+from edgeport.manifest import MANIFEST_NAME, read_manifest
+from edgeport.runtime.session import IOSpec, LiteRTSession, OrtSession, Session, open_session
+
+
+def load(path, **kw) -> Session:
+    """A Session for an artifact (file, or export folder holding edgeport.json).
+
+    The manifest, when there is one, is attached as `session.manifest` (else None).
+    """
+    p = Path(path)
+    manifest = None
+    if p.is_dir() or (p.parent / MANIFEST_NAME).is_file():
+        manifest, folder = read_manifest(p)
+        p = folder / manifest.artifact
+    sess = open_session(p, **kw)
+    sess.manifest = manifest
+    return sess
+
+
+def pipeline(path, truncate: bool = False, **kw):
+    """The task pipeline for an export folder (or its artifact), chosen by the manifest's task."""
+    from edgeport.runtime.pipelines import PIPELINES
+
+    manifest, folder = read_manifest(path)
+    if manifest.task not in PIPELINES:
+        raise EdgeportError(f"no pipeline for task '{manifest.task}'")
+    sess = open_session(folder / manifest.artifact, **kw)
+    sess.manifest = manifest
+    return PIPELINES[manifest.task](sess, manifest, folder, truncate=truncate)
+
+
+__all__ = ["load", "pipeline", "Session", "OrtSession", "LiteRTSession", "IOSpec"]

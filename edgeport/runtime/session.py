@@ -1,0 +1,144 @@
+"""One thin Session API over the backends: onnxruntime (.onnx) and LiteRT (.tflite).
+
+Imports only numpy and the backend it runs; never torch, TensorFlow or the export stage.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeport.errors import EdgeportError
+
+
+@dataclass
+class IOSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    shape: list  # ints; strings or None for dynamic dims
+
+
+_ORT_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32",
+              "tensor(float16)": "float16", "tensor(bool)": "bool", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+
+
+def default_threads() -> int:
+    return int(os.environ.get("EDGEPORT_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+class Session:
+    """`inputs`, `outputs` (lists of IOSpec) and `run(feeds) -> {name: array}`."""
+
+    backend = ""
+    inputs: list
+    outputs: list
+
+    def run(self, feeds: dict) -> dict:
+        raise NotImplementedError
+
+    def _check_feeds(self, feeds: dict) -> dict:
+        out = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise EdgeportError(f"missing input '{spec.name}'; the artifact takes "
+                                    f"{', '.join(s.name for s in self.inputs)}")
+            a = np.asarray(feeds[spec.name])
+            if a.ndim != len(spec.shape):
+                raise EdgeportError(f"input '{spec.name}' has rank {a.ndim}, expected {len(spec.shape)}")
+            for i, (got, want) in enumerate(zip(a.shape, spec.shape)):
+                if isinstance(want, int) and want > 0 and got != want:
+                    raise EdgeportError(f"input '{spec.name}' has shape {list(a.shape)}, the artifact "
+                                        f"takes {spec.shape} (dim {i} is static)")
+            out[spec.name] = np.ascontiguousarray(a.astype(spec.dtype, copy=False))
+        return out
+
+
+class OrtSession(Session):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers=None, threads: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or default_threads()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        # Fastest first: TensorRT and CUDA where this onnxruntime build has them, CPU always last.
+        preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        self.providers = providers or [p for p in preferred if p in available] or available
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise EdgeportError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:300]})") from None
+        self.inputs = [IOSpec(i.name, _ORT_TYPES.get(i.type, i.type), list(i.shape)) for i in self.sess.get_inputs()]
+        self.outputs = [IOSpec(o.name, _ORT_TYPES.get(o.type, o.type), list(o.shape)) for o in self.sess.get_outputs()]
+
+    def run(self, feeds: dict) -> dict:
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self.sess.run(names, self._check_feeds(feeds))))
+
+
+class LiteRTSession(Session):
+    """Runs the .tflite's `serving_default` signature (named I/O); falls back to tensor order."""
+
+    backend = "litert"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise EdgeportError("running .tflite needs ai-edge-litert: pip install 'edgeport[litert]'") from None
+        try:
+            self.interp = Interpreter(model_path=str(path), num_threads=threads or default_threads())
+        except (ValueError, RuntimeError) as e:
+            raise EdgeportError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:300]})") from None
+        sigs = self.interp.get_signature_list()
+        if sigs:
+            self.runner = self.interp.get_signature_runner(next(iter(sigs)))
+            ins, outs = self.runner.get_input_details(), self.runner.get_output_details()
+        else:
+            self.runner = None
+            self.interp.allocate_tensors()
+            ins = {_clean(d["name"]): d for d in self.interp.get_input_details()}
+            outs = {_clean(d["name"]): d for d in self.interp.get_output_details()}
+        self._out_index = {n: d["index"] for n, d in outs.items()}
+        self._in_index = {n: d["index"] for n, d in ins.items()}
+        self.inputs = [IOSpec(n, np.dtype(d["dtype"]).name, [int(x) for x in d["shape"]]) for n, d in ins.items()]
+        self.outputs = [IOSpec(n, np.dtype(d["dtype"]).name, [int(x) for x in d["shape"]]) for n, d in outs.items()]
+
+    def run(self, feeds: dict) -> dict:
+        feeds = self._check_feeds(feeds)
+        if self.runner is not None:
+            return {k: np.asarray(v) for k, v in self.runner(**feeds).items()}
+        for name, idx in self._in_index.items():
+            self.interp.set_tensor(idx, feeds[name])
+        self.interp.invoke()
+        return {name: self.interp.get_tensor(idx) for name, idx in self._out_index.items()}
+
+
+def _clean(name: str) -> str:
+    """TFLite names signature I/O like `serving_default_input_ids:0`; keep the plain name."""
+    name = name.split(":")[0]
+    for prefix in ("serving_default_", "StatefulPartitionedCall_"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def open_session(path: str | Path, **kw) -> Session:
+    """A Session for an artifact file, chosen by its format (not its manifest)."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeportError(f"{p}: no such artifact file")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if p.suffix == ".tflite" or head[4:8] == b"TFL3":
+        return LiteRTSession(p, **kw)
+    if p.suffix == ".onnx":
+        return OrtSession(p, **kw)
+    if p.suffix in (".engine", ".plan"):
+        raise EdgeportError(f"{p}: TensorRT engines need a host with `tensorrt` installed")
+    raise EdgeportError(f"{p}: unknown artifact format (expected .onnx or .tflite)")
