@@ -61,6 +61,7 @@ TASK_OUTPUTS = {
     "text-classification": ("logits",),
     "token-classification": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
+    "multiple-choice": ("logits",),  # inputs (B, C, S) -> logits (B, C)
 }
 
 

@@ -279,8 +279,10 @@ class MLMHead(nn.Module):
     def forward(self, seq):
         p = self.predictions
         h = p.transform.LayerNorm(self.act(p.transform.dense(seq)))  # (B, S, H)
-        w = torch.cat([self.word_embeddings[0].weight.t(), p.dense.weight], dim=0)  # (H, V)
-        return torch.matmul(h, w) + p.bias  # (B, S, V)
+        word = self.word_embeddings[0].weight  # (V, E)
+        E = word.shape[1]
+        # h @ [word^T; extra] as two products, so exports need not store a second copy of `word`
+        return F.linear(h[..., :E], word) + torch.matmul(h[..., E:], p.dense.weight) + p.bias  # (B, S, V)
 
 
 @register_family("mobilebert", config=MobileBertConfig, presets=PRESETS, default_task="fill-mask",

@@ -109,9 +109,10 @@ class MobileBertKeras(keras.Model):
         elif t == "fill-mask":
             self.mlm_dense = W.linear("cls.predictions.transform.dense")
             self.mlm_norm = W.norm("cls.predictions.transform.LayerNorm", "layer_norm", cfg.layer_norm_eps)
-            out = np.concatenate([sd["mobilebert.embeddings.word_embeddings.weight"].T,
-                                  sd["cls.predictions.dense.weight"]], axis=0)  # (H, V)
-            self.mlm_out = (W.var("mlm_out", out), W.var("mlm_bias", sd["cls.predictions.bias"]))
+            # Scores = h[:, :E] @ word^T + h[:, E:] @ extra + bias. Reusing the gather table as the
+            # FULLY_CONNECTED weights (both are (V, E)) stores the embeddings once in the .tflite.
+            self.mlm_extra = W.var("mlm_extra", sd["cls.predictions.dense.weight"])  # (H - E, V)
+            self.mlm_bias = W.var("mlm_bias", sd["cls.predictions.bias"])
 
     def embed(self, ids, types):
         cfg, B, S = self.cfg, self.B, self.S
@@ -183,8 +184,10 @@ class MobileBertKeras(keras.Model):
         if t == "question-answering":
             se = ops.reshape(dense(x, self.qa), (B, S, 2))
             return (se[..., 0], se[..., 1])
-        h = apply_norm(self.act(dense(x, self.mlm_dense)), self.mlm_norm)
-        return (ops.reshape(dense(h, self.mlm_out), (B, S, -1)),)
+        h = apply_norm(self.act(dense(x, self.mlm_dense)), self.mlm_norm)  # (B*S, H)
+        E = self.cfg.embedding_size
+        scores = ops.matmul(h[:, :E], ops.transpose(self.word)) + ops.matmul(h[:, E:], self.mlm_extra)
+        return (ops.reshape(scores + self.mlm_bias, (B, S, -1)),)
 
 
 def build_keras(cfg: MobileBertConfig, task: str, state_dict: dict, batch: int, seq: int) -> keras.Model:

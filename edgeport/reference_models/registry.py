@@ -44,7 +44,7 @@ def register_family(name, *, config, presets, tasks=ENCODER_TASKS, model_types=N
 
 
 # Modules in this package that are not families (importing them registers nothing).
-_NOT_FAMILIES = {"registry", "config", "checkpoint", "tokenizer", "blocks"}
+_NOT_FAMILIES = {"registry", "config", "checkpoint", "tokenizer", "blocks", "decoder"}
 
 
 def _load_all():

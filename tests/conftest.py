@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny HF-format checkpoints made here with transformers (the test oracle)."""
+
+from __future__ import annotations
+
+import os
+import string
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+WORDS = ("the a an is was of in on to and or who what where when paris france capital city river "
+         "alice bob met saw went lives big small red blue book read reads cat dog sat mat").split()
+# A small WordPiece vocab written here: specials, whole words, letters and their ## continuations.
+VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!"] + WORDS
+         + list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase])
+
+TINY_MOBILEBERT = dict(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, embedding_size=32, intra_bottleneck_size=32,
+                       num_feedforward_networks=2, max_position_embeddings=160)
+
+
+def perturb(model, scale=0.05, seed=0):
+    """Move every parameter off its init (LayerNorm ones, zero biases) so no term is trivially exact."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+def write_vocab(folder):
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (folder / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+
+
+def save_hf(model, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    write_vocab(folder)
+    return folder
+
+
+HF_CLASSES = {
+    "feature-extraction": "MobileBertModel",
+    "fill-mask": "MobileBertForMaskedLM",
+    "text-classification": "MobileBertForSequenceClassification",
+    "token-classification": "MobileBertForTokenClassification",
+    "question-answering": "MobileBertForQuestionAnswering",
+}
+
+
+def make_mobilebert(folder, task, seed=0, **overrides):
+    import transformers
+
+    cfg = transformers.MobileBertConfig(**{**TINY_MOBILEBERT, **overrides})
+    if task.endswith("classification"):
+        cfg.id2label = {0: "negative", 1: "positive", 2: "neutral"}
+        cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+    torch.manual_seed(seed)
+    model = perturb(getattr(transformers, HF_CLASSES[task])(cfg).eval(), seed=seed)
+    return save_hf(model, folder), model
+
+
+@pytest.fixture(scope="session")
+def mobilebert_ckpt(tmp_path_factory):
+    """task -> (folder, transformers model) for a tiny MobileBERT with perturbed weights."""
+    cache = {}
+
+    def get(task):
+        if task not in cache:
+            cache[task] = make_mobilebert(tmp_path_factory.mktemp(f"mb-{task}"), task)
+        return cache[task]
+
+    return get
