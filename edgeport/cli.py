@@ -6,6 +6,7 @@ User mistakes (EdgeportError) print one line and exit 2; nothing runs at import 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -15,8 +16,12 @@ from edgeport.errors import EdgeportError
 def _cmd_export(a):
     from edgeport.export import export
 
-    export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
-           seq_len=a.seq_len, batch=a.batch, opset=a.opset, quiet=a.quiet)
+    out = export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
+                 seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet)
+    if a.quantize:
+        from edgeport.quantize import quantize_artifact
+
+        quantize_artifact(out, a.quantize, quiet=a.quiet)
 
 
 def _cmd_run(a):
@@ -84,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seq-len", type=int, default=128, help="static sequence length for TFLite (default 128)")
     e.add_argument("--batch", type=int, default=1, help="static batch size for TFLite (default 1)")
     e.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    e.add_argument("--lowering", help="a registered lowering for custom ops (default: the family's default)")
+    e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`)")
     e.add_argument("-o", "--output", help="output folder (default edgeport-out/<model>-<task>-<target>)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     e.set_defaults(fn=_cmd_export)
@@ -104,7 +111,19 @@ def parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="families, presets, tasks and targets")
     lst.set_defaults(fn=_cmd_list)
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(sub)  # adds its subparser with set_defaults(fn=...)
     return p
+
+
+# Subcommands that live with their stage: each module has `register(subparsers)`, cheap to import.
+COMMAND_MODULES = ("edgeport.quantize.commands", "edgeport.runtime.generate_cli", "edgeport.runtime.serve_cli")
 
 
 def main(argv=None) -> int:

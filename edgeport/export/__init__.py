@@ -2,11 +2,16 @@
 
     from edgeport.export import export
     folder = export("mobilebert", target="tflite", task="fill-mask", out_dir="out/mb")
+
+Routes: a lowering registered for (family, target) (see lowerings.py), else the generic one:
+torch.onnx for ONNX; the family's Keras reference, or litert-torch, for TFLite. Decoders
+(text-generation families) go through export/decoders.py.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
@@ -14,6 +19,15 @@ from edgeport.manifest import Manifest, atomic_output_dir, sha256_of
 from edgeport.progress import Steps
 
 TARGETS = ("onnx", "tflite", "tensorrt")
+
+
+@dataclass
+class Options:
+    target: str
+    seq_len: int = 128  # static length (TFLite, TensorRT profiles)
+    batch: int = 1  # static batch (TFLite)
+    opset: int | None = None
+    lowering: str | None = None
 
 
 def default_out_dir(model: str, task: str, target: str) -> Path:
@@ -33,9 +47,44 @@ def _tokenizer(ref, out: Path, steps: Steps):
     return write_tokenizer(src, out)
 
 
+def load(model, task, checkpoint, steps: Steps):
+    from edgeport.reference_models import load_reference
+
+    with steps.step(f"loading {model}" + (f" with weights from {checkpoint}" if checkpoint else "")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ref = load_reference(model, task, checkpoint)
+        for w in caught:
+            steps.note(f"warning: {w.message}")
+    return ref
+
+
+def lower(ref, contract, tmp: Path, opts: Options):
+    """-> (Lowered, validation grid, input dtype, static shapes?)"""
+    from edgeport.export import validate
+    from edgeport.export.lowerings import find_lowering
+
+    static = opts.target == "tflite"
+    fn = find_lowering(ref.family.name, opts.target, opts.lowering)
+    if fn is not None:
+        lowered = fn(ref, contract, tmp, opts)
+    elif opts.target == "onnx":
+        from edgeport.export.onnx import export_onnx
+
+        lowered = export_onnx(ref.model, contract, tmp, opts.opset)
+    elif opts.target == "tflite":
+        from edgeport.export.tflite import export_tflite
+
+        lowered = export_tflite(ref, contract, tmp, opts.batch, opts.seq_len)
+    else:
+        raise EdgeportError(f"no {opts.target} lowering for family '{ref.family.name}' yet")
+    grid = validate.static_grid(opts.batch, opts.seq_len) if static else validate.onnx_grid(contract)
+    return lowered, grid, "int32" if static else "int64", static
+
+
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int = 128, batch: int = 1, opset: int | None = None,
-           quiet: bool = False) -> Path:
+           lowering: str | None = None, quiet: bool = False) -> Path:
     """Export, validate over the shape grid, write the manifest; returns the output folder.
 
     Raises EdgeportError on bad input and ParityError when the artifact misses tolerance (then no
@@ -43,61 +92,50 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     """
     import edgeport
     from edgeport.export import validate
-    from edgeport.export.contracts import DEFAULT_OPSET, encoder_contract
-    from edgeport.reference_models import load_reference
-    from edgeport.runtime.session import open_session
+    from edgeport.export.contracts import DEFAULT_OPSET, contract_for
+    from edgeport.export.onnx import artifact_files
 
     if target not in TARGETS:
         raise EdgeportError(f"unknown target '{target}'; targets: {', '.join(TARGETS)}")
-    if target == "tensorrt":
-        raise EdgeportError("target 'tensorrt' is not built yet; export --target onnx and build the engine "
-                            "with trtexec on the GPU host")
     if seq_len < 2 or batch < 1:
         raise EdgeportError("--seq-len must be >= 2 and --batch >= 1")
+    opts = Options(target, seq_len, batch, opset or DEFAULT_OPSET, lowering)
     steps = Steps(5, quiet)
-    with steps.step(f"loading {model}" + (f" with weights from {checkpoint}" if checkpoint else "")):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ref = load_reference(model, task, checkpoint)
-        for w in caught:
-            steps.note(f"warning: {w.message}")
-    hidden = getattr(ref.config, "hidden_size")
-    contract = encoder_contract(ref.config, ref.task, hidden)
+    ref = load(model, task, checkpoint, steps)
+    if "text-generation" in ref.family.tasks:
+        from edgeport.export.decoders import export_decoder
+
+        return export_decoder(ref, opts, Path(out_dir) if out_dir else default_out_dir(model, ref.task, target),
+                              steps)
+    contract = contract_for(ref)
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, target)
     with atomic_output_dir(out) as tmp:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {target}"):
-            if target == "onnx":
-                from edgeport.export.onnx import artifact_files, export_onnx
-
-                opset = opset or DEFAULT_OPSET
-                name, converter = export_onnx(ref.model, contract, tmp, opset)
-                files = artifact_files(tmp, name)
-                grid, dtype, static = validate.onnx_grid(contract), "int64", False
-                inputs, outputs = contract.input_specs("int64"), contract.output_specs()
-            else:
-                from edgeport.export.tflite import export_tflite
-
-                name, converter = export_tflite(ref, contract, tmp, batch, seq_len)
-                files = [tmp / name]
-                grid, dtype, static = validate.static_grid(batch, seq_len), "int32", True
-                inputs, outputs = contract.input_specs("int32", batch, seq_len), contract.output_specs(batch, seq_len)
-            steps.note(f"{name}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
+            lowered, grid, dtype, static = lower(ref, contract, tmp, opts)
+            files = artifact_files(tmp, lowered.artifact)
+            steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
         with steps.step("writing tokenizer files"):
             tok = _tokenizer(ref, tmp, steps)
         with steps.step(f"validating against the reference at {len(grid)} shapes"):
-            checks = validate.check(ref.model, open_session(tmp / name, threads=None), contract, grid)
+            from edgeport.runtime.session import open_session
+
+            opener = lowered.open_session or open_session
+            checks = validate.check(ref.model, opener(tmp / lowered.artifact), contract, grid)
             worst = max(checks, key=lambda c: c.max_abs_diff)
             steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
                        f"({worst.output} at {worst.shape})")
         with steps.step("writing edgeport.json"):
-            m = Manifest(family=ref.family.name, task=ref.task, target=target, artifact=name,
-                         inputs=inputs, outputs=outputs,
+            fix = (batch, seq_len) if static else (None, None)
+            m = Manifest(family=ref.family.name, task=ref.task, target=target, artifact=lowered.artifact,
+                         inputs=contract.input_specs(dtype, *fix), outputs=contract.output_specs(*fix),
                          max_sequence_length=seq_len if static else contract.max_positions,
-                         static_shapes=static, labels=ref.config.labels() if ref.task.endswith("classification") else None,
-                         tokenizer=tok, converter=converter, source=ref.source, random_weights=ref.random_weights,
+                         static_shapes=static,
+                         labels=ref.config.labels() if ref.task.endswith("classification") else None,
+                         tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
+                         source=ref.source, random_weights=ref.random_weights,
                          sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
                          parity=checks, parity_passed=True, edgeport_version=edgeport.__version__)
             (tmp / "edgeport.json").write_text(m.to_json())
     if not quiet:
-        print(f"wrote {out}/{name}", flush=True)
+        print(f"wrote {out}/{lowered.artifact}", flush=True)
     return out

@@ -14,12 +14,13 @@ import torch
 
 from edgeport.errors import EdgeportError
 from edgeport.export.contracts import Contract
+from edgeport.export.lowerings import Lowered
 from edgeport.export.validate import sample_inputs
 
 TWO_GB = 2 * 1024**3
 
 
-def export_onnx(model: torch.nn.Module, contract: Contract, out_dir: Path, opset: int) -> tuple[str, dict]:
+def export_onnx(model: torch.nn.Module, contract: Contract, out_dir: Path, opset: int) -> Lowered:
     import onnx
 
     feeds = sample_inputs(contract, batch=2, seq=16, padded_rows=1)
@@ -41,8 +42,8 @@ def export_onnx(model: torch.nn.Module, contract: Contract, out_dir: Path, opset
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
         raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
-    return "model.onnx", {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
-                          "exporter": "torch.onnx (TorchScript)"}
+    return Lowered("model.onnx", {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
+                                  "exporter": "torch.onnx (TorchScript)"})
 
 
 def artifact_files(folder: Path, name: str) -> list:

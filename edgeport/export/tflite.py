@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.export.contracts import Contract
+from edgeport.export.lowerings import Lowered
 
 
 def keras_builder(family):
@@ -64,18 +65,22 @@ def convert(keras_model, contract: Contract, batch: int, seq: int) -> bytes:
             raise EdgeportError(f"TFLite conversion failed: {str(e).strip().splitlines()[-1][:300]}") from None
 
 
-def export_tflite(ref, contract: Contract, out_dir: Path, batch: int, seq: int) -> tuple[str, dict]:
+def export_tflite(ref, contract: Contract, out_dir: Path, batch: int, seq: int) -> Lowered:
     if seq > contract.max_positions:
         raise EdgeportError(f"--seq-len {seq} is longer than the model's {contract.max_positions} positions")
+    if not ref.family.keras_build:  # no Keras reference: convert the PyTorch reference directly
+        from edgeport.export.tflite_torch import export_tflite_torch
+
+        return export_tflite_torch(ref, contract, out_dir, batch, seq)
     build = keras_builder(ref.family)
     km = build(ref.config, ref.task, numpy_state_dict(ref.model), batch, seq)
     (out_dir / "model.tflite").write_bytes(convert(km, contract, batch, seq))
     import keras
     import tensorflow as tf
 
-    return "model.tflite", {"tensorflow": tf.__version__, "keras": keras.__version__,
-                            "route": "keras3 + TFLiteConverter (TFLITE_BUILTINS)",
-                            "static_shape": [batch, seq], "input_dtype": "int32"}
+    return Lowered("model.tflite", {"tensorflow": tf.__version__, "keras": keras.__version__,
+                                    "route": "keras3 + TFLiteConverter (TFLITE_BUILTINS)",
+                                    "static_shape": [batch, seq], "input_dtype": "int32"})
 
 
 def keras_outputs(ref, contract: Contract, feeds: dict, batch: int, seq: int) -> dict:

@@ -10,8 +10,15 @@ from edgeport.export.contracts import Contract
 from edgeport.manifest import ParityCheck
 
 
-def sample_inputs(contract: Contract, batch: int, seq: int, padded_rows: int, seed: int = 0) -> dict:
-    """Random token ids; the last `padded_rows` rows are padded (mask 0) over a growing tail."""
+def sample_inputs(contract: Contract, batch: int, seq: int, padded_rows: int, seed: int = 0,
+                  choices: int = 2) -> dict:
+    """Random token ids; the last `padded_rows` rows are padded (mask 0) over a growing tail.
+
+    Multiple-choice contracts get (batch, choices, seq) inputs: rows are made flat, then reshaped.
+    """
+    if "choices" in contract.input_dims:
+        flat = sample_inputs(contract, batch * choices, seq, padded_rows, seed)
+        return {k: v.reshape(batch, choices, seq) for k, v in flat.items()}
     rng = np.random.default_rng(seed + 7919 * batch + seq)
     ids = rng.integers(1, contract.vocab_size, size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, seq), np.int64)
