@@ -1,0 +1,158 @@
+"""CLI: bad input gives one clear line and exit 2, never a traceback or a half-written artifact."""
+
+import os
+import subprocess
+import sys
+
+from dataclasses import dataclass
+
+import pytest
+from conftest import make_mobilebert
+
+from edgeport.cli import main
+
+
+def subprocess_cli(*args):
+    """The real entry point in a fresh interpreter (used where process-level behaviour matters)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "edgeport.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """`main()` in this process (fast); its exit code and what it printed."""
+
+    def run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+def assert_one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("edgeport: error:")]
+    assert len(errors) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def qa_folder(tmp_path_factory):
+    folder, _ = make_mobilebert(tmp_path_factory.mktemp("qa"), "question-answering")
+    return folder
+
+
+def test_unknown_family_and_task(tmp_path, run_cli):
+    assert_one_line_error(subprocess_cli("export", "--model", "bertoid", "-o", str(tmp_path / "o")), "unknown model 'bertoid'")
+    assert_one_line_error(run_cli("export", "--model", "mobilebert-tiny", "--task", "summarize"),
+                          "no task 'summarize'", "fill-mask")
+    assert_one_line_error(run_cli("export", "--model", "mobilebert-tiny", "--target", "coreml"),
+                          "unknown target 'coreml'")
+
+
+def test_folder_without_config_or_weights(tmp_path, qa_folder, run_cli):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_cli("export", "--model", str(empty)), "no config.json")
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((qa_folder / "config.json").read_text())
+    assert_one_line_error(run_cli("export", "--model", str(no_weights)), "no weights")
+
+
+def test_config_contradicting_weights(tmp_path, qa_folder, run_cli):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in qa_folder.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    cfg = (bad / "config.json").read_text().replace('"num_attention_heads": 2', '"num_attention_heads": 4')
+    cfg = cfg.replace('"embedding_size": 32', '"embedding_size": 16')
+    (bad / "config.json").write_text(cfg)
+    assert_one_line_error(run_cli("export", "--model", str(bad), "--task", "question-answering"),
+                          "config contradicts weights", "word_embeddings")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_weights(tmp_path, qa_folder, damage, run_cli):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in qa_folder.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    w = bad / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * 64 + data[64:])
+    assert_one_line_error(run_cli("export", "--model", str(bad), "-o", str(tmp_path / "o")),
+                          "corrupt or truncated weights file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_wrong_family_for_checkpoint(tmp_path, qa_folder, run_cli):
+    assert_one_line_error(run_cli("export", "--model", "bert-tiny", "--checkpoint", str(qa_folder)),
+                          "is a 'mobilebert' model, not 'bert'")
+
+
+def test_unwritable_output_dir(tmp_path, run_cli):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("export", "--model", "mobilebert-tiny", "-o", str(blocker / "sub")),
+                          "cannot write the output folder")
+    other = tmp_path / "notours"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    assert_one_line_error(run_cli("export", "--model", "mobilebert-tiny", "-o", str(other)),
+                          "not an edgeport output")
+    assert (other / "precious.txt").read_text() == "keep me"
+
+
+def test_seq_len_beyond_positions(tmp_path, run_cli):
+    assert_one_line_error(run_cli("export", "--model", "mobilebert-tiny", "--target", "tflite", "--seq-len", "4096",
+                                  "-o", str(tmp_path / "o")), "longer than the model's 256 positions")
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_run_inspect_and_text_errors(tmp_path, qa_folder, run_cli):
+    out = tmp_path / "qa"
+    r = run_cli("export", "--model", str(qa_folder), "--task", "question-answering", "--target", "tflite",
+                "--seq-len", "32", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "[4/5] validating" in r.stderr and "all 4 checks pass" in r.stderr
+    r = run_cli("run", str(out), "--question", "who met bob?", "--text", "alice met bob in paris.")
+    assert r.returncode == 0, r.stderr
+    assert '"answer"' in r.stdout
+    r = run_cli("inspect", str(out / "model.tflite"))
+    assert r.returncode == 0 and "parity: pass over 4 checks" in r.stdout and "[1, 32]" in r.stdout
+    assert_one_line_error(run_cli("run", str(out), "--question", "who?", "--text", "  "), "needs a context")
+    assert_one_line_error(run_cli("run", str(out), "--question", "who?", "--text", "bob " * 40),
+                          "longer than the 32 this artifact accepts")
+    assert_one_line_error(run_cli("run", str(out), "--text", "alice met bob"), "needs --question")
+    assert_one_line_error(run_cli("run", str(tmp_path / "nothing"), "--text", "x"), "no such file or folder")
+    assert_one_line_error(run_cli("inspect", str(qa_folder)), "no edgeport.json")
+
+
+def test_empty_text_for_fill_mask(tmp_path, mobilebert_ckpt, run_cli):
+    folder, _ = mobilebert_ckpt("fill-mask")
+    out = tmp_path / "fm"
+    assert main(["export", "--model", str(folder), "-o", str(out), "-q"]) == 0
+    assert_one_line_error(run_cli("run", str(out), "--text", ""), "empty text")
+    assert_one_line_error(run_cli("run", str(out), "--text", "no mask here"), "needs [MASK]")
+
+
+def test_list_shows_every_family(run_cli):
+    r = subprocess_cli("list")
+    assert r.returncode == 0
+    from edgeport.reference_models import families
+
+    for name in families():
+        assert f"\n{name}\n" in "\n" + r.stdout
