@@ -1,0 +1,73 @@
+"""Benchmark harness: each contender in its own process, timed in interleaved rounds, medians.
+
+A contender is a picklable factory `make() -> callable()` (one batch-1 inference per call). Each
+runs in a spawned process with the same thread count; the parent asks them in turn for `calls`
+timed calls per round, so slow phases of a noisy machine hit every contender alike.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import statistics
+import time
+
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+
+def _worker(make, conn, threads):
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["EDGEPORT_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    fn = make()
+    for _ in range(3):  # warm-up: allocations, kernel selection
+        fn()
+    conn.send("ready")
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        times = []
+        for _ in range(msg):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        conn.send(times)
+
+
+def measure(contenders: dict, rounds: int = 6, calls: int = 20, threads: int = THREADS) -> dict:
+    """name -> list of per-call ms over all rounds. `contenders`: name -> factory."""
+    ctx = mp.get_context("spawn")
+    procs = {}
+    for name, make in contenders.items():  # started one at a time: loading must not overlap timing
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_worker, args=(make, child, threads), daemon=True)
+        p.start()
+        if parent.recv() != "ready":
+            raise RuntimeError(f"{name} failed to start")
+        procs[name] = (p, parent)
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (_, conn) in procs.items():
+            conn.send(calls)
+            times[name].extend(conn.recv())
+    for p, conn in procs.values():
+        conn.send(None)
+        p.join(timeout=30)
+    return times
+
+
+def report(title: str, times: dict, baseline: str) -> dict:
+    """Print medians and ratios to `baseline`; return name -> median ms."""
+    med = {n: statistics.median(t) for n, t in times.items()}
+    print(f"\n{title}  (median of {len(next(iter(times.values())))} calls, {THREADS} threads)")
+    print(f"  {'contender':44s} {'median ms':>10s} {'p90 ms':>8s} {'x ' + baseline:>14s}")
+    for n, t in times.items():
+        p90 = sorted(t)[int(0.9 * (len(t) - 1))]
+        print(f"  {n:44s} {med[n]:10.2f} {p90:8.2f} {med[n] / med[baseline]:13.2f}x")
+    return med
