@@ -103,3 +103,17 @@ def test_reexport_replaces_previous_output(tmp_path, mobilebert_ckpt):
     export(str(folder), target="onnx", task="feature-extraction", out_dir=out, opset=18, quiet=True)
     m = read_manifest(out)[0]
     assert m.converter["opset"] == 18 and m.sha256 != first
+
+
+def test_tied_embeddings_stored_once(tmp_path, mobilebert_ckpt):
+    """The MLM head scores against the word embeddings: ONNX and TFLite files hold that matrix once."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder, hf = mobilebert_ckpt("fill-mask")
+    out = export(str(folder), target="onnx", task="fill-mask", out_dir=tmp_path / "o", quiet=True)
+    words = hf.mobilebert.embeddings.word_embeddings.weight.detach().numpy()
+    copies = [t.name for t in onnx.load(str(out / "model.onnx")).graph.initializer
+              if tuple(t.dims) in (words.shape, words.shape[::-1])
+              and np.allclose(np.abs(numpy_helper.to_array(t)).sum(), np.abs(words).sum(), rtol=1e-5)]
+    assert len(copies) == 1, copies

@@ -32,18 +32,53 @@ def export_onnx(model: torch.nn.Module, contract: Contract, out_dir: Path, opset
                           dynamic_axes=contract.dynamic_axes(), opset_version=opset, dynamo=False,
                           do_constant_folding=True)
     proto = onnx.load(str(path), load_external_data=True)
+    shared = share_transposed_weights(proto)
     size = sum(t.ByteSize() for t in proto.graph.initializer)
+    for extra in out_dir.glob("*.data"):
+        extra.unlink()
     if size > TWO_GB:  # protobuf's limit: keep the weights beside the graph
-        for extra in out_dir.glob("*.data"):
-            extra.unlink()
         onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data",
                         size_threshold=1024)
+    elif shared:
+        onnx.save_model(proto, str(path))
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
         raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
     return Lowered("model.onnx", {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
                                   "exporter": "torch.onnx (TorchScript)"})
+
+
+def share_transposed_weights(proto) -> int:
+    """Pattern: a 2-D initializer W_t that is exactly the transpose of another initializer W.
+
+    Tied weights (an MLM head scoring against the word embeddings) reach the graph as W and a
+    constant-folded copy W^T. Each copy is replaced by `Transpose(W)`, which onnxruntime folds
+    again at load time: the file stores the matrix once. Returns how many copies were removed.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    by_shape = {}
+    for t in proto.graph.initializer:
+        if len(t.dims) == 2 and t.dims[0] * t.dims[1] >= 1 << 16:  # only big matrices are worth it
+            by_shape.setdefault(tuple(t.dims), []).append(t)
+    removed = []
+    for (r, c), tensors in by_shape.items():
+        for t in tensors:
+            for src in by_shape.get((c, r), []):
+                if src.name in removed or t.name in removed or src is t:
+                    continue
+                if np.array_equal(numpy_helper.to_array(src).T, numpy_helper.to_array(t)):
+                    node = helper.make_node("Transpose", [src.name], [t.name], perm=[1, 0],
+                                            name=f"/shared/{t.name}/Transpose")
+                    proto.graph.node.insert(0, node)
+                    removed.append(t.name)
+                    break
+    keep = [t for t in proto.graph.initializer if t.name not in removed]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    return len(removed)
 
 
 def artifact_files(folder: Path, name: str) -> list:
