@@ -61,7 +61,7 @@ def share_transposed_weights(proto) -> int:
 
     by_shape = {}
     for t in proto.graph.initializer:
-        if len(t.dims) == 2 and t.dims[0] * t.dims[1] >= 1 << 16:  # only big matrices are worth it
+        if len(t.dims) == 2 and t.dims[0] * t.dims[1] >= 1024:  # small ones are not worth comparing
             by_shape.setdefault(tuple(t.dims), []).append(t)
     removed = []
     for (r, c), tensors in by_shape.items():
