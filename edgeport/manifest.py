@@ -72,6 +72,7 @@ class Manifest:
     parity: list = field(default_factory=list)  # [ParityCheck]
     parity_passed: bool = False
     edgeport_version: str = ""
+    decoder: dict | None = None  # decoders: KV-cache layout, signatures, special tokens (export/decoders.py)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:

@@ -12,12 +12,18 @@ Two forms with one contract, tested against each other in tests/test_ref_decoder
   only the chosen experts on their tokens (data-dependent indexing, so it does not trace).
 - `moe_dense`: a traceable decomposition correct for any routing: every expert runs on every token and
   the results are weighted by a dense (T, E) routing matrix that is zero off the top k.
+
+Lowerings: onnxruntime gets `com.microsoft.MoE` (the symbolic of `moe` below, registered for
+mixtral/onnx "default" and "moe-only"); every other target exports `moe_dense` (the "generic"
+lowering in ops/attention.py, TFLite, TensorRT).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from edgeport.export.lowerings import register_lowering
 
 
 def routing_weights(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,3 +76,45 @@ def moe(x: torch.Tensor, router_logits: torch.Tensor, w1: torch.Tensor, w3: torc
 @moe.register_fake
 def _moe_fake(x, router_logits, w1, w3, w2, top_k):
     return torch.empty_like(x)
+
+
+# ONNX symbolic (TorchScript exporter), onnxruntime's CPU MoE kernel contract (see FACTS.md):
+#
+#   w1 (E, I, H) --Unsqueeze(2)--\
+#                                 Concat(axis 2) -> (E, I, 2, H) --Reshape--> fc1 (E, 2I, H), rows gate/up interleaved
+#   w3 (E, I, H) --Unsqueeze(2)--/                                            (constant-folded into one initializer)
+#   x (T, H), router_logits (T, E), fc1, w2 (E, H, I)
+#        -> com.microsoft.MoE(k, activation_type=swiglu, swiglu_fusion=1, normalize_routing_weights=1) -> (T, H)
+# The kernel applies the softmax to router_probs itself, so the raw logits go in.
+def _symbolic_ort_moe(g, x, router_logits, w1, w3, w2, top_k):
+    from torch.onnx import symbolic_helper as sh
+
+    k = sh._get_const(top_k, "i", "top_k")
+    axis2 = g.op("Constant", value_t=torch.tensor([2]))
+    pairs = g.op("Concat", g.op("Unsqueeze", w1, axis2), g.op("Unsqueeze", w3, axis2), axis_i=2)  # (E, I, 2, H)
+    hidden = g.op("Slice", g.op("Shape", w1), axis2, g.op("Constant", value_t=torch.tensor([3])))  # (1,) H
+    fc1 = g.op("Reshape", pairs, g.op("Concat", g.op("Constant", value_t=torch.tensor([0, -1])), hidden, axis_i=0))
+    none = g.op("prim::Constant")
+    none.setType(torch._C.OptionalType.ofTensor())
+    return g.op("com.microsoft::MoE", x, router_logits, fc1, none, w2, k_i=k, activation_type_s="swiglu",
+                swiglu_fusion_i=1, normalize_routing_weights_i=1, activation_alpha_f=1.0,
+                activation_beta_f=0.0).setType(x.type())
+
+
+def register_symbolics(opset: int):
+    torch.onnx.register_custom_op_symbolic("edgeport::moe", _symbolic_ort_moe, opset)
+
+
+def _lowering(attention: str):
+    def lower(ref, contract, out_dir, opts):
+        from edgeport.export.decoders import export_onnx_decoder
+
+        return export_onnx_decoder(ref, contract, out_dir, opts, attention=attention, moe_form="op")
+
+    return lower
+
+
+# onnxruntime: the MoE as com.microsoft.MoE and attention as GroupQueryAttention (the default);
+# "moe-only": the MoE op with the reference attention (plain ops), to measure the two apart.
+register_lowering("mixtral", "onnx", "default")(_lowering("gqa"))
+register_lowering("mixtral", "onnx", "moe-only")(_lowering("reference"))

@@ -1,0 +1,180 @@
+"""Causal self-attention with a KV cache and an optional sliding window, as one op with two lowerings.
+
+    out[b, i] = softmax_j(q[b, i] . k[b, j] * scale + pad_bias[b, i, j]) v[b, j]
+    over cache slots j with 0 <= (P + i) - j < window   (window -1: full causal)
+
+Slots, not positions: with left padding the window counts cache slots, HF Mistral's rule.
+Shapes (GroupQueryAttention's "BSNH" query and "BNSH" cache):
+    q (B, S, H*D) rotated, k/v (B, S, KV*D) (k rotated), past_k/past_v (B, KV, P, D),
+    pad_bias (B, 1, S, P+S): 0 on real keys, dtype-min on padding (padding only; causality and the
+    window are the op's own job) -> out (B, S, H*D), present_k/present_v (B, KV, P+S, D).
+
+Forms:
+- `attention_cached` ("edgeport::attention_cached"): the eager reference, a torch.library custom op
+  with a fake kernel; its ONNX symbolic is `com.microsoft.GroupQueryAttention` with
+  local_window_size = window (same rule: key j visible iff i - j < window). seqlens_k is
+  P+S-1 for every row: padding is in pad_bias, so every row has the same cache length.
+  Limitation of onnxruntime's CPU kernel (1.31): S > 1 with a non-empty past needs batch 1.
+- the reference model itself (decoder.attend with decoder_bias): plain ONNX ops, exact window;
+  the "generic" lowering exports it unchanged.
+
+`swap_attention(model, "gqa")` is the named, reversible module swap that routes a Mistral-architecture
+model through the op; `swap_attention(model, "reference")` restores it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgeport.errors import EdgeportError
+from edgeport.export.lowerings import register_lowering
+from edgeport.reference_models.decoder import GQAttention, apply_rope, split_heads
+from edgeport.reference_models.mistral import MistralModel
+
+MS_DOMAIN = "com.microsoft"
+
+
+def window_visible(past: int, new: int, window: int, device=None) -> torch.Tensor:
+    """(S, P+S) bool: query i (slot P+i) sees key j iff 0 <= P+i-j (< window when window > 0)."""
+    q = torch.arange(new, device=device) + past  # (S,)
+    dist = q[:, None] - torch.arange(past + new, device=device)[None]  # (S, P+S)
+    visible = dist >= 0
+    return visible & (dist < window) if window > 0 else visible
+
+
+@torch.library.custom_op("edgeport::attention_cached", mutates_args=())
+def attention_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
+                     past_v: torch.Tensor, pad_bias: torch.Tensor, heads: int, kv_heads: int, window: int,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eager reference (see the module docstring for shapes); softmax in float32."""
+    B, S, _ = q.shape
+    D = past_k.shape[-1]
+    present_k = torch.cat([past_k, split_heads(k, kv_heads, D)], dim=2)  # (B, KV, T, D)
+    present_v = torch.cat([past_v, split_heads(v, kv_heads, D)], dim=2)
+    groups = heads // kv_heads
+    kk = present_k.repeat_interleave(groups, dim=1)  # (B, H, T, D)
+    vv = present_v.repeat_interleave(groups, dim=1)
+    scores = split_heads(q, heads, D) @ kk.transpose(2, 3) * scale + pad_bias  # (B, H, S, T)
+    visible = window_visible(past_k.shape[2], S, window, q.device)
+    scores = scores.float().masked_fill(~visible, float("-inf"))
+    out = torch.softmax(scores, dim=-1).to(q.dtype) @ vv  # (B, H, S, D)
+    return out.transpose(1, 2).reshape(B, S, heads * D), present_k, present_v
+
+
+@attention_cached.register_fake
+def _attention_cached_fake(q, k, v, past_k, past_v, pad_bias, heads, kv_heads, window, scale):
+    B, S, _ = q.shape
+    shape = (B, kv_heads, past_k.shape[2] + S, past_k.shape[3])
+    return torch.empty_like(q), q.new_empty(shape), q.new_empty(shape)
+
+
+# ONNX symbolic (TorchScript exporter):
+#
+#   q, k, v, past_k, past_v, pad_bias
+#        |        Shape(past_k)[2] + Shape(q)[1] = T
+#        |        seqlens_k = Expand(T - 1, [B]) int32, total = T int32
+#        v
+#   com.microsoft.GroupQueryAttention(num_heads, kv_num_heads, scale, local_window_size)
+#        -> out, present_k, present_v
+def _dim(g, x, axis: int):
+    """Shape(x)[axis] as a (1,) int64 tensor."""
+    return g.op("Gather", g.op("Shape", x), g.op("Constant", value_t=torch.tensor([axis])), axis_i=0)
+
+
+def _symbolic_gqa(g, q, k, v, past_k, past_v, pad_bias, heads, kv_heads, window, scale):
+    from torch.onnx import symbolic_helper as sh
+
+    heads, kv_heads = sh._get_const(heads, "i", "heads"), sh._get_const(kv_heads, "i", "kv_heads")
+    window, scale = sh._get_const(window, "i", "window"), sh._get_const(scale, "f", "scale")
+    total = g.op("Add", _dim(g, past_k, 2), _dim(g, q, 1))  # (1,) T
+    seqlens = g.op("Expand", g.op("Sub", total, g.op("Constant", value_t=torch.tensor([1]))), _dim(g, q, 0))
+    seqlens = g.op("Cast", seqlens, to_i=6)  # int32 (B,)
+    total = g.op("Cast", g.op("Squeeze", total, g.op("Constant", value_t=torch.tensor([0]))), to_i=6)
+    none = g.op("prim::Constant")
+    none.setType(torch._C.OptionalType.ofTensor())
+    out, present_k, present_v = g.op(f"{MS_DOMAIN}::GroupQueryAttention", q, k, v, past_k, past_v, seqlens, total,
+                                     none, none, none, pad_bias, num_heads_i=heads, kv_num_heads_i=kv_heads,
+                                     scale_f=scale, local_window_size_i=window if window > 0 else -1, outputs=3)
+    out.setType(q.type())  # (B, S, H*D)
+    for present in (present_k, present_v):
+        present.setType(past_k.type().with_sizes([None] * 4))  # (B, KV, P+S, D)
+    return out, present_k, present_v
+
+
+def register_symbolics(opset: int):
+    torch.onnx.register_custom_op_symbolic("edgeport::attention_cached", _symbolic_gqa, opset)
+
+
+class OpAttention(GQAttention):
+    """GQAttention routed through `attention_cached` (parameters unchanged; `window` set by the swap)."""
+
+    window: int = -1
+
+    def forward(self, x, pad_bias, rope, past_k, past_v):
+        cos, sin = rope
+        B, S, _ = x.shape
+        q = apply_rope(split_heads(self.q_proj(x), self.heads, self.head_dim), cos, sin)  # (B, H, S, D)
+        k = apply_rope(split_heads(self.k_proj(x), self.kv_heads, self.head_dim), cos, sin)  # (B, KV, S, D)
+        q, k = q.transpose(1, 2).reshape(B, S, -1), k.transpose(1, 2).reshape(B, S, -1)  # (B, S, heads*D)
+        out, k, v = attention_cached(q, k, self.v_proj(x), past_k, past_v, pad_bias, self.heads, self.kv_heads,
+                                     self.window, self.head_dim ** -0.5)
+        return self.o_proj(out), k, v
+
+
+def padding_bias(attention_mask, new_tokens: int, dtype=torch.float32):
+    """(B, P+S) 1/0 mask -> (B, 1, S, P+S): 0 on real keys, dtype-min on padding."""
+    B, T = attention_mask.shape
+    keep = (attention_mask != 0)[:, None, None, :]  # (B, 1, 1, T)
+    bias = torch.where(keep, torch.zeros((), dtype=dtype), torch.full((), torch.finfo(dtype).min, dtype=dtype))
+    return bias.expand(B, 1, new_tokens, T)
+
+
+class OpMistralModel(MistralModel):
+    """MistralModel whose layers get a padding-only bias: causality and the window live in the op."""
+
+    def forward(self, input_ids, attention_mask, position_ids, past_keys, past_values):
+        from edgeport.reference_models.decoder import run_layers
+
+        x = self.embed_tokens(input_ids)  # (B, S, H)
+        bias = padding_bias(attention_mask, input_ids.shape[1], x.dtype)  # (B, 1, S, P+S)
+        rope = self.rotary_emb(position_ids)
+        x, keys, values = run_layers(self.layers, x, past_keys, past_values, bias, rope)
+        return self.norm(x), keys, values
+
+
+def swap_attention(model: torch.nn.Module, form: str) -> list[str]:
+    """Named, reversible swap: every Mistral-architecture backbone's attention runs as `form`.
+
+    "gqa": through `attention_cached` (exported as GroupQueryAttention); "reference": as built.
+    Returns the swapped attention module names.
+    """
+    if form not in ("gqa", "reference"):
+        raise EdgeportError(f"unknown attention form '{form}'; forms: gqa, reference")
+    names = []
+    for module in model.modules():
+        if isinstance(module, MistralModel):
+            module.__class__ = OpMistralModel if form == "gqa" else MistralModel
+            window = module.sliding_window or -1
+            for name, m in module.named_modules():
+                if isinstance(m, GQAttention):
+                    m.__class__ = OpAttention if form == "gqa" else GQAttention
+                    if form == "gqa":
+                        m.window = window
+                    names.append(name)
+    return names
+
+
+@register_lowering(("mistral",), "onnx", "default")
+def lower_ort(ref, contract, out_dir, opts):
+    """onnxruntime: attention as com.microsoft.GroupQueryAttention (window = local_window_size)."""
+    from edgeport.export.decoders import export_onnx_decoder
+
+    return export_onnx_decoder(ref, contract, out_dir, opts, attention="gqa", moe_form=None)
+
+
+@register_lowering(("gpt2", "mistral", "mixtral"), "onnx", "generic")
+def lower_generic(ref, contract, out_dir, opts):
+    """Any runtime: plain ONNX ops (masked softmax attention with the exact window, dense MoE)."""
+    from edgeport.export.decoders import export_onnx_decoder
+
+    return export_onnx_decoder(ref, contract, out_dir, opts, attention="reference", moe_form="dense")

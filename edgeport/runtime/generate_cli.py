@@ -1,0 +1,43 @@
+"""`edgeport generate ARTIFACT --prompt ...`: stream a continuation to stdout. Cheap to import."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _cmd_generate(a):
+    from edgeport.runtime.generate import TextGenerator
+
+    gen = TextGenerator(a.artifact, threads=a.threads)
+    stop = set(gen.info.get("eos_token_ids") or [])
+    new: list = []
+    shown = ""
+
+    def stream(row, token):  # decode everything so far and print what is new (multi-byte safe)
+        nonlocal shown
+        if token in stop:
+            return
+        new.append(token)
+        text = gen.tokenizer.decode(new)
+        if text.startswith(shown) and not text.endswith("\ufffd"):
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+
+    text = gen.generate(a.prompt, max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
+                        top_p=a.top_p, seed=a.seed, on_token=stream)
+    sys.stdout.write(text[len(shown):] if text.startswith(shown) else "")
+    sys.stdout.write("\n")
+
+
+def register(subparsers):
+    g = subparsers.add_parser("generate", help="continue a prompt with an exported decoder (text-generation)")
+    g.add_argument("artifact", help="export folder or its .onnx/.tflite")
+    g.add_argument("--prompt", required=True, help="text to continue")
+    g.add_argument("--max-new-tokens", type=int, default=32, help="most tokens to add (default 32)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
+    g.add_argument("--seed", type=int, help="random seed for sampling")
+    g.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    g.set_defaults(fn=_cmd_generate)
