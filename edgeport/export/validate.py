@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -17,7 +19,8 @@ def sample_inputs(contract: Contract, batch: int, seq: int, padded_rows: int, se
     Multiple-choice contracts get (batch, choices, seq) inputs: rows are made flat, then reshaped.
     """
     if "choices" in contract.input_dims:
-        flat = sample_inputs(contract, batch * choices, seq, padded_rows, seed)
+        rows = dataclasses.replace(contract, input_dims=[d for d in contract.input_dims if d != "choices"])
+        flat = sample_inputs(rows, batch * choices, seq, padded_rows, seed)
         return {k: v.reshape(batch, choices, seq) for k, v in flat.items()}
     rng = np.random.default_rng(seed + 7919 * batch + seq)
     ids = rng.integers(1, contract.vocab_size, size=(batch, seq), dtype=np.int64)

@@ -1,0 +1,163 @@
+"""DeBERTa-v3-base (random weights, real architecture) text-classification: onnxruntime CPU latency of each
+DisentangledAttention lowering, as a ratio to PyTorch eager and to Optimum's ONNX export, one process,
+interleaved rounds, medians.
+
+    python benchmarks/bench_deberta.py                      # lengths 128 and 512, Optimum if it can be set up
+    python benchmarks/bench_deberta.py --no-optimum --lengths 128 --rounds 3
+
+Optimum (optimum-onnx needs transformers < 4.58) is exported in a separate venv (--optimum-venv, created
+on first use with torch==2.13.0, transformers==4.57.6, optimum-onnx) by `optimum-cli export onnx`, then
+timed here in this venv's onnxruntime like the others. Contenders:
+    eager        edgeport's reference (transformers-equal), torch.inference_mode, torch threads = --threads
+    <lowering>   `edgeport export deberta-v3-base --target onnx --lowering <name>` (validated on export)
+    optimum      optimum-cli export onnx --task text-classification (opset 18 default), same weights
+onnxruntime: ORT_ENABLE_ALL, intra_op = --threads, sequential.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+PRESET, TASK = "deberta-v3-base", "text-classification"
+LOWERINGS = ("generic", "plain", "mha")
+
+
+def ensure_optimum_venv(venv: Path) -> Path | None:
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import optimum.exporters.onnx"],
+                                      capture_output=True).returncode == 0:
+        return py
+    print(f"setting up {venv} (torch==2.13.0, transformers==4.57.6, optimum-onnx) ...", flush=True)
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(py), "-m", "pip", "install", "-q", "torch==2.13.0", "transformers==4.57.6", "optimum-onnx"]]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"optimum venv setup failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}", flush=True)
+            return None
+    return py
+
+
+def export_optimum(py: Path, ref, work: Path) -> Path | None:
+    """Save our reference's weights as a transformers checkpoint, export it with optimum-cli."""
+    import torch
+
+    ckpt, out = work / "hf-ckpt", work / "optimum"
+    if not (out / "model.onnx").exists():
+        ckpt.mkdir(parents=True, exist_ok=True)
+        from edgeport.reference_models import get_family
+
+        (ckpt / "config.json").write_text(json.dumps({**get_family("deberta-v2").presets[PRESET],
+                                                      "architectures": ["DebertaV2ForSequenceClassification"],
+                                                      "num_labels": ref.config.num_labels}))
+        torch.save(ref.model.state_dict(), ckpt / "pytorch_model.bin")
+        cli = py.parent / "optimum-cli"
+        r = subprocess.run([str(cli), "export", "onnx", "--model", str(ckpt), "--task", TASK, str(out)],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not (out / "model.onnx").exists():
+            print("optimum export failed:", (r.stderr or r.stdout).strip().splitlines()[-3:], flush=True)
+            return None
+    return out / "model.onnx"
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return lambda feeds: sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def feeds_for(vocab: int, seq: int) -> dict:
+    rng = np.random.default_rng(seq)
+    return {"input_ids": rng.integers(1, vocab, (1, seq), dtype=np.int64), "attention_mask": np.ones((1, seq), np.int64)}
+
+
+def timed(fn, feeds, calls: int) -> list:
+    out = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn(feeds)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    ap.add_argument("--calls", type=int, default=0, help="timed calls per contender per round (0: by length)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bench-deberta"))
+    ap.add_argument("--optimum-venv", type=Path, default=Path("/tmp/optimum-venv"))
+    ap.add_argument("--no-optimum", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="re-export even if --work holds an export")
+    args = ap.parse_args()
+    os.environ["EDGEPORT_THREADS"] = str(args.threads)
+    warnings.simplefilter("ignore")
+    import torch
+
+    from edgeport.export import export
+    from edgeport.export.validate import sample_inputs
+    from edgeport.reference_models import load_reference
+
+    torch.set_num_threads(args.threads)
+    ref = load_reference(PRESET, TASK)
+    contenders = {}
+    for name in LOWERINGS:
+        out = args.work / name
+        t = time.time()
+        if args.fresh or not (out / "edgeport.json").exists():
+            export(PRESET, target="onnx", task=TASK, out_dir=out, lowering=name, quiet=True)
+        worst = max(c["max_abs_diff"] for c in json.loads((out / "edgeport.json").read_text())["parity"])
+        print(f"{name}: exported in {time.time() - t:.0f} s (0: reused), validated, worst diff {worst:.2e}", flush=True)
+        contenders[name] = ort_session(out / "model.onnx", args.threads)
+    if not args.no_optimum:
+        py = ensure_optimum_venv(args.optimum_venv)
+        path = export_optimum(py, ref, args.work) if py else None
+        if path is not None:
+            contenders["optimum"] = ort_session(path, args.threads)
+            from edgeport.export.contracts import contract_for
+
+            f = sample_inputs(contract_for(ref), 1, 64, 0)
+            want = ref.model(*[torch.from_numpy(f[n]) for n in ("input_ids", "attention_mask")])[0]
+            print(f"optimum export vs reference: max diff {np.abs(contenders['optimum'](f)[0] - want.detach().numpy()).max():.2e}")
+
+    def eager(feeds):
+        with torch.inference_mode():
+            return ref.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+
+    contenders = {"eager": eager, **contenders}
+    print(f"\nbatch 1, {args.threads} threads, {args.rounds} interleaved rounds; median ms (ratio to eager"
+          + (", to optimum" if "optimum" in contenders else "") + ")")
+    for seq in args.lengths:
+        feeds = feeds_for(ref.config.vocab_size, seq)
+        calls = args.calls or (10 if seq <= 128 else 3)
+        times = {n: [] for n in contenders}
+        for fn in contenders.values():  # warm-up
+            fn(feeds), fn(feeds)
+        for _ in range(args.rounds):
+            for n, fn in contenders.items():
+                times[n] += timed(fn, feeds, calls)
+        med = {n: statistics.median(t) for n, t in times.items()}
+        for n, m in med.items():
+            extra = f"  {m / med['optimum']:.2f}x optimum" if "optimum" in med else ""
+            print(f"S={seq:4d}  {n:8s} {m:8.1f} ms  {m / med['eager']:.2f}x eager{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
