@@ -49,7 +49,8 @@ def attention(q, k, v, bias, num_heads: int):
     q = q.view(B, S, num_heads, D).transpose(1, 2)  # (B, H, S, D)
     k = k.view(B, -1, num_heads, D).transpose(1, 2)
     v = v.view(B, -1, num_heads, D).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(D)) + bias  # (B, H, S, S)
+    # A Div by the scale (not a Mul): onnxruntime's BERT attention fusion matches this form.
+    scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + bias  # (B, H, S, S)
     probs = torch.softmax(scores, dim=-1)
     return torch.matmul(probs, v).transpose(1, 2).reshape(B, S, HD)
 
