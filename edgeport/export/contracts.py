@@ -61,7 +61,8 @@ def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Cont
         "multiple-choice": {"logits": ["batch", "choices"]},
     }[task]
     assert tuple(dims) == TASK_OUTPUTS[task]
-    max_pos = getattr(cfg, "max_position_embeddings", None) or 512
+    # MEGA calls it max_positions; a family with neither has no table limit we know of
+    max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_positions", None) or 512
     return Contract(inputs, input_dims, list(dims), dims, cfg.vocab_size, type_vocab, max_pos)
 
 

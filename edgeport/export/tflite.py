@@ -68,7 +68,7 @@ def convert(keras_model, contract: Contract, batch: int, seq: int) -> bytes:
 def export_tflite(ref, contract: Contract, out_dir: Path, batch: int, seq: int) -> Lowered:
     if seq > contract.max_positions:
         raise EdgeportError(f"--seq-len {seq} is longer than the model's {contract.max_positions} positions")
-    if not ref.family.keras_build:  # no Keras reference: convert the PyTorch reference directly
+    if not ref.family.keras_build or ref.task == "multiple-choice":  # no Keras reference for it: convert the PyTorch one
         from edgeport.export.tflite_torch import export_tflite_torch
 
         return export_tflite_torch(ref, contract, out_dir, batch, seq)

@@ -17,7 +17,7 @@ from torch import nn
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
 from edgeport.reference_models.config import ModelConfig
-from edgeport.reference_models.registry import register_family
+from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 
 @dataclass
@@ -222,13 +222,14 @@ def check_tied(cfg: BertConfig, task: str):
 def build_bert(cfg: BertConfig, task: str) -> EncoderForTask:
     """BERT or MegatronBERT (by `cfg.pre_layer_norm`) for `task`, under HF's prefix `bert`."""
     check_tied(cfg, task)
-    backbone = Bert(cfg, pooler=task == "text-classification")
+    backbone = Bert(cfg, pooler=task in ("text-classification", "multiple-choice"))
     mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None
     model = EncoderForTask("bert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm)
     init_weights(model, cfg.initializer_range)
     return model.eval()
 
 
-@register_family("bert", config=BertConfig, presets=PRESETS, default_task="feature-extraction")
+@register_family("bert", config=BertConfig, presets=PRESETS, default_task="feature-extraction",
+                 tasks=ENCODER_TASKS + ("multiple-choice",))
 def build(cfg: BertConfig, task: str) -> EncoderForTask:
     return build_bert(cfg, task)

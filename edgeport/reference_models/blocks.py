@@ -83,6 +83,8 @@ class EncoderForTask(nn.Module):
             self.classifier = nn.Linear(hidden_size, num_labels)
         elif task == "question-answering":
             self.qa_outputs = nn.Linear(hidden_size, 2)
+        elif task == "multiple-choice":
+            self.classifier = nn.Linear(hidden_size, 1)  # one score per (question, choice) row
         elif task == "fill-mask":
             self.cls = mlm_head
         elif task != "feature-extraction":
@@ -96,6 +98,11 @@ class EncoderForTask(nn.Module):
         return self.HEAD_PREFIXES + (f"{self.prefix}.pooler.",)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
+        if self.task == "multiple-choice":  # (B, C, S) -> rows (B*C, S) -> scores (B, C)
+            B, C, S = input_ids.shape
+            flat = [t.reshape(B * C, S) if t is not None else None for t in (input_ids, attention_mask, token_type_ids)]
+            _, pooled = self.backbone(*flat)
+            return (self.classifier(pooled).view(B, C),)
         seq, pooled = self.backbone(input_ids, attention_mask, token_type_ids)
         if self.task == "feature-extraction":
             return (seq,)

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from edgeport.reference_models.bert import BertConfig, build_bert
 from edgeport.reference_models.blocks import EncoderForTask
-from edgeport.reference_models.registry import register_family
+from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 
 @dataclass
@@ -37,6 +37,7 @@ PRESETS = {
 }
 
 
-@register_family("megatron-bert", config=MegatronBertConfig, presets=PRESETS, default_task="fill-mask")
+@register_family("megatron-bert", config=MegatronBertConfig, presets=PRESETS, default_task="fill-mask",
+                 tasks=ENCODER_TASKS + ("multiple-choice",))
 def build(cfg: MegatronBertConfig, task: str) -> EncoderForTask:
     return build_bert(cfg, task)

@@ -14,7 +14,7 @@ from torch import nn
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
 from edgeport.reference_models.config import ModelConfig
-from edgeport.reference_models.registry import register_family
+from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 NORMALIZATIONS = ("no_norm", "layer_norm")
 
@@ -286,9 +286,10 @@ class MLMHead(nn.Module):
 
 
 @register_family("mobilebert", config=MobileBertConfig, presets=PRESETS, default_task="fill-mask",
+                 tasks=ENCODER_TASKS + ("multiple-choice",),
                  keras_build="edgeport.reference_models.mobilebert_keras:build_keras")
 def build(cfg: MobileBertConfig, task: str) -> EncoderForTask:
-    backbone = MobileBert(cfg, pooler=task == "text-classification")
+    backbone = MobileBert(cfg, pooler=task in ("text-classification", "multiple-choice"))
     mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None
     model = EncoderForTask("mobilebert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm)
     init_weights(model, cfg.initializer_range)
