@@ -12,6 +12,12 @@ timed here in this venv's onnxruntime like the others. Contenders:
     <lowering>   `edgeport export deberta-v3-base --target onnx --lowering <name>` (validated on export)
     optimum      optimum-cli export onnx --task text-classification (opset 18 default), same weights
 onnxruntime: ORT_ENABLE_ALL, intra_op = --threads, sequential.
+
+Measured (2-core machine shared with other jobs, load average ~8: absolute ms inflated ~10x, ratios from
+one run; where the time goes: edgeport/ops/disentangled_attention_lowerings.py docstring):
+    S = 128  eager 3891 ms | fast (default) 637: 0.16x eager, 0.81x optimum | generic 789: 1.00x optimum
+             | plain 833: 1.06x | mha 839: 1.07x | optimum 787: 0.20x eager   (--lengths 128 --rounds 4 --calls 5)
+    S = 512  (onnxruntime contenders only, 6 calls) fast 1.01x optimum | generic 1.05x | plain 1.56x
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 PRESET, TASK = "deberta-v3-base", "text-classification"
-LOWERINGS = ("generic", "plain", "mha")
+LOWERINGS = ("fast", "generic", "plain", "mha")  # fast = the onnx default
 
 
 def ensure_optimum_venv(venv: Path) -> Path | None:
@@ -101,7 +107,8 @@ def main():
     ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    ap.add_argument("--calls", type=int, default=0, help="timed calls per contender per round (0: by length)")
+    ap.add_argument("--calls", type=int, default=0, help="timed calls per contender per round (0: by length);"
+                                                          " calls are interleaved one by one")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-deberta"))
     ap.add_argument("--optimum-venv", type=Path, default=Path("/tmp/optimum-venv"))
     ap.add_argument("--no-optimum", action="store_true")
@@ -150,9 +157,9 @@ def main():
         times = {n: [] for n in contenders}
         for fn in contenders.values():  # warm-up
             fn(feeds), fn(feeds)
-        for _ in range(args.rounds):
+        for _ in range(args.rounds * calls):  # per-call round robin: load changes hit every contender alike
             for n, fn in contenders.items():
-                times[n] += timed(fn, feeds, calls)
+                times[n] += timed(fn, feeds, 1)
         med = {n: statistics.median(t) for n, t in times.items()}
         for n, m in med.items():
             extra = f"  {m / med['optimum']:.2f}x optimum" if "optimum" in med else ""

@@ -199,7 +199,8 @@ def test_multi_head_attention_node_matches_torch(tmp_path):
 ONNX_CASES = [("v3", t, "mha") for t in ("feature-extraction", "fill-mask", "text-classification",
                                          "token-classification", "question-answering", "multiple-choice")]
 ONNX_CASES += [("v1", "multiple-choice", "mha"), ("v1", "fill-mask", "plain"), ("v3", "question-answering", "plain"),
-               ("v1", "token-classification", "default"), ("v3", "multiple-choice", "default")]
+               ("v1", "token-classification", "default"), ("v3", "multiple-choice", "default"),
+               ("v3", "fill-mask", "generic")]
 
 
 @pytest.mark.parametrize("name,task,lowering", ONNX_CASES)
@@ -224,10 +225,53 @@ def test_onnx_lowerings_match_reference(tmp_path, ckpt, name, task, lowering):
     else:
         assert not found  # the generic and plain forms run on any ONNX runtime
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
-    if lowering == "default":  # = generic
+    if lowering == "generic":
         assert "GatherElements" in ops and m.converter["disentangled_attention"].startswith("generic")
     else:
         assert "GatherElements" not in ops
+    if lowering == "default":  # = fast
+        assert m.converter["disentangled_attention"] == "folded-fast"
+        assert_fast_structure(out / "model.onnx", layers=2)
+
+
+def assert_fast_structure(path, layers):
+    """The fast form: one q/k/v MatMul per layer, no Gather on a non-leading axis (the position tables are
+    gathered on their row axis 1, never the activations on their column axis)."""
+    nodes = onnx.load(str(path)).graph.node
+    attention = [n for n in nodes if "/attention/self/" in n.name]
+    qkv = [n for n in attention if n.op_type == "MatMul" and "/qkv/" in n.name]
+    assert len(qkv) == layers, [n.name for n in qkv]
+    gathers = [n for n in attention if n.op_type == "Gather"]
+    axes = {onnx.helper.get_attribute_value(a) for n in gathers for a in n.attribute if a.name == "axis"}
+    assert axes <= {0, 1}, axes
+    assert sum(1 for n in gathers if any(a.name == "axis" and a.i == 1 for a in n.attribute)) == 2 * layers
+
+
+@pytest.mark.parametrize("pos_att_type", ["c2p", "p2c", "c2p|p2c"])
+@pytest.mark.parametrize("family,max_position", [("deberta", 0), ("deberta-v2", 16)])
+def test_fast_module_matches_reference_across_buckets(tmp_path, family, max_position, pos_att_type):
+    """The fast module swap vs the untouched reference in torch, one term at a time, at lengths below,
+    across and beyond the bucket mid (4), the buckets (8) and the span (16), with padding."""
+    kw = dict(TINY, relative_attention=True, pos_att_type=pos_att_type, max_relative_positions=16,
+              position_biased_input=False, type_vocab_size=0)
+    if max_position:
+        kw.update(position_buckets=8, share_att_key=True, norm_rel_ebd="layer_norm")
+    cls = transformers.DebertaConfig if family == "deberta" else transformers.DebertaV2Config
+    torch.manual_seed(1)
+    hf = getattr(transformers, HF[family]["feature-extraction"])(cls(**kw)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    hf.save_pretrained(tmp_path)
+    ref = reference(tmp_path, "feature-extraction")
+    fast = low.fold_attention(ref.model, "fast")
+    for seq in (1, 4, 9, 17, 40):
+        ids = torch.randint(1, 100, (2, seq))
+        mask = torch.ones(2, seq, dtype=torch.long)
+        mask[1, seq // 2 + 1:] = 0
+        with torch.no_grad():
+            want, got = ref.model(ids, mask)[0], fast(ids, mask)[0]
+        assert (got - want).abs().max().item() <= 1e-5, (seq, pos_att_type)
 
 
 @pytest.mark.parametrize("name,task", [("v3", "question-answering"), ("v3", "multiple-choice"),
@@ -273,7 +317,7 @@ def test_lowerings_registered_for_both_families():
     from edgeport.export.lowerings import lowerings_for
 
     for fam in ("deberta", "deberta-v2"):
-        assert lowerings_for(fam, "onnx") == ["default", "generic", "mha", "plain"]
+        assert lowerings_for(fam, "onnx") == ["default", "fast", "generic", "mha", "plain"]
         assert lowerings_for(fam, "tensorrt") == ["default"]
         assert lowerings_for(fam, "tflite") == ["default", "folded", "generic"]
 

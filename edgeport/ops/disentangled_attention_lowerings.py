@@ -4,8 +4,12 @@ Every lowering works on a deep copy of the reference model (export validates aga
 original) and is a named module swap (STYLE.md 5):
 
     target     name       what the graph holds for the scores op
+    onnx       default    = fast
+    onnx       fast       "folded" and no Gather on activations: the constant position tables are gathered
+                          by distance column (2S rows), one MatMul per term gives (B*H, S, 2S) scores by
+                          distance, the skew (Slice + Reshape copies) makes them (S, S); the factor is folded
+                          into the query projection, q/k/v are one MatMul
     onnx       generic    the pure-torch decomposition: Gather(Elements) with (N, S, S) indices, any runtime
-                          (default: the fastest measured; onnxruntime folds the constant projections itself)
     onnx       plain      "folded": relative-position projections folded once, c2p/p2c over only the
                           table rows length S can reach, relative->absolute by Gather + skew, MatMul/Softmax
     onnx       mha        folded, then com.microsoft.MultiHeadAttention with the position terms and the
@@ -16,14 +20,33 @@ original) and is a named module swap (STYLE.md 5):
     tflite     folded     folded + plain at the static shape (relative indices and rows constants);
                           opt-in: drifts up to 6e-4 in LiteRT (see tflite_folded)
 
-onnxruntime CPU latency, deberta-v3-base architecture, batch 1, 2 threads, medians of interleaved runs
-(benchmarks/bench_deberta.py; ratio to PyTorch eager measured in the same run):
-    S = 128 (2-core machine under load average ~7: absolute ms inflated, ratios from one interleaved run)
-        eager 2921 ms | generic 759 (0.26x eager, 1.01x Optimum) | plain 780 (0.27x, 1.04x)
-        | mha 894 (0.31x, 1.19x) | Optimum 750 (0.26x)
-    The folded forms do not pay off: onnxruntime already constant-folds the position projections of the
-    generic graph, and MultiHeadAttention with a full (B, H, S, S) attention_bias is slower on CPU
-    than MatMul + Softmax. Goal (0.75x Optimum at 128) not reached.
+Where the time goes (onnxruntime profiling, SessionOptions.enable_profiling, per-op totals, deberta-v3-base,
+S = 128, 2 threads): in every form the six dense MatMuls per layer take ~75%. onnxruntime already
+constant-folds the position projections and the LayerNorm'd rel embeddings of the generic graph (10 MatMuls
+per layer, not 12), so folding them gains nothing by itself. What differs is the position terms: generic
+multiplies q by all 2k = 512 table rows per layer and then GatherElements over (S, 2k); plain multiplies
+only the 255 reachable rows but then gathers columns of the (N, S, 255) activations, and onnxruntime's
+Gather on the last axis is slow (it cost more than the MatMuls it saved). fast gathers the small constant
+table instead (12 x 256 x 64 per term) and multiplies once: half the position FLOPs of generic and Optimum,
+no activation Gather, no (N, S, S) index tensors.
+Tried and dropped: onnxruntime.transformers.optimizer's BERT fusions (edgeport.ops.bert_attention.fuse) on
+the fast graph find SkipLayerNormalization x24 and BiasGelu (no Attention): 0.88x Optimum vs 0.86x without
+(no gain within noise; onnxruntime's load-time passes already fuse BiasGelu and FusedMatMul). The remaining
+1.6k nodes are mostly shape arithmetic (Shape/Gather/Unsqueeze/Concat) and the per-layer distance tables
+(onnxruntime does not merge the 12 identical copies): small kernels, not measured to matter here.
+
+onnxruntime CPU latency, deberta-v3-base architecture (random weights), batch 1, 2 threads, medians of
+per-call interleaved runs, all contenders in one process (benchmarks/bench_deberta.py; 2-core machine under
+load average ~7: absolute ms inflated 5-10x, compare the ratios, each from one run):
+    S = 128, 20 calls each: eager 3891 ms | fast 637 (0.16x eager, 0.81x Optimum) | generic 789 (1.00x)
+        | plain 833 (1.06x) | mha 839 (1.07x) | Optimum 787
+    S = 128, 25 calls each (another run): Optimum 1061 | generic 1081 (1.02x) | fast 916 (0.86x; fastest
+        calls 0.80x) | fast + onnxruntime BERT fusions 931 (0.88x)
+    S = 512, 6 calls each: Optimum 3177 | generic 3336 (1.05x) | fast 3201 (1.01x) | plain 4948 (1.56x)
+    At S > k the fast form multiplies 2S > 2k gathered rows (twice generic's position FLOPs at S = 512),
+    which its saved GatherElements only just pays for. MultiHeadAttention with a full (B, H, S, S)
+    attention_bias is slower on CPU than MatMul + Softmax.
+    Goal (0.75x Optimum at 128): not reached; fast is the closest, 0.81-0.86x (the dense MatMuls bound it).
 """
 
 from __future__ import annotations
@@ -152,6 +175,7 @@ class FoldedSelfAttention(nn.Module):
                                                                                = bias (B, H, S, S)
         "mha":   MultiHeadAttention(q, k, v, attention_bias=bias, scale=factor)
         "plain": softmax(q k^T * factor + bias) v
+        "fast":  q pre-scaled; softmax(q k^T + distance_bias(q, k)) v (see distance_bias)
     """
 
     def __init__(self, att, rel: torch.Tensor, mode: str, static_len: int | None = None):
@@ -164,7 +188,14 @@ class FoldedSelfAttention(nn.Module):
             pos_key, pos_query = att.position_kq(rel)  # (H, 2k, D) each, or None
         self.has_c2p, self.has_p2c = pos_key is not None, pos_query is not None
         zero = torch.zeros(att.heads, 2 * self.span, 1)
-        self.register_buffer("pos_key", (pos_key if self.has_c2p else zero) * self.factor)
+        # "fast": the factor lives in the query rows of qkv, so q k^T and q pos_key^T come out scaled.
+        key_scale = 1.0 if mode == "fast" else self.factor
+        if mode == "fast":
+            with torch.no_grad():
+                A = self.qkv.weight.shape[0] // 3
+                self.qkv.weight[:A] *= self.factor
+                self.qkv.bias[:A] *= self.factor
+        self.register_buffer("pos_key", (pos_key if self.has_c2p else zero) * key_scale)
         self.register_buffer("pos_query", (pos_query if self.has_p2c else zero) * self.factor)
         # Static shapes (TFLite): the column tables and reachable rows become constants of the graph.
         self.static_len = static_len
@@ -195,9 +226,39 @@ class FoldedSelfAttention(nn.Module):
             p2c = torch.matmul(k, pq.transpose(-1, -2)).flatten(0, 1)
         return relative_scores(c2p, p2c, idx, back).view(B, H, S, S)
 
+    def distance_bias(self, q, k):  # (B, H, S, D) each, q pre-scaled -> (B, H, S, S) scaled position terms
+        """"fast": no Gather on activations. The constant tables are gathered by distance column first,
+        one MatMul per term gives scores by distance, and skew turns them into (S, S):
+
+            pos_key[:, idx] (H, 2S, D) ----+
+            q (B, H, S, D) -------------- MatMul -> (B*H, S, 2S) -> skew -> (B*H, S, S) ----------+
+            pos_query[:, back] (H, 2S, D) -+                                                      Add
+            k (B, H, S, D) -------------- MatMul -> (B*H, S, 2S) -> skew -> Transpose(1, 2) ------+
+        """
+        B, H, S, _ = q.shape
+        idx, back = distance_index(S, self.span, self.max_position, q.device)  # (2S,) each
+        out = None
+        if self.has_c2p:
+            pk = torch.index_select(self.pos_key, 1, idx)  # (H, 2S, D)
+            out = skew(torch.matmul(q, pk.transpose(-1, -2)).flatten(0, 1))  # (B*H, S, S)
+        if self.has_p2c:
+            pq = torch.index_select(self.pos_query, 1, back)  # (H, 2S, D)
+            t = skew(torch.matmul(k, pq.transpose(-1, -2)).flatten(0, 1)).transpose(1, 2)  # (B*H, S, S)
+            out = t if out is None else out + t
+        return out.view(B, H, S, S)
+
+    def fast_attention(self, q, k, v, pair_mask):  # (B, S, A) each (q pre-scaled), (B, 1, S, S) -> (B, S, A)
+        B, S, _ = q.shape
+        qh, kh, vh = (t.view(B, S, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, S, D)
+        scores = torch.matmul(qh, kh.transpose(-1, -2)) + self.distance_bias(qh, kh)  # (B, H, S, S)
+        scores = scores.masked_fill(~pair_mask, torch.finfo(scores.dtype).min)
+        return torch.matmul(torch.softmax(scores, dim=-1), vh).transpose(1, 2).reshape(B, S, -1)
+
     def forward(self, x, pair_mask, rel):  # (B, S, H), (B, 1, S, S) bool, unused (folded)
         B, S, _ = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, S, A) each
+        if self.mode == "fast":
+            return self.fast_attention(q, k, v, pair_mask)
         qh, kh = (t.view(B, S, self.heads, -1).transpose(1, 2) for t in (q, k))  # (B, H, S, D)
         bias = self.position_bias(qh, kh)
         bias = bias.masked_fill(~pair_mask, torch.finfo(bias.dtype).min)  # (B, H, S, S)
@@ -256,7 +317,6 @@ def _export_folded(ref, contract, out_dir: Path, opts, mode: str) -> Lowered:
 
 
 @register_lowering(FAMILIES, "onnx", "generic")
-@register_lowering(FAMILIES, "onnx", "default")
 def onnx_generic(ref, contract, out_dir, opts):
     from edgeport.export.onnx import export_onnx
 
@@ -268,6 +328,12 @@ def onnx_generic(ref, contract, out_dir, opts):
 @register_lowering(FAMILIES, "onnx", "plain")
 def onnx_folded_plain(ref, contract, out_dir, opts):
     return _export_folded(ref, contract, out_dir, opts, "plain")
+
+
+@register_lowering(FAMILIES, "onnx", "fast")
+@register_lowering(FAMILIES, "onnx", "default")
+def onnx_folded_fast(ref, contract, out_dir, opts):
+    return _export_folded(ref, contract, out_dir, opts, "fast")
 
 
 @register_lowering(FAMILIES, "onnx", "mha")
