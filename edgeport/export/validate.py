@@ -46,6 +46,8 @@ def reference_outputs(model, contract: Contract, feeds: dict) -> dict:
 def onnx_grid(contract: Contract) -> list:
     """(batch, seq, padded_rows): batch 1 and 3, short, odd and long sequences, padded rows."""
     lengths = [s for s in (8, 37, 128) if s <= contract.max_positions]
+    if contract.max_positions < 128 and contract.max_positions not in lengths:
+        lengths.append(contract.max_positions)  # a short table is checked up to its end
     return [(1, s, 0) for s in lengths] + [(3, s, 2) for s in lengths]
 
 
