@@ -5,8 +5,9 @@
 
 Schemes (schemes.py): fp16, int8, int8-static, int4 and their variants, resolved per target against an
 explicit supported list. Backends: onnx_backend.py (onnx, tensorrt), tflite_backend.py. What stays in
-float: policy.py. Every artifact is compared with its float source on held-out real text (evaluate.py,
-perplexity.py) and the report goes into the manifest's `quantization.accuracy`.
+float: policy.py. Every artifact is compared with its float source on held-out real text (evaluate.py;
+decoders: perplexity.py) and the report goes into the manifest's `quantization.accuracy`. A decoder's
+manifest `decoder` block (cache layout, special tokens) is carried over, so `edgeport generate` runs it.
 The output folder is written atomically: it exists complete, or not at all.
 """
 
@@ -125,7 +126,11 @@ def _build(m, folder, tmp, name, sch, keep, calibration_text, steps) -> dict:
     from edgeport.runtime.session import open_session
 
     src = folder / m.artifact
-    float_sess = open_session(src)
+    decoder = m.task == "text-generation"
+    if decoder and sch.activations == "int8-static":
+        raise EdgeportError("int8-static is not supported for text-generation artifacts (calibration through "
+                            "the KV cache is not built); use int8 (dynamic) or int4")
+    float_sess = None if decoder else open_session(src)  # decoders are scored through runtime.generate
     calib, calib_source = [], None
     if sch.activations == "int8-static":
         calib, calib_source = _feeds(folder, m, float_sess, "calibration", CALIBRATION_TEXTS, calibration_text)
@@ -136,7 +141,12 @@ def _build(m, folder, tmp, name, sch, keep, calibration_text, steps) -> dict:
         size = sum(f.stat().st_size for f in _artifact_files(tmp, name))
         steps.note(f"{name}: {size / 2**20:.1f} MiB ({size / max(m.size_bytes, 1):.1%} of fp32)")
     with steps.step("checking against the float artifact on held-out text"):
-        accuracy = _accuracy(m, folder, float_sess, open_session(tmp / name), tmp)
+        if decoder:
+            from edgeport.quantize import perplexity
+
+            accuracy = perplexity.compare(src, tmp / name, m, folder)
+        else:
+            accuracy = _accuracy(m, folder, float_sess, open_session(tmp / name), tmp)
         steps.note(accuracy.pop("_headline"))
     return {"converter": converter, "calibration": calib_source, "calibration_samples": len(calib),
             "accuracy": accuracy, "size_bytes": size}
@@ -145,10 +155,6 @@ def _build(m, folder, tmp, name, sch, keep, calibration_text, steps) -> dict:
 def _accuracy(m, folder, float_sess, quant_sess, tmp) -> dict:
     from edgeport.quantize import evaluate
 
-    if m.task == "text-generation":
-        from edgeport.quantize import perplexity
-
-        return perplexity.compare(float_sess, quant_sess, m, folder)
     feeds, source = _feeds(folder, m, float_sess, "evaluation", EVAL_TEXTS)
     queries = None
     if m.task == "feature-extraction" and m.tokenizer is not None:

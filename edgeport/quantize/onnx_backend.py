@@ -151,9 +151,25 @@ def int4_weight_only(model, scheme: Scheme, exclude: list, embeddings: bool, ten
                              accuracy_level=4 if scheme.activations == "int8-dynamic" else 0,
                              nodes_to_exclude=exclude, op_types_to_quantize=ops,
                              quant_format=QuantFormat.QDQ if tensorrt else QuantFormat.QOperator)
+    opset = _default_opset(model)
     with _quiet():
         q.process()
-    return q.model.model
+    out = q.model.model
+    if not tensorrt:  # QOperator adds only com.microsoft nodes; keep the graph's own ops at their opset
+        _set_default_opset(out, opset)
+    return out
+
+
+def _default_opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _set_default_opset(model, version: int) -> None:
+    """MatMulNBitsQuantizer raises the default-domain opset to 21 even when it only emits com.microsoft
+    nodes; an opset-17 graph's ReduceMean(axes=...) (Mistral's RMSNorm) is then invalid at load."""
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and version:
+            o.version = version
 
 
 def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float: list, calib: list) -> dict:
