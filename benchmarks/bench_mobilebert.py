@@ -80,14 +80,15 @@ def export_all(lengths, work: Path) -> dict:
     from edgeport.export import export
 
     paths = {}
-    t0 = time.perf_counter()
-    paths["onnx"] = export("mobilebert", "onnx", "question-answering", out_dir=work / "onnx", quiet=True)
-    print(f"exported ONNX in {time.perf_counter() - t0:.0f}s", flush=True)
-    for seq in lengths:
+    jobs = [("onnx", "onnx", 128)] + [(seq, "tflite", seq) for seq in lengths]
+    for key, target, seq in jobs:
+        out = work / (target if target == "onnx" else f"tflite{seq}")
+        if (out / "edgeport.json").is_file():  # --work reuses earlier exports
+            paths[key] = out
+            continue
         t0 = time.perf_counter()
-        paths[seq] = export("mobilebert", "tflite", "question-answering", out_dir=work / f"tflite{seq}",
-                            seq_len=seq, quiet=True)
-        print(f"exported TFLite @{seq} in {time.perf_counter() - t0:.0f}s", flush=True)
+        paths[key] = export("mobilebert", target, "question-answering", out_dir=out, seq_len=seq, quiet=True)
+        print(f"exported {target} @{seq} in {time.perf_counter() - t0:.0f}s", flush=True)
     return paths
 
 
@@ -96,7 +97,7 @@ def main():
     ap.add_argument("--lengths", type=int, nargs="+", default=[128, 384])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--calls", type=int, default=20)
-    ap.add_argument("--work", help="folder for the exports (default: a temp dir)")
+    ap.add_argument("--work", help="folder for the exports, reused when it holds them (default: a temp dir)")
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-mobilebert-"))
     paths = export_all(a.lengths, work)
