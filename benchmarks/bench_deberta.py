@@ -34,24 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_optimum_venv  # noqa: E402
+
 PRESET, TASK = "deberta-v3-base", "text-classification"
 LOWERINGS = ("fast", "generic", "plain", "mha")  # fast = the onnx default
-
-
-def ensure_optimum_venv(venv: Path) -> Path | None:
-    py = venv / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import optimum.exporters.onnx"],
-                                      capture_output=True).returncode == 0:
-        return py
-    print(f"setting up {venv} (torch==2.13.0, transformers==4.57.6, optimum-onnx) ...", flush=True)
-    steps = [[sys.executable, "-m", "venv", str(venv)],
-             [str(py), "-m", "pip", "install", "-q", "torch==2.13.0", "transformers==4.57.6", "optimum-onnx"]]
-    for cmd in steps:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"optimum venv setup failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}", flush=True)
-            return None
-    return py
 
 
 def export_optimum(py: Path, ref, work: Path) -> Path | None:

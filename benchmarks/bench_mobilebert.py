@@ -1,11 +1,14 @@
-"""MobileBERT (real google/mobilebert-uncased architecture, random weights) QA at batch 1:
-PyTorch eager (transformers and edgeport's reference), edgeport's ONNX in onnxruntime and edgeport's
-TFLite in LiteRT, at lengths 128 and 384, as ratios to transformers eager, measured in one run.
+"""MobileBERT (real google/mobilebert-uncased architecture, random weights) QA at batch 1, lengths
+128 and 384, all as ratios to transformers eager, measured in one run, each contender in its own
+process: PyTorch eager (transformers, edgeport's reference), edgeport's ONNX in onnxruntime,
+edgeport's TFLite in LiteRT, and the peers on the same weights: Optimum's ONNX export (made in a
+separate venv, see common.ensure_optimum_venv; skipped with --no-optimum) run in the same
+onnxruntime, and litert-torch's conversion of transformers' model run in the same LiteRT.
 
-    python benchmarks/bench_mobilebert.py [--lengths 128 384] [--rounds 6] [--calls 20]
+    python benchmarks/bench_mobilebert.py [--lengths 128 384] [--rounds 6] [--calls 15] [--work DIR]
 
-Peers on this kind of machine (shared/PEERS.md): Optimum's ONNX in onnxruntime 0.45x eager at 384,
-litert-torch's TFLite 0.35x.
+shared/PEERS.md quotes Optimum 0.45x and litert-torch 0.35x eager at 384 on an AVX-512 machine; the
+ratios depend on the CPU, which is why the peers run here too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure, report  # noqa: E402
+from common import ensure_optimum_venv, measure, report  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,12 +37,27 @@ def feeds(seq: int, dtype: str):
     return {"input_ids": ids, "attention_mask": np.ones((1, seq), dtype), "token_type_ids": types}
 
 
-def make_transformers(seq):
-    import torch
+def hf_model():
+    """transformers' MobileBERT QA with edgeport's preset weights (seed 0): every contender, same weights."""
+    import warnings
+
     import transformers
 
-    torch.manual_seed(0)
+    from edgeport.reference_models import load_reference
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = load_reference("mobilebert", "question-answering")
     model = transformers.MobileBertForQuestionAnswering(transformers.MobileBertConfig()).eval()
+    missing, _ = model.load_state_dict(ref.model.state_dict(), strict=False)
+    assert not [k for k in missing if "decoder" not in k], missing
+    return model
+
+
+def make_transformers(seq):
+    import torch
+
+    model = hf_model()
     f = {k: torch.from_numpy(v) for k, v in feeds(seq, "int64").items()}
 
     def call():
@@ -76,6 +94,63 @@ def make_session(path, seq, dtype):
     return lambda: sess.run(f)
 
 
+def export_peers(lengths, work: Path, optimum_venv: Path | None) -> dict:
+    """Optimum's ONNX export and litert-torch's TFLite of transformers' model, same weights."""
+    import subprocess
+
+    import torch
+
+    paths = {}
+    ckpt = work / "hf-ckpt"
+    if not (ckpt / "config.json").exists():
+        hf_model().save_pretrained(str(ckpt))
+    py = ensure_optimum_venv(optimum_venv) if optimum_venv else None
+    out = work / "optimum"
+    if py and not (out / "model.onnx").exists():
+        r = subprocess.run([str(py.parent / "optimum-cli"), "export", "onnx", "--model", str(ckpt), "--task",
+                            "question-answering", str(out)], capture_output=True, text=True)
+        if r.returncode:
+            print("optimum export failed:", (r.stderr or r.stdout).strip().splitlines()[-2:], flush=True)
+    if (out / "model.onnx").exists():
+        paths["optimum"] = out / "model.onnx"
+    import litert_torch
+
+    for seq in lengths:
+        path = work / f"litert-torch-{seq}.tflite"
+        if not path.exists():
+            model = hf_model()
+
+            class Named(torch.nn.Module):  # int32 keyword inputs, as litert-torch models are fed
+                def __init__(self):
+                    super().__init__()
+                    self.m = model
+
+                def forward(self, input_ids, attention_mask, token_type_ids):
+                    o = self.m(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
+                               token_type_ids=token_type_ids.long())
+                    return {"start_logits": o.start_logits, "end_logits": o.end_logits}
+
+            sample = {k: torch.from_numpy(v) for k, v in feeds(seq, "int32").items()}
+            litert_torch.convert(Named().eval(), (), sample_kwargs=sample).export(str(path))
+        paths[f"litert-torch-{seq}"] = path
+    return paths
+
+
+def make_raw_ort(path, seq):
+    """A plain onnxruntime session (ORT_ENABLE_ALL, 2 threads) on another exporter's file."""
+    import onnxruntime as ort
+
+    from common import THREADS
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    f = {k: v for k, v in feeds(seq, "int64").items() if k in names}
+    return lambda: sess.run(None, f)
+
+
 def export_all(lengths, work: Path) -> dict:
     from edgeport.export import export
 
@@ -98,19 +173,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--work", help="folder for the exports, reused when it holds them (default: a temp dir)")
+    ap.add_argument("--optimum-venv", type=Path, default=Path("/tmp/optimum-venv"))
+    ap.add_argument("--no-optimum", action="store_true")
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-mobilebert-"))
     paths = export_all(a.lengths, work)
+    paths.update(export_peers(a.lengths, work, None if a.no_optimum else a.optimum_venv))
     for seq in a.lengths:
         contenders = {
             "transformers eager (torch)": functools.partial(make_transformers, seq),
             "edgeport reference eager (torch)": functools.partial(make_reference, seq),
             "edgeport ONNX, onnxruntime": functools.partial(make_session, str(paths["onnx"]), seq, "int64"),
             "edgeport TFLite, LiteRT (XNNPACK)": functools.partial(make_session, str(paths[seq]), seq, "int32"),
+            "peer: litert-torch TFLite, LiteRT": functools.partial(make_session, str(paths[f"litert-torch-{seq}"]),
+                                                                   seq, "int32"),
         }
+        if "optimum" in paths:
+            contenders["peer: Optimum ONNX, onnxruntime"] = functools.partial(make_raw_ort, paths["optimum"], seq)
         times = measure(contenders, rounds=a.rounds, calls=a.calls)
         report(f"MobileBERT QA, batch 1, length {seq}", times, baseline="transformers eager (torch)")
-    sizes = {k: sum(f.stat().st_size for f in Path(p).glob("model.*")) / 1e6 for k, p in paths.items()}
+    sizes = {k: sum(f.stat().st_size for f in (Path(p).glob("model.*") if Path(p).is_dir() else [Path(p)])) / 1e6
+             for k, p in paths.items()}
     print("\nartifact sizes (MB): " + ", ".join(f"{k}: {v:.1f}" for k, v in sizes.items()))
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
@@ -71,3 +74,20 @@ def report(title: str, times: dict, baseline: str) -> dict:
         p90 = sorted(t)[int(0.9 * (len(t) - 1))]
         print(f"  {n:44s} {med[n]:10.2f} {p90:8.2f} {med[n] / med[baseline]:13.2f}x")
     return med
+
+
+def ensure_optimum_venv(venv: Path) -> Path | None:
+    """A venv with optimum-onnx (it needs transformers < 4.58), made on first use; its python."""
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import optimum.exporters.onnx"],
+                                      capture_output=True).returncode == 0:
+        return py
+    print(f"setting up {venv} (torch==2.13.0, transformers==4.57.6, optimum-onnx) ...", flush=True)
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(py), "-m", "pip", "install", "-q", "torch==2.13.0", "transformers==4.57.6", "optimum-onnx"]]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"optimum venv setup failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}", flush=True)
+            return None
+    return py
