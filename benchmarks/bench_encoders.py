@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure, report  # noqa: E402
+from common import make_raw_ort, measure, optimum_export, report  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SEQ = 128
@@ -105,6 +105,27 @@ def export_family(family, work: Path) -> dict:
     return paths
 
 
+def export_optimum(family, work: Path, venv: Path):
+    """Optimum's ONNX export of transformers' model carrying the same (preset, seed 0) weights."""
+    import transformers
+
+    from edgeport.reference_models import load_reference
+    from edgeport.reference_models.registry import get_family
+
+    ckpt = work / f"{family}-hf"
+    if not (ckpt / "config.json").exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = load_reference(family, TASK)
+        hf_cfg = dict(get_family(family).presets[family])
+        hf_cfg.pop("model_type")
+        model = getattr(transformers, HF_CLASS[family])(transformers.AutoConfig.for_model(family, **hf_cfg))
+        missing, _ = model.load_state_dict(ref.model.state_dict(), strict=False)
+        assert not missing, missing
+        model.save_pretrained(str(ckpt))
+    return optimum_export(venv, ckpt, TASK, work / f"{family}-optimum")
+
+
 def contenders(family, paths) -> tuple[dict, str]:
     c = {}
     if family in HF_CLASS:
@@ -114,6 +135,9 @@ def contenders(family, paths) -> tuple[dict, str]:
         if label.startswith("onnx"):
             c[f"edgeport ONNX ({label[5:]}), onnxruntime"] = functools.partial(make_session, str(folder), "int64")
     c["edgeport TFLite, LiteRT (XNNPACK)"] = functools.partial(make_session, str(paths["tflite"]), "int32")
+    if "optimum" in paths:
+        c["peer: Optimum ONNX, onnxruntime"] = functools.partial(
+            make_raw_ort, paths["optimum"], feeds("int64", ("input_ids", "attention_mask", "token_type_ids")))
     return c, next(iter(c))
 
 
@@ -123,14 +147,21 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--work", help="folder for the exports (default: a temp dir)")
+    ap.add_argument("--optimum-venv", type=Path, default=Path("/tmp/optimum-venv"))
+    ap.add_argument("--no-optimum", action="store_true")
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-encoders-"))
     for family in a.families:
         paths = export_family(family, work)
+        if family in HF_CLASS and not a.no_optimum:
+            found = export_optimum(family, work, a.optimum_venv)
+            if found:
+                paths["optimum"] = found
         cands, baseline = contenders(family, paths)
         times = measure(cands, rounds=a.rounds, calls=a.calls)
         report(f"{family} (preset '{family}') {TASK}, batch 1, length {SEQ}", times, baseline=baseline)
-        sizes = {k: sum(f.stat().st_size for f in Path(p).glob("model.*")) / 2**20 for k, p in paths.items()}
+        sizes = {k: sum(f.stat().st_size for f in (Path(p).glob("model.*") if Path(p).is_dir() else [Path(p)]))
+                 / 2**20 for k, p in paths.items()}
         print("  artifact sizes (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()), flush=True)
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_optimum_venv, measure, report  # noqa: E402
+from common import make_raw_ort, measure, optimum_export, report  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -96,23 +96,15 @@ def make_session(path, seq, dtype):
 
 def export_peers(lengths, work: Path, optimum_venv: Path | None) -> dict:
     """Optimum's ONNX export and litert-torch's TFLite of transformers' model, same weights."""
-    import subprocess
-
     import torch
 
     paths = {}
     ckpt = work / "hf-ckpt"
     if not (ckpt / "config.json").exists():
         hf_model().save_pretrained(str(ckpt))
-    py = ensure_optimum_venv(optimum_venv) if optimum_venv else None
-    out = work / "optimum"
-    if py and not (out / "model.onnx").exists():
-        r = subprocess.run([str(py.parent / "optimum-cli"), "export", "onnx", "--model", str(ckpt), "--task",
-                            "question-answering", str(out)], capture_output=True, text=True)
-        if r.returncode:
-            print("optimum export failed:", (r.stderr or r.stdout).strip().splitlines()[-2:], flush=True)
-    if (out / "model.onnx").exists():
-        paths["optimum"] = out / "model.onnx"
+    found = optimum_export(optimum_venv, ckpt, "question-answering", work / "optimum") if optimum_venv else None
+    if found:
+        paths["optimum"] = found
     import litert_torch
 
     for seq in lengths:
@@ -134,21 +126,6 @@ def export_peers(lengths, work: Path, optimum_venv: Path | None) -> dict:
             litert_torch.convert(Named().eval(), (), sample_kwargs=sample).export(str(path))
         paths[f"litert-torch-{seq}"] = path
     return paths
-
-
-def make_raw_ort(path, seq):
-    """A plain onnxruntime session (ORT_ENABLE_ALL, 2 threads) on another exporter's file."""
-    import onnxruntime as ort
-
-    from common import THREADS
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    f = {k: v for k, v in feeds(seq, "int64").items() if k in names}
-    return lambda: sess.run(None, f)
 
 
 def export_all(lengths, work: Path) -> dict:
@@ -189,7 +166,7 @@ def main():
                                                                    seq, "int32"),
         }
         if "optimum" in paths:
-            contenders["peer: Optimum ONNX, onnxruntime"] = functools.partial(make_raw_ort, paths["optimum"], seq)
+            contenders["peer: Optimum ONNX, onnxruntime"] = functools.partial(make_raw_ort, paths["optimum"], feeds(seq, "int64"))
         times = measure(contenders, rounds=a.rounds, calls=a.calls)
         report(f"MobileBERT QA, batch 1, length {seq}", times, baseline="transformers eager (torch)")
     sizes = {k: sum(f.stat().st_size for f in (Path(p).glob("model.*") if Path(p).is_dir() else [Path(p)])) / 1e6

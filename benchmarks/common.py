@@ -91,3 +91,31 @@ def ensure_optimum_venv(venv: Path) -> Path | None:
             print(f"optimum venv setup failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}", flush=True)
             return None
     return py
+
+
+def optimum_export(venv: Path, ckpt: Path, task: str, out: Path) -> Path | None:
+    """`optimum-cli export onnx` of an HF checkpoint folder (default opset), in the optimum venv."""
+    if (out / "model.onnx").exists():
+        return out / "model.onnx"
+    py = ensure_optimum_venv(venv)
+    if py is None:
+        return None
+    r = subprocess.run([str(py.parent / "optimum-cli"), "export", "onnx", "--model", str(ckpt), "--task", task,
+                        str(out)], capture_output=True, text=True)
+    if r.returncode or not (out / "model.onnx").exists():
+        print("optimum export failed:", (r.stderr or r.stdout).strip().splitlines()[-2:], flush=True)
+        return None
+    return out / "model.onnx"
+
+
+def make_raw_ort(path, feeds: dict):
+    """A plain onnxruntime session (ORT_ENABLE_ALL, THREADS) on another exporter's file."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    f = {k: v for k, v in feeds.items() if k in names}
+    return lambda: sess.run(None, f)
