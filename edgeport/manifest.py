@@ -137,6 +137,9 @@ def atomic_output_dir(out_dir: str | os.PathLike):
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder should not be
     except OSError as e:
         raise EdgeportError(f"{out}: cannot write the output folder ({e.strerror})") from None
     try:
