@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from edgeport.errors import EdgeportError
@@ -136,6 +137,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgeport: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
     return 0
 
 
