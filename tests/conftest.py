@@ -75,3 +75,12 @@ def mobilebert_ckpt(tmp_path_factory):
         return cache[task]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is faster than two on a shared 2-core machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -38,12 +38,7 @@ TFLITE_ARTIFACTS = [("gpt2", "tflite"), ("mistral", "tflite")]
 TFLITE_BATCH, TFLITE_PREFILL = 2, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread
 
 
 def write_tokenizer(folder):

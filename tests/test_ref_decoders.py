@@ -39,13 +39,7 @@ CLS = {"gpt2": T.GPT2ForSequenceClassification, "mistral": T.MistralForSequenceC
 FAMILIES = list(CONFIGS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread
 
 
 def hf_and_ours(tmp_path, family: str, task: str = "text-generation", **overrides):

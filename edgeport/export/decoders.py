@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from edgeport.errors import EdgeportError, ParityError
+from edgeport.export.validate import raise_on_misses
 from edgeport.export.lowerings import Lowered, find_lowering
 from edgeport.manifest import Manifest, ParityCheck, TensorSpec, atomic_output_dir, sha256_of
 from edgeport.reference_models.decoder import DECODER_INPUTS, DECODER_TASK_OUTPUTS
@@ -272,13 +273,7 @@ def run_plan(model, decoder, plan, c: DecoderContract, compare_cache: bool) -> l
 
 def validate_decoder(model, decoder, c: DecoderContract, static: tuple | None) -> list:
     checks = [ch for p in plans(c, static) for ch in run_plan(model, decoder, p, c, static is None)]
-    bad = [ch for ch in checks if not ch.passed]
-    if bad:
-        w = max(bad, key=lambda ch: ch.max_abs_diff / ch.tolerance)
-        raise ParityError(f"artifact differs from the reference: '{w.output}' at [batch, past, new] {w.shape} "
-                          f"({w.padded_rows} padded rows) max abs diff {w.max_abs_diff:.3g} > tolerance "
-                          f"{w.tolerance:.3g}; {len(bad)}/{len(checks)} checks failed")
-    return checks
+    return raise_on_misses(checks, "[batch, past, new]")
 
 
 # ---------------------------------------------------------------- tokenizer, special tokens

@@ -74,10 +74,15 @@ def check(model, session, contract: Contract, grid: list, atol=None, rtol=None) 
             diff = float(np.max(np.abs(got[name].astype(np.float64) - want[name])))
             tol = atol + rtol * float(np.max(np.abs(want[name])))
             checks.append(ParityCheck(name, [batch, seq], padded, diff, tol, bool(diff <= tol)))
+    return raise_on_misses(checks, "input")
+
+
+def raise_on_misses(checks: list, shape_label: str) -> list:
+    """ParityError naming the worst miss (relative to its tolerance), if any check failed."""
     bad = [c for c in checks if not c.passed]
     if bad:
         w = max(bad, key=lambda c: c.max_abs_diff / c.tolerance)
-        raise ParityError(f"artifact differs from the reference: '{w.output}' at input {w.shape} "
+        raise ParityError(f"artifact differs from the reference: '{w.output}' at {shape_label} {w.shape} "
                           f"({w.padded_rows} padded rows) max abs diff {w.max_abs_diff:.3g} > "
                           f"tolerance {w.tolerance:.3g}; {len(bad)}/{len(checks)} checks failed")
     return checks
