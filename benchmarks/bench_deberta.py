@@ -23,6 +23,7 @@ one run; where the time goes: edgeport/ops/disentangled_attention_lowerings.py d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_optimum_venv  # noqa: E402
+from common import ensure_optimum_venv, measure  # noqa: E402
 
 PRESET, TASK = "deberta-v3-base", "text-classification"
 LOWERINGS = ("fast", "generic", "plain", "mha")  # fast = the onnx default
@@ -63,16 +64,35 @@ def export_optimum(py: Path, ref, work: Path) -> Path | None:
     return out / "model.onnx"
 
 
-def ort_session(path: Path, threads: int):
+def make_ort(path: str, seq: int, vocab: int):
+    """Factory for common.measure: a plain onnxruntime session (ORT_ENABLE_ALL, sequential)."""
     import onnxruntime as ort
 
+    from common import THREADS
+
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = THREADS
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     names = {i.name for i in sess.get_inputs()}
-    return lambda feeds: sess.run(None, {k: v for k, v in feeds.items() if k in names})
+    feeds = {k: v for k, v in feeds_for(vocab, seq).items() if k in names}
+    return lambda: sess.run(None, feeds)
+
+
+def make_eager(seq: int):
+    """Factory for common.measure: edgeport's reference (transformers-equal), torch.inference_mode."""
+    import torch
+
+    from edgeport.reference_models import load_reference
+
+    ref = load_reference(PRESET, TASK)
+    f = {k: torch.from_numpy(v) for k, v in feeds_for(ref.config.vocab_size, seq).items()}
+
+    def call():
+        with torch.inference_mode():
+            return ref.model(f["input_ids"], f["attention_mask"])
+    return call
 
 
 def feeds_for(vocab: int, seq: int) -> dict:
@@ -80,22 +100,12 @@ def feeds_for(vocab: int, seq: int) -> dict:
     return {"input_ids": rng.integers(1, vocab, (1, seq), dtype=np.int64), "attention_mask": np.ones((1, seq), np.int64)}
 
 
-def timed(fn, feeds, calls: int) -> list:
-    out = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn(feeds)
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    ap.add_argument("--calls", type=int, default=0, help="timed calls per contender per round (0: by length);"
-                                                          " calls are interleaved one by one")
+    ap.add_argument("--calls", type=int, default=0, help="timed calls per contender per round (0: by length)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-deberta"))
     ap.add_argument("--optimum-venv", type=Path, default=Path("/tmp/optimum-venv"))
     ap.add_argument("--no-optimum", action="store_true")
@@ -111,7 +121,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     ref = load_reference(PRESET, TASK)
-    contenders = {}
+    paths = {}
     for name in LOWERINGS:
         out = args.work / name
         t = time.time()
@@ -119,35 +129,29 @@ def main():
             export(PRESET, target="onnx", task=TASK, out_dir=out, lowering=name, quiet=True)
         worst = max(c["max_abs_diff"] for c in json.loads((out / "edgeport.json").read_text())["parity"])
         print(f"{name}: exported in {time.time() - t:.0f} s (0: reused), validated, worst diff {worst:.2e}", flush=True)
-        contenders[name] = ort_session(out / "model.onnx", args.threads)
+        paths[name] = out / "model.onnx"
     if not args.no_optimum:
         py = ensure_optimum_venv(args.optimum_venv)
         path = export_optimum(py, ref, args.work) if py else None
         if path is not None:
-            contenders["optimum"] = ort_session(path, args.threads)
+            import onnxruntime as ort
+
             from edgeport.export.contracts import contract_for
 
+            paths["optimum"] = path
             f = sample_inputs(contract_for(ref), 1, 64, 0)
             want = ref.model(*[torch.from_numpy(f[n]) for n in ("input_ids", "attention_mask")])[0]
-            print(f"optimum export vs reference: max diff {np.abs(contenders['optimum'](f)[0] - want.detach().numpy()).max():.2e}")
-
-    def eager(feeds):
-        with torch.inference_mode():
-            return ref.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
-
-    contenders = {"eager": eager, **contenders}
-    print(f"\nbatch 1, {args.threads} threads, {args.rounds} interleaved rounds; median ms (ratio to eager"
-          + (", to optimum" if "optimum" in contenders else "") + ")")
+            got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, f)[0]
+            print(f"optimum export vs reference: max diff {np.abs(got - want.detach().numpy()).max():.2e}")
+    vocab = ref.config.vocab_size
+    del ref
+    print(f"\nbatch 1, {args.threads} threads, one process per contender, {args.rounds} interleaved rounds; "
+          "median ms (ratio to eager" + (", to optimum" if "optimum" in paths else "") + ")")
     for seq in args.lengths:
-        feeds = feeds_for(ref.config.vocab_size, seq)
+        makers = {"eager": functools.partial(make_eager, seq)}
+        makers.update({n: functools.partial(make_ort, str(p), seq, vocab) for n, p in paths.items()})
         calls = args.calls or (10 if seq <= 128 else 3)
-        times = {n: [] for n in contenders}
-        for fn in contenders.values():  # warm-up
-            fn(feeds), fn(feeds)
-        for _ in range(args.rounds * calls):  # per-call round robin: load changes hit every contender alike
-            for n, fn in contenders.items():
-                times[n] += timed(fn, feeds, 1)
-        med = {n: statistics.median(t) for n, t in times.items()}
+        med = {n: statistics.median(t) for n, t in measure(makers, args.rounds, calls, args.threads).items()}
         for n, m in med.items():
             extra = f"  {m / med['optimum']:.2f}x optimum" if "optimum" in med else ""
             print(f"S={seq:4d}  {n:8s} {m:8.1f} ms  {m / med['eager']:.2f}x eager{extra}", flush=True)

@@ -6,25 +6,26 @@
 
 Exports the float artifact (unless --float-dir), quantizes it with each scheme (each artifact's
 accuracy report comes from quantize_artifact: held-out sentences of Python's reference manual),
-then times fp32 and every quantized artifact interleaved (round-robin, one call each per round) at
-batch 1 and --seq-len tokens, with --threads intra-op threads, and prints medians and ratios.
+then times fp32 and every quantized artifact at batch 1 and --seq-len tokens, each in its own process
+(benchmarks/common.py: interleaved rounds of --calls calls, --threads intra-op threads), and prints
+medians and ratios. (Sessions timed call-by-call in one process slow each other down: an idle
+onnxruntime pool spins for a while after each run, here 2x on MiniLM. One process each avoids that.)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _session(path: Path, threads: int):
-    from edgeport.runtime.session import open_session
-
-    return open_session(path, threads=threads)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import measure  # noqa: E402
 
 
 def _feeds(sess, seq: int) -> dict:
@@ -38,18 +39,13 @@ def _feeds(sess, seq: int) -> dict:
     return out
 
 
-def time_interleaved(sessions: dict, seq: int, rounds: int) -> dict:
-    feeds = {k: _feeds(s, seq) for k, s in sessions.items()}
-    for k, s in sessions.items():  # warm-up
-        for _ in range(3):
-            s.run(feeds[k])
-    times = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t = time.perf_counter()
-            s.run(feeds[k])
-            times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+def make_session_call(path: str, seq: int):
+    """Factory for common.measure (runs in the worker process): one batch-1 inference per call."""
+    from edgeport.runtime.session import open_session
+
+    sess = open_session(path)  # threads: EDGEPORT_THREADS, set by the harness
+    feeds = _feeds(sess, seq)
+    return lambda: sess.run(feeds)
 
 
 def main(argv=None):
@@ -63,7 +59,8 @@ def main(argv=None):
     ap.add_argument("--schemes", default="fp16,int8,int8-static,int4")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--work", default="edgeport-out/bench-quantize")
     a = ap.parse_args(argv)
     work = Path(a.work)
@@ -86,10 +83,11 @@ def main(argv=None):
         folders[scheme] = quantize_artifact(src, scheme, out_dir=work / f"{a.target}-{scheme}", quiet=True)
         print(f"quantized {scheme} in {time.perf_counter() - t:.0f}s", flush=True)
     manifests = {k: json.loads((f / "edgeport.json").read_text()) for k, f in folders.items()}
-    sessions = {k: _session(f / manifests[k]["artifact"], a.threads) for k, f in folders.items()}
-    ms = time_interleaved(sessions, a.seq_len, a.rounds)
+    makers = {k: functools.partial(make_session_call, str(f / manifests[k]["artifact"]), a.seq_len)
+              for k, f in folders.items()}
+    ms = {k: statistics.median(v) for k, v in measure(makers, a.rounds, a.calls, a.threads).items()}
     print(f"\n{fm['family']} {fm['task']} on {a.target}, batch 1 x {a.seq_len}, {a.threads} threads, "
-          f"median of {a.rounds} interleaved rounds")
+          f"median of {a.rounds} interleaved rounds x {a.calls} calls, one process per artifact")
     print(f"{'scheme':16s} {'MiB':>7s} {'size':>6s} {'ms':>7s} {'latency':>8s}  accuracy vs fp32")
     for k, m in manifests.items():
         q = m.get("quantization") or {}

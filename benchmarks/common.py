@@ -3,6 +3,11 @@
 A contender is a picklable factory `make() -> callable()` (one batch-1 inference per call). Each
 runs in a spawned process with the same thread count; the parent asks them in turn for `calls`
 timed calls per round, so slow phases of a noisy machine hit every contender alike.
+
+Between two contenders the parent waits SETTLE_S: onnxruntime's (and OpenMP's) idle worker threads
+keep spinning for tens of milliseconds after a run, and on a 2-core machine a spinning neighbour
+doubles the next contender's time (measured: a 3 ms MatMul timed at 7 ms, bimodal, without the pause).
+Sessions timed call by call inside one process suffer the same, so every contender gets its own.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from pathlib import Path
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+SETTLE_S = 0.3
 
 
 def _worker(make, conn, threads):
@@ -51,12 +57,18 @@ def measure(contenders: dict, rounds: int = 6, calls: int = 20, threads: int = T
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_worker, args=(make, child, threads), daemon=True)
         p.start()
-        if parent.recv() != "ready":
-            raise RuntimeError(f"{name} failed to start")
+        child.close()  # a worker that dies closes the pipe: recv raises instead of waiting forever
+        try:
+            ok = parent.recv() == "ready"
+        except EOFError:
+            ok = False
+        if not ok:
+            raise RuntimeError(f"benchmark contender {name} failed to start (its traceback is above)")
         procs[name] = (p, parent)
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, (_, conn) in procs.items():
+            time.sleep(SETTLE_S)  # let the previous contender's worker threads stop spinning
             conn.send(calls)
             times[name].extend(conn.recv())
     for p, conn in procs.values():

@@ -137,6 +137,41 @@ def test_onnx_generic_lowering_has_standard_ops_only(tmp_path, ckpt):
     assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= fused_op_types(fused / "model.onnx")
 
 
+def matmul_rows(path, seq: int) -> list:
+    """Rows (tokens) each weight MatMul of an onnx graph multiplies at batch 1 x `seq`, by running it with
+    every such MatMul's input exposed as a graph output."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+    probes = [n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in probes)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.ones((1, seq), np.int64) for i in sess.get_inputs()}
+    return [int(np.prod(x.shape[:-1])) for x in sess.run(probes, feeds)]
+
+
+@pytest.mark.parametrize("family", ["bert", "megatron-bert"])
+def test_classification_last_layer_computes_cls_row_only(tmp_path, ckpt, family):
+    """text-classification reads only the pooled [CLS] vector: the last layer's query, output and
+    feed-forward matmuls run on 1 row, the key/value ones (and every other layer's) on all rows;
+    the logits still equal transformers' (test_ref_encoders) and the reference, left padding included."""
+    folder = ckpt(family, "text-classification")
+    out = export(str(folder), target="onnx", task="text-classification", lowering="generic",
+                 out_dir=tmp_path / "g", quiet=True)
+    rows = matmul_rows(out / "model.onnx", 11)
+    one = [r for r in rows if r == 1]
+    assert len(one) == 4, rows  # query, attention output, intermediate, output of the last layer
+    assert rows.count(11) == 6 * TINY["num_hidden_layers"] - 4, rows  # q,k,v,o,in,out per other layer + k,v
+    ref = reference(folder, "text-classification")
+    assert_matches(load(out / "model.onnx"), ref, scattered_mask_feeds(ref))
+    seq, pooled = ref.model.bert(torch.ones(2, 9, dtype=torch.long), torch.ones(2, 9, dtype=torch.long))
+    assert seq.shape == (2, 1, TINY["hidden_size"]) and pooled.shape == (2, TINY["hidden_size"])
+    feat = reference(ckpt(family, "feature-extraction"), "feature-extraction")
+    assert feat.model.bert(torch.ones(2, 9, dtype=torch.long), torch.ones(2, 9, dtype=torch.long))[0].shape[1] == 9
+
+
 @pytest.mark.parametrize("case", MEGA_CASES)
 def test_onnx_mega_every_golden_config(tmp_path, case):
     """Each norm type, laplace/relu2 attention, unidirectional, decoder (causal), truncation, chunking."""
