@@ -18,7 +18,8 @@ def _cmd_export(a):
     from edgeport.export import export
 
     out = export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
-                 seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet)
+                 seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet,
+                 quantize=a.quantize)
     if a.quantize:
         from edgeport.quantize import quantize_artifact
 

@@ -124,6 +124,29 @@ def test_quantized_artifact_is_not_requantized(tmp_path, bert_onnx):
         quantize_artifact(out, "int4", quiet=True)
 
 
+def test_fused_ops_int4_cannot_reach_are_reported_and_export_avoids_them(tmp_path, bert_onnx, capsys):
+    """The default BERT export fuses attention (weights inside com.microsoft.Attention): int4 leaves those
+    fp32 and says so; `export --quantize int4` picks the unfused lowering so every projection is int4."""
+    out = quantize_artifact(bert_onnx, "int4", out_dir=tmp_path / "q")
+    said = capsys.readouterr()
+    assert "2 fused Attention node(s) stay fp32" in said.out + said.err
+    assert _manifest(out)["converter"]["quantizer"]["fused_ops_left_float"]["Attention"] == 2
+    from edgeport.cli import main
+
+    assert main(["export", "--model", "bert-tiny", "--target", "onnx", "--task", "fill-mask", "-o", str(tmp_path / "e"),
+                 "--quantize", "int4", "-q"]) == 0
+    assert _manifest(tmp_path / "e")["converter"]["lowering"] == "generic"
+    q = _manifest(tmp_path / "e-int4-b32")
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "e-int4-b32" / q["artifact"])).graph.node]
+    assert "Attention" not in ops and ops.count("MatMulNBits") == 6 * 2 + 2  # q,k,v,o,in,out x 2 layers + MLM head
+    assert q["size_bytes"] < _manifest(out)["size_bytes"]  # the attention weights are int4 too
+    assert json.loads((bert_onnx / "edgeport.json").read_text())["converter"]["lowering"] == "default"
+    int8 = quantize_artifact(bert_onnx, "int8", out_dir=tmp_path / "i8", quiet=True)
+    assert _manifest(int8)["converter"]["quantizer"]["fused_ops_left_float"] == {}  # QAttention reaches them
+
+
 # ---- TensorRT forms: symmetric int8 QDQ; int4 as blocked DequantizeLinear -> MatMul
 
 
@@ -236,7 +259,8 @@ def test_minilm_int8_accuracy_on_real_text(tmp_path):
     q = _manifest(out)["quantization"]
     acc = q["accuracy"]
     assert q["size_ratio"] <= 0.30
-    # Measured 0.9917 mean / 0.984 min cosine, 96.9% query top-1 agreement (the 98% goal is not met by
-    # plain dynamic int8; see the report); these bounds fail on any real regression.
-    assert acc["embedding_cosine_mean"] >= 0.99 and acc["embedding_cosine_min"] >= 0.975
-    assert acc["query_top1_agreement"] >= 0.95
+    # Measured (reduce_range, 7-bit weights): 0.9912 mean / 0.978 min cosine, 100% query top-1 agreement
+    # (128 queries; 96.9% with 8-bit weights on this AVX2 machine). Goals: cosine >= 0.99, top-1 >= 98%.
+    assert acc["embedding_cosine_mean"] >= 0.99 and acc["embedding_cosine_min"] >= 0.97
+    assert acc["query_top1_agreement"] >= 0.98
+    assert _manifest(out)["converter"]["quantizer"]["reduce_range"] is True

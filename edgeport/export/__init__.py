@@ -28,6 +28,7 @@ class Options:
     batch: int = 1  # static batch (TFLite)
     opset: int | None = None
     lowering: str | None = None
+    quantize: str | None = None  # the scheme a quantized copy will get (picks an unfused lowering if needed)
 
 
 def default_out_dir(model: str, task: str, target: str) -> Path:
@@ -59,15 +60,33 @@ def load(model, task, checkpoint, steps: Steps):
     return ref
 
 
+def _lowering_for_quantization(ref, opts: Options) -> str | None:
+    """No lowering named and the scheme is int4 or int8-static: the unfused 'generic' graph when the default
+    one hides weights in fused ops those quantizers cannot reach (else they would stay fp32)."""
+    from edgeport.export.lowerings import fuses_weights, lowerings_for
+
+    if not opts.quantize or not fuses_weights(ref.family.name, opts.target, None):
+        return None
+    from edgeport.quantize.policy import kind
+    from edgeport.quantize.schemes import resolve
+
+    if kind(resolve(opts.quantize, opts.target)) in ("int4", "int8-static") and \
+            "generic" in lowerings_for(ref.family.name, opts.target):
+        return "generic"
+    return None
+
+
 def lower(ref, contract, tmp: Path, opts: Options):
     """-> (Lowered, validation grid, input dtype, static shapes?)"""
     from edgeport.export import validate
     from edgeport.export.lowerings import find_lowering
 
     static = opts.target == "tflite"
-    fn = find_lowering(ref.family.name, opts.target, opts.lowering)
+    name = opts.lowering or _lowering_for_quantization(ref, opts)
+    fn = find_lowering(ref.family.name, opts.target, name)
     if fn is not None:
         lowered = fn(ref, contract, tmp, opts)
+        lowered.converter = {**lowered.converter, "lowering": name or "default"}
     elif opts.target == "onnx":
         from edgeport.export.onnx import export_onnx
 
@@ -84,11 +103,12 @@ def lower(ref, contract, tmp: Path, opts: Options):
 
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int = 128, batch: int = 1, opset: int | None = None,
-           lowering: str | None = None, quiet: bool = False) -> Path:
+           lowering: str | None = None, quiet: bool = False, quantize: str | None = None) -> Path:
     """Export, validate over the shape grid, write the manifest; returns the output folder.
 
     Raises EdgeportError on bad input and ParityError when the artifact misses tolerance (then no
-    output folder is written).
+    output folder is written). `quantize`: the scheme the caller will quantize this export with (only
+    picks the lowering; `edgeport export --quantize` then calls quantize_artifact).
     """
     import edgeport
     from edgeport.export import validate
@@ -99,7 +119,11 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
         raise EdgeportError(f"unknown target '{target}'; targets: {', '.join(TARGETS)}")
     if seq_len < 2 or batch < 1:
         raise EdgeportError("--seq-len must be >= 2 and --batch >= 1")
-    opts = Options(target, seq_len, batch, opset or DEFAULT_OPSET, lowering)
+    opts = Options(target, seq_len, batch, opset or DEFAULT_OPSET, lowering, quantize)
+    if quantize:
+        from edgeport.quantize.schemes import resolve
+
+        resolve(quantize, target)  # an unsupported scheme fails before the export, not after
     steps = Steps(5, quiet)
     ref = load(model, task, checkpoint, steps)
     if "text-generation" in ref.family.tasks:
@@ -112,6 +136,8 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     with atomic_output_dir(out) as tmp:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {target}"):
             lowered, grid, dtype, static = lower(ref, contract, tmp, opts)
+            if lowered.converter.get("lowering") == "generic" and not lowering and quantize:
+                steps.note(f"lowering 'generic' (unfused): {quantize} cannot reach weights inside fused ops")
             files = artifact_files(tmp, lowered.artifact)
             steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
         with steps.step("writing tokenizer files"):

@@ -24,15 +24,20 @@ class Lowered:
 
 
 _LOWERINGS: dict[tuple, Callable] = {}
+# Lowerings whose graph hides weights inside fused ops (onnxruntime's Attention, EmbedLayerNormalization):
+# weight-only and static int8 quantizers cannot reach those weights.
+_FUSES_WEIGHTS: set = set()
 
 
-def register_lowering(families, target: str, name: str = "default"):
+def register_lowering(families, target: str, name: str = "default", fuses_weights: bool = False):
     """Decorator for `fn(ref, contract, out_dir, opts) -> Lowered`; opts has opset, batch, seq_len."""
     fams = (families,) if isinstance(families, str) else tuple(families)
 
     def deco(fn):
         for f in fams:
             _LOWERINGS[(f, target, name)] = fn
+            if fuses_weights:
+                _FUSES_WEIGHTS.add((f, target, name))
         return fn
 
     return deco
@@ -63,3 +68,8 @@ def find_lowering(family: str, target: str, name: str | None):
         raise EdgeportError(f"no lowering '{name}' for {family} on {target}; available: "
                             f"{', '.join(have) if have else 'none (generic route only)'}")
     return _LOWERINGS[(family, target, name)]
+
+
+def fuses_weights(family: str, target: str, name: str | None) -> bool:
+    _load_all()
+    return (family, target, name or "default") in _FUSES_WEIGHTS

@@ -18,7 +18,9 @@ right padding) keeps its meaning. Measured in benchmarks/bench_encoders.py.
 Lowerings for target onnx, families bert and megatron-bert (ConvBERT is left on the generic route:
 its mixed attention defeats the matchers, only Gelu fused):
 - "default": the fused graph (onnxruntime only: the com.microsoft ops are listed as custom ops);
-- "generic": the plain torch.onnx graph, for any ONNX runtime.
+- "generic": the plain torch.onnx graph, for any ONNX runtime. `export --quantize int4|int8-static`
+  picks it when no lowering is named: those quantizers cannot reach the weights inside the fused
+  Attention/EmbedLayerNormalization nodes (int8 dynamic can: QAttention, QEmbedLayerNormalization).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _generic(ref, contract, out_dir: Path, opts) -> Lowered:
     return export_onnx(ref.model, contract, out_dir, opts.opset)
 
 
-@register_lowering(FAMILIES, "onnx", "default")
+@register_lowering(FAMILIES, "onnx", "default", fuses_weights=True)
 def ort_fused(ref, contract, out_dir: Path, opts) -> Lowered:
     import onnxruntime
 

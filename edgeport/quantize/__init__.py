@@ -138,6 +138,9 @@ def _build(m, folder, tmp, name, sch, keep, calibration_text, steps) -> dict:
                                                                           if keep else "")):
         converter = _quantize_file(m, src, tmp / name, sch, keep, calib)
         _copy_companions(folder, tmp, m)
+        for op, n in (converter.get("fused_ops_left_float") or {}).items():
+            steps.note(f"warning: {n} fused {op} node(s) stay fp32 ({sch.tag} cannot reach their weights); "
+                       "export with --lowering generic, or quantize with int8, to quantize them")
         size = sum(f.stat().st_size for f in _artifact_files(tmp, name))
         steps.note(f"{name}: {size / 2**20:.1f} MiB ({size / max(m.size_bytes, 1):.1%} of fp32)")
     with steps.step("checking against the float artifact on held-out text"):
