@@ -8,7 +8,7 @@ interleaved rounds, medians.
 Optimum (optimum-onnx needs transformers < 4.58) is exported in a separate venv (--optimum-venv, created
 on first use with torch==2.13.0, transformers==4.57.6, optimum-onnx) by `optimum-cli export onnx`, then
 timed here in this venv's onnxruntime like the others. Contenders:
-    eager        edgeport's reference (transformers-equal), torch.inference_mode, torch threads = --threads
+    eager        transformers' DebertaV2ForSequenceClassification, same weights, torch.inference_mode
     <lowering>   `edgeport export deberta-v3-base --target onnx --lowering <name>` (validated on export)
     optimum      optimum-cli export onnx --task text-classification (opset 18 default), same weights
 onnxruntime: ORT_ENABLE_ALL, intra_op = --threads, sequential.
@@ -42,19 +42,26 @@ PRESET, TASK = "deberta-v3-base", "text-classification"
 LOWERINGS = ("fast", "generic", "plain", "mha")  # fast = the onnx default
 
 
-def export_optimum(py: Path, ref, work: Path) -> Path | None:
-    """Save our reference's weights as a transformers checkpoint, export it with optimum-cli."""
+def hf_checkpoint(ref, work: Path) -> Path:
+    """Our reference's weights as a transformers checkpoint folder (for eager and Optimum)."""
     import torch
 
-    ckpt, out = work / "hf-ckpt", work / "optimum"
-    if not (out / "model.onnx").exists():
-        ckpt.mkdir(parents=True, exist_ok=True)
-        from edgeport.reference_models import get_family
+    from edgeport.reference_models import get_family
 
+    ckpt = work / "hf-ckpt"
+    if not (ckpt / "pytorch_model.bin").exists():
+        ckpt.mkdir(parents=True, exist_ok=True)
         (ckpt / "config.json").write_text(json.dumps({**get_family("deberta-v2").presets[PRESET],
                                                       "architectures": ["DebertaV2ForSequenceClassification"],
                                                       "num_labels": ref.config.num_labels}))
         torch.save(ref.model.state_dict(), ckpt / "pytorch_model.bin")
+    return ckpt
+
+
+def export_optimum(py: Path, ckpt: Path, work: Path) -> Path | None:
+    """optimum-cli export onnx of the checkpoint folder, in the optimum venv."""
+    out = work / "optimum"
+    if not (out / "model.onnx").exists():
         cli = py.parent / "optimum-cli"
         r = subprocess.run([str(cli), "export", "onnx", "--model", str(ckpt), "--task", TASK, str(out)],
                            capture_output=True, text=True)
@@ -80,18 +87,18 @@ def make_ort(path: str, seq: int, vocab: int):
     return lambda: sess.run(None, feeds)
 
 
-def make_eager(seq: int):
-    """Factory for common.measure: edgeport's reference (transformers-equal), torch.inference_mode."""
+def make_eager(seq: int, ckpt: str):
+    """Factory for common.measure: transformers' DebertaV2ForSequenceClassification with the same weights
+    (the checkpoint folder export_optimum writes), torch.inference_mode."""
     import torch
+    import transformers
 
-    from edgeport.reference_models import load_reference
-
-    ref = load_reference(PRESET, TASK)
-    f = {k: torch.from_numpy(v) for k, v in feeds_for(ref.config.vocab_size, seq).items()}
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
+    f = {k: torch.from_numpy(v) for k, v in feeds_for(model.config.vocab_size, seq).items()}
 
     def call():
         with torch.inference_mode():
-            return ref.model(f["input_ids"], f["attention_mask"])
+            return model(**f)
     return call
 
 
@@ -121,6 +128,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     ref = load_reference(PRESET, TASK)
+    ckpt = hf_checkpoint(ref, args.work)
     paths = {}
     for name in LOWERINGS:
         out = args.work / name
@@ -132,7 +140,7 @@ def main():
         paths[name] = out / "model.onnx"
     if not args.no_optimum:
         py = ensure_optimum_venv(args.optimum_venv)
-        path = export_optimum(py, ref, args.work) if py else None
+        path = export_optimum(py, ckpt, args.work) if py else None
         if path is not None:
             import onnxruntime as ort
 
@@ -148,7 +156,7 @@ def main():
     print(f"\nbatch 1, {args.threads} threads, one process per contender, {args.rounds} interleaved rounds; "
           "median ms (ratio to eager" + (", to optimum" if "optimum" in paths else "") + ")")
     for seq in args.lengths:
-        makers = {"eager": functools.partial(make_eager, seq)}
+        makers = {"eager": functools.partial(make_eager, seq, str(ckpt))}
         makers.update({n: functools.partial(make_ort, str(p), seq, vocab) for n, p in paths.items()})
         calls = args.calls or (10 if seq <= 128 else 3)
         med = {n: statistics.median(t) for n, t in measure(makers, args.rounds, calls, args.threads).items()}

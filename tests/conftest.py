@@ -8,6 +8,7 @@ import string
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -84,3 +85,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def matmul_rows(path, seq: int) -> list:
+    """Rows (tokens) each weight MatMul of an onnx graph multiplies at batch 1 x `seq`, by running it with
+    every such MatMul's input exposed as a graph output."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+    probes = [n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in probes)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.ones((1, seq), np.int64) for i in sess.get_inputs()}
+    return [int(np.prod(x.shape[:-1])) for x in sess.run(probes, feeds)]

@@ -236,6 +236,23 @@ def test_onnx_lowerings_match_reference(tmp_path, ckpt, name, task, lowering):
         assert_fast_structure(out / "model.onnx", layers=2)
 
 
+@pytest.mark.parametrize("name", ["v1", "v3"])
+def test_classification_last_layer_runs_on_cls_row_only(tmp_path, ckpt, name):
+    """text-classification reads position 0 only: the last layer's attention output projection and
+    feed-forward multiply 1 row (its self-attention stays whole, whatever the lowering); logits equal
+    the reference here and transformers' in test_ref_deberta."""
+    from conftest import matmul_rows
+
+    folder = ckpt(name, "text-classification")
+    out = export(str(folder), target="onnx", task="text-classification", out_dir=tmp_path / "o", quiet=True)
+    rows = matmul_rows(out / "model.onnx", 13)
+    assert rows.count(1) == 3, rows  # attention output, intermediate, output of the last layer
+    ref = reference(folder, "text-classification")
+    assert ref.model.deberta.cls_only and ref.model.deberta(torch.ones(2, 9, dtype=torch.long),
+                                                            torch.ones(2, 9, dtype=torch.long)).shape[1] == 1
+    assert_matches(load(out), ref, EXTRA_GRID)
+
+
 def assert_fast_structure(path, layers):
     """The fast form: one q/k/v MatMul per layer, no Gather on a non-leading axis (the position tables are
     gathered on their row axis 1, never the activations on their column axis)."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import VOCAB, write_vocab
+from conftest import VOCAB, matmul_rows, write_vocab
 from edgeport.export import export
 from edgeport.export.contracts import contract_for
 from edgeport.export.validate import reference_outputs, sample_inputs
@@ -135,21 +135,6 @@ def test_onnx_generic_lowering_has_standard_ops_only(tmp_path, ckpt):
     assert json.loads((out / "edgeport.json").read_text())["custom_ops"] == []
     fused = export(str(folder), target="onnx", task="question-answering", out_dir=tmp_path / "f", quiet=True)
     assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= fused_op_types(fused / "model.onnx")
-
-
-def matmul_rows(path, seq: int) -> list:
-    """Rows (tokens) each weight MatMul of an onnx graph multiplies at batch 1 x `seq`, by running it with
-    every such MatMul's input exposed as a graph output."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(path))
-    weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
-    probes = [n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in probes)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.ones((1, seq), np.int64) for i in sess.get_inputs()}
-    return [int(np.prod(x.shape[:-1])) for x in sess.run(probes, feeds)]
 
 
 @pytest.mark.parametrize("family", ["bert", "megatron-bert"])
