@@ -13,11 +13,13 @@ timed here in this venv's onnxruntime like the others. Contenders:
     optimum      optimum-cli export onnx --task text-classification (opset 18 default), same weights
 onnxruntime: ORT_ENABLE_ALL, intra_op = --threads, sequential.
 
-Measured (2-core machine shared with other jobs, load average ~8: absolute ms inflated ~10x, ratios from
-one run; where the time goes: edgeport/ops/disentangled_attention_lowerings.py docstring):
-    S = 128  eager 3891 ms | fast (default) 637: 0.16x eager, 0.81x optimum | generic 789: 1.00x optimum
-             | plain 833: 1.06x | mha 839: 1.07x | optimum 787: 0.20x eager   (--lengths 128 --rounds 4 --calls 5)
-    S = 512  (onnxruntime contenders only, 6 calls) fast 1.01x optimum | generic 1.05x | plain 1.56x
+Measured on the idle 2-core machine (one process per contender, 4 rounds; classification exports
+compute the last layer's output projection and feed-forward for [CLS] only; where the time goes:
+edgeport/ops/disentangled_attention_lowerings.py docstring):
+    S = 128  eager 314.4 ms | fast (default) 134.1: 0.43x eager, 0.86x optimum | generic 143.4: 0.92x
+             | plain 176.2: 1.13x | mha 176.9: 1.14x | optimum 155.5: 0.49x eager
+    S = 512  eager 1165.7 ms | fast 851.1: 0.98x optimum | generic 855.2: 0.99x | plain 1471.7: 1.70x
+             | mha 1467.7: 1.70x | optimum 865.0: 0.74x eager
 """
 
 from __future__ import annotations

@@ -35,18 +35,20 @@ the fast graph find SkipLayerNormalization x24 and BiasGelu (no Attention): 0.88
 1.6k nodes are mostly shape arithmetic (Shape/Gather/Unsqueeze/Concat) and the per-layer distance tables
 (onnxruntime does not merge the 12 identical copies): small kernels, not measured to matter here.
 
-onnxruntime CPU latency, deberta-v3-base architecture (random weights), batch 1, 2 threads, medians of
-per-call interleaved runs, all contenders in one process (benchmarks/bench_deberta.py; 2-core machine under
-load average ~7: absolute ms inflated 5-10x, compare the ratios, each from one run):
-    S = 128, 20 calls each: eager 3891 ms | fast 637 (0.16x eager, 0.81x Optimum) | generic 789 (1.00x)
-        | plain 833 (1.06x) | mha 839 (1.07x) | Optimum 787
-    S = 128, 25 calls each (another run): Optimum 1061 | generic 1081 (1.02x) | fast 916 (0.86x; fastest
-        calls 0.80x) | fast + onnxruntime BERT fusions 931 (0.88x)
-    S = 512, 6 calls each: Optimum 3177 | generic 3336 (1.05x) | fast 3201 (1.01x) | plain 4948 (1.56x)
+onnxruntime CPU latency, deberta-v3-base architecture (random weights), text-classification, batch 1,
+2 threads, each contender in its own process (benchmarks/bench_deberta.py, idle machine, one run):
+    S = 128: eager 314 ms | fast 134 (0.43x eager, 0.86x Optimum) | generic 143 (0.92x) | plain 176 (1.13x)
+        | mha 177 (1.14x) | Optimum 156
+    S = 512: Optimum 865 | fast 851 (0.98x) | generic 855 (0.99x) | plain 1472 (1.70x) | mha 1468 (1.70x)
+    (Earlier numbers here, 0.80-0.86x at 128, timed every contender call by call in one process; an idle
+    onnxruntime pool spins after each run and slowed whichever session ran next, Optimum's included.)
     At S > k the fast form multiplies 2S > 2k gathered rows (twice generic's position FLOPs at S = 512),
     which its saved GatherElements only just pays for. MultiHeadAttention with a full (B, H, S, S)
     attention_bias is slower on CPU than MatMul + Softmax.
-    Goal (0.75x Optimum at 128): not reached; fast is the closest, 0.81-0.86x (the dense MatMuls bound it).
+    Goal (0.75x Optimum at 128): not reached. The fast graph does ~22 GFLOP at S = 128 (with the [CLS]-only
+    last layer); 0.75x Optimum is 117 ms here, i.e. 190 GFLOP/s with every non-MatMul op free, while
+    onnxruntime's fp32 MatMul peaks at 175-205 GFLOP/s on this CPU (benchmarks/bench_peak.py). Profile of
+    fast at 128: MatMul + FusedMatMul 83%, skew Slices 4%, bias Adds 2.5%, shape arithmetic ~5%.
 """
 
 from __future__ import annotations

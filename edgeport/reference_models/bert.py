@@ -120,7 +120,9 @@ class Attention(nn.Module):
         h = self.ln(x) if hasattr(self, "ln") else x
         if rows is None:
             return self.output(self.self(h, bias), x)
-        return self.output(self.self(h, bias, rows), x[:, :rows])  # SelfAttention only (Bert.cls_only)
+        if isinstance(self.self, SelfAttention):  # queries for the first `rows` positions only
+            return self.output(self.self(h, bias, rows), x[:, :rows])
+        return self.output(self.self(h, bias)[:, :rows], x[:, :rows])  # other attentions run whole
 
 
 class Intermediate(nn.Module):

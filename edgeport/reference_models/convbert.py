@@ -123,7 +123,12 @@ class GroupedLinearLayer(nn.Module):
 
 
 class ConvBert(nn.Module):
-    """Backbone -> (sequence (B, S, H), first-token vector (B, H): ConvBERT has no pooler)."""
+    """Backbone -> (sequence (B, S, H), first-token vector (B, H): ConvBERT has no pooler).
+
+    `cls_only` (text-classification): the last layer's mixed attention runs whole, its output projection
+    and feed-forward only for position 0 (as in bert.Bert); the sequence output is then (B, 1, H)."""
+
+    cls_only = False
 
     def __init__(self, cfg: ConvBertConfig):
         super().__init__()
@@ -140,7 +145,7 @@ class ConvBert(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)  # (B, S, E)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)  # (B, S, H)
-        x = self.encoder(x, additive_mask(attention_mask, x.dtype))
+        x = self.encoder(x, additive_mask(attention_mask, x.dtype), 1 if self.cls_only else None)
         return x, x[:, 0]
 
 
@@ -177,6 +182,7 @@ class ConvBertForTask(EncoderForTask):
 
     def __init__(self, cfg: ConvBertConfig, task: str):
         backbone = ConvBert(cfg)
+        backbone.cls_only = task == "text-classification"
         super().__init__("convbert", backbone, task, cfg.hidden_size, cfg.num_labels)
         if task == "text-classification":
             self.classifier = ClassificationHead(cfg)

@@ -266,7 +266,9 @@ class MultiDimensionDampedEma(nn.Module):
     def toeplitz(self, x):  # x (B, L, H): only its length is used -> (H, L, L), y[:, t] = T[:, t] @ x[:, :]
         pos = torch.arange(x.shape[1], device=x.device)  # (L,)
         lags = pos[:, None] - pos[None, :] + pos[-1]  # (L, L): t - m + L - 1, in 0 .. 2L - 2
-        return self.lag_kernel(pos.to(x.dtype))[:, lags]  # one Gather with static-shape indices
+        # One Gather of whole rows (lag-major table, axis 0), then one transpose: onnxruntime's Gather
+        # along the last axis copies element by element and took 80% of the ONNX graph's time.
+        return self.lag_kernel(pos.to(x.dtype)).t()[lags].permute(2, 0, 1)  # (L, L, H) -> (H, L, L)
 
     def forward(self, x, keep):  # x (B, L, H), keep (B, L) float
         residual = x * self.residual_weight
