@@ -79,12 +79,22 @@ def _first_logits(folder, ids):
     return dec.step(ids, np.ones_like(ids), pos)  # (B, S, V)
 
 
-@pytest.mark.parametrize("scheme,op", [("int4", "MatMulNBits"), ("int8", "MatMulInteger")])
-def test_quantized_decoder_generates(tmp_path, mistral_onnx, scheme, op):
+@pytest.mark.parametrize("scheme,op,tag", [("int4", "MatMulNBits", "int4-b32-a8"), ("int4-b32", "MatMulNBits", "int4-b32"),
+                                           ("int8", "MatMulInteger", "int8-dyn-pc")])
+def test_quantized_decoder_generates(tmp_path, mistral_onnx, scheme, op, tag):
+    """`int4` on an ONNX decoder means int8 compute on int4 weights (accuracy_level 4: the fast CPU form);
+    int4-b32 asks for fp32 compute."""
+    import onnx
+
     from edgeport.runtime.generate import TextGenerator
 
     out = quantize_artifact(mistral_onnx, scheme, out_dir=tmp_path / scheme, quiet=True)
     m, src = _manifest(out), _manifest(mistral_onnx)
+    assert m["quantization"]["tag"] == tag
+    if op == "MatMulNBits":
+        levels = {a.i for n in onnx.load(str(out / m["artifact"])).graph.node if n.op_type == op
+                  for a in n.attribute if a.name == "accuracy_level"}
+        assert levels == {4} if tag.endswith("-a8") else levels <= {0}, levels  # 0 (the default) may be omitted
     assert m["decoder"] == src["decoder"]  # cache layout and special tokens carried over
     ops = _op_types(out)
     assert op in ops and "GroupQueryAttention" in ops, ops
@@ -92,7 +102,7 @@ def test_quantized_decoder_generates(tmp_path, mistral_onnx, scheme, op):
     assert acc["text"].startswith("pydoc_data") and acc["tokens"] >= 1000
     assert abs(acc["perplexity_relative_delta"]) < 0.02, acc  # random weights: near-uniform outputs
     # hidden 64: fp32 scales per 32 weights, norms and RoPE tables weigh more than at real sizes
-    assert m["quantization"]["size_ratio"] < (0.3 if scheme == "int4" else 0.5)
+    assert m["quantization"]["size_ratio"] < (0.3 if scheme.startswith("int4") else 0.5)
     gen, ref = TextGenerator(out), TextGenerator(mistral_onnx)
     ids = np.asarray([gen.tokenizer.encode("The import statement finds a module").ids])
     want, got = _first_logits(mistral_onnx, ids), _first_logits(out, ids)
