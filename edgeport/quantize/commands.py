@@ -5,14 +5,14 @@ from __future__ import annotations
 HELP = """schemes (resolved per target; see `supported` below):
   fp16           fp16 weights (ONNX: fp16 compute, I/O and LayerNorm/Softmax kept fp32)
   int8           int8 per-channel weights, activations quantized at run time (dynamic)
-  int8-static    int8 weights and activations, ranges calibrated on real text (QDQ / full-integer TFLite)
-  int4           int4 weights in blocks of 32; variants int4-b64, int4-b128-asym, int4-b32-a8 (int8 compute)
+  int8-static    int8 weights and matmul activations, ranges calibrated on real text (QDQ on ONNX; TFLite alike)
+  int4           int4 weights in blocks of 32 (ONNX decoders: int4-b32-a8); variants int4-b64, int4-b128-asym, int4-b32-a8 (int8 compute)
   or the axes:   weights=int4,activations=fp32,granularity=block,block=64,algorithm=rtn,symmetric=true
 supported:
   onnx:     fp16, int8-dyn-pc, int8-dyn-pt, int8-static-pc, int8-static-pt, int4-b{16,32,64,128}[-asym][-a8]
   tflite:   fp16, int8-dyn-pc, int8-static-pc, int4-b{32,64,128}-a8
   tensorrt: int8-static-pc, int4-b{32,64,128}
-keep-float groups: embeddings, head, attention, ffn-down, norms, softmax, experts (tflite: embeddings), none"""
+keep-float groups: embeddings, head, attention, ffn-down, norms, softmax, experts (tflite: embeddings, ffn-down), none"""
 
 
 def _cmd_quantize(a):

@@ -89,7 +89,7 @@ SUPPORTED = {
     "tflite": [
         Scheme("fp16", "fp32", "tensor", "cast"),  # ai-edge-quantizer float casting
         Scheme("int8", "int8-dynamic", "channel", "minmax"),  # dynamic-range (hybrid) kernels
-        Scheme("int8", "int8-static", "channel", "minmax"),  # full-integer, representative data from text
+        Scheme("int8", "int8-static", "channel", "minmax"),  # int8 FULLY_CONNECTED inputs, representative text
         # int4 blockwise, symmetric only (ai-edge-quantizer's blockwise granularities), int8 dynamic compute
         *[Scheme("int4", "int8-dynamic", "block", "rtn", b, True) for b in (32, 64, 128)],
     ],
