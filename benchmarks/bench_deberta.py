@@ -20,6 +20,8 @@ edgeport/ops/disentangled_attention_lowerings.py docstring):
              | plain 176.2: 1.13x | mha 176.9: 1.14x | optimum 155.5: 0.49x eager
     S = 512  eager 1165.7 ms | fast 851.1: 0.98x optimum | generic 855.2: 0.99x | plain 1471.7: 1.70x
              | mha 1467.7: 1.70x | optimum 865.0: 0.74x eager
+    S = 128 again, BENCH_PROCS=2 (two processes per contender), two runs: fast 0.96x / 0.90x optimum,
+             generic 0.97x / 0.97x: fast is 0.86-0.96x over three runs (this VM's spread is ~+-5%)
 """
 
 from __future__ import annotations

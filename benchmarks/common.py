@@ -22,6 +22,7 @@ from pathlib import Path
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 SETTLE_S = 0.3
+PROCS = int(os.environ.get("BENCH_PROCS", "1"))  # processes per contender (see measure)
 
 
 def _worker(make, conn, threads):
@@ -49,29 +50,34 @@ def _worker(make, conn, threads):
         conn.send(times)
 
 
-def measure(contenders: dict, rounds: int = 6, calls: int = 20, threads: int = THREADS) -> dict:
-    """name -> list of per-call ms over all rounds. `contenders`: name -> factory."""
+def measure(contenders: dict, rounds: int = 6, calls: int = 20, threads: int = THREADS, procs: int = PROCS) -> dict:
+    """name -> list of per-call ms over all rounds. `contenders`: name -> factory.
+
+    `procs` > 1 runs each contender in that many processes (calls split between them): the same file
+    timed in two processes can differ by up to 10% on a VM, so pooling averages that out."""
     ctx = mp.get_context("spawn")
-    procs = {}
+    workers = []  # (name, process, connection)
     for name, make in contenders.items():  # started one at a time: loading must not overlap timing
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(make, child, threads), daemon=True)
-        p.start()
-        child.close()  # a worker that dies closes the pipe: recv raises instead of waiting forever
-        try:
-            ok = parent.recv() == "ready"
-        except EOFError:
-            ok = False
-        if not ok:
-            raise RuntimeError(f"benchmark contender {name} failed to start (its traceback is above)")
-        procs[name] = (p, parent)
+        for _ in range(procs):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(make, child, threads), daemon=True)
+            p.start()
+            child.close()  # a worker that dies closes the pipe: recv raises instead of waiting forever
+            try:
+                ok = parent.recv() == "ready"
+            except EOFError:
+                ok = False
+            if not ok:
+                raise RuntimeError(f"benchmark contender {name} failed to start (its traceback is above)")
+            workers.append((name, p, parent))
     times = {name: [] for name in contenders}
+    per_worker = max(1, calls // procs)
     for _ in range(rounds):
-        for name, (_, conn) in procs.items():
+        for name, _, conn in workers:
             time.sleep(SETTLE_S)  # let the previous contender's worker threads stop spinning
-            conn.send(calls)
+            conn.send(per_worker)
             times[name].extend(conn.recv())
-    for p, conn in procs.values():
+    for _, p, conn in workers:
         conn.send(None)
         p.join(timeout=30)
     return times
