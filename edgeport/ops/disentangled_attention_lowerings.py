@@ -38,7 +38,7 @@ the fast graph find SkipLayerNormalization x24 and BiasGelu (no Attention): 0.88
 onnxruntime CPU latency, deberta-v3-base architecture (random weights), text-classification, batch 1,
 2 threads, each contender in its own process (benchmarks/bench_deberta.py, idle machine, one run):
     S = 128: eager 314 ms | fast 134 (0.43x eager, 0.86x Optimum) | generic 143 (0.92x) | plain 176 (1.13x)
-        | mha 177 (1.14x) | Optimum 156
+        | mha 177 (1.14x) | Optimum 156; two more runs (two processes per contender): fast 0.96x, 0.90x
     S = 512: Optimum 865 | fast 851 (0.98x) | generic 855 (0.99x) | plain 1472 (1.70x) | mha 1468 (1.70x)
     (Earlier numbers here, 0.80-0.86x at 128, timed every contender call by call in one process; an idle
     onnxruntime pool spins after each run and slowed whichever session ran next, Optimum's included.)
