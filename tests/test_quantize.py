@@ -288,3 +288,26 @@ def test_minilm_tflite_int8_static_does_not_collapse(tmp_path):
     fc_in = {tensors[o["inputs"][0]] for o in ops if o["op_name"] == "FULLY_CONNECTED"}
     softmax_in = {tensors[o["inputs"][0]] for o in ops if o["op_name"] == "SOFTMAX"}
     assert "int8" in fc_in and "float32" in fc_in and softmax_in == {"float32"}, (fc_in, softmax_in)
+
+
+# ---- every family: the ONNX schemes run on each family's export (tiny presets, random weights)
+
+@pytest.mark.parametrize("preset", ["megatron-bert-tiny", "convbert-tiny", "mega-tiny", "deberta-tiny",
+                                    "deberta-v2-tiny"])
+def test_every_encoder_family_quantizes(tmp_path, preset):
+    from edgeport.export import export
+
+    src = export(preset, target="onnx", task="fill-mask", out_dir=tmp_path / "f", quiet=True)
+    for scheme, op in (("fp16", "Cast"), ("int8", "DynamicQuantizeLinear"), ("int8-static", "QuantizeLinear"),
+                       ("int4", "MatMulNBits")):
+        out = quantize_artifact(src, scheme, out_dir=tmp_path / scheme, quiet=True)
+        m = _manifest(out)
+        assert op in _ops(out / m["artifact"]), (preset, scheme)
+        acc = m["quantization"]["accuracy"]
+        # random weights and ids: near-uniform MLM logits make top-1 fragile; fp16/int8 still agree mostly
+        floor = {"fp16": 0.9, "int8": 0.5, "int8-static": 0.5, "int4": 0.2}[scheme]
+        assert acc["token_top1_agreement"] >= floor and np.isfinite(acc["max_abs_diff"]), (preset, scheme, acc)
+    # ConvBERT's grouped linear has 3-D weights: per-channel int8 leaves those MatMuls float (onnxruntime
+    # refuses their zero points), and says how many
+    left = _manifest(tmp_path / "int8")["converter"]["quantizer"]["batched_weight_matmuls_left_float"]
+    assert left == (2 * 2 if preset == "convbert-tiny" else 0), left  # intermediate + output, 2 layers

@@ -192,6 +192,10 @@ def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float:
                 fused[n.op_type] = fused.get(n.op_type, 0) + 1
     keep_groups = [g for g in keep_float if g != "embeddings"]
     exclude = graph.nodes_in(model, keep_groups)
+    batched = []
+    if scheme.weights == "int8" and scheme.granularity == "channel":
+        batched = _batched_weight_matmuls(model)  # per-channel int8 needs 2-D weights (onnxruntime refuses
+        exclude = exclude + [n for n in batched if n not in exclude]  # a 3-D zero point at run time)
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         if scheme.weights == "fp16":
             out = to_fp16(model, exclude + (graph.match_embeddings(model) if not embeddings else []))
@@ -210,7 +214,14 @@ def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float:
         _save(out, dst)
     return {"onnxruntime": onnxruntime.__version__, "tool": _TOOLS[scheme.weights],
             "excluded_nodes": len(exclude), "qmoe_nodes": moe, "fused_ops_left_float": fused,
+            "batched_weight_matmuls_left_float": len(batched),
             **({"reduce_range": True} if scheme.activations == "int8-dynamic" and scheme.weights == "int8" else {})}
+
+
+def _batched_weight_matmuls(model) -> list:
+    """MatMul nodes whose constant weight is not 2-D (ConvBERT's grouped linear: (G, in/G, out/G))."""
+    rank = {t.name: len(t.dims) for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and rank.get(n.input[1], 2) != 2]
 
 
 # onnxruntime contrib ops that carry weights the int4 and static int8 quantizers do not rewrite
