@@ -68,14 +68,19 @@ def _cmd_inspect(a):
 
 def _cmd_list(a):
     from edgeport.export import TARGETS
+    from edgeport.export.lowerings import lowerings_for
     from edgeport.reference_models import families
 
     for name, fam in sorted(families().items()):
         print(f"{name}")
         print(f"  presets: {', '.join(fam.presets)}")
         print(f"  tasks:   {', '.join(fam.tasks)} (default {fam.default_task})")
-        targets = [t for t in fam.targets if t != "tflite" or fam.keras_build]
-        print(f"  targets: {', '.join(targets)}")
+        targets = [t + (" (Keras route)" if t == "tflite" and fam.keras_build else
+                        " (litert-torch route)" if t == "tflite" else "") for t in fam.targets]
+        if lowerings_for(name, "tensorrt"):
+            targets.append("tensorrt")
+        lows = lowerings_for(name, "onnx")
+        print(f"  targets: {', '.join(targets)}" + (f"; onnx lowerings: {', '.join(lows)}" if lows else ""))
     print(f"targets known: {', '.join(TARGETS)}")
 
 
