@@ -182,3 +182,17 @@ def test_qmoe_mixtral_close_to_fp32(tmp_path, mixtral_onnx, scheme, bits, rel):
     want, got = _first_logits(mixtral_onnx, ids), _first_logits(out, ids)
     assert np.abs(got - want).max() <= rel * np.abs(want).max(), np.abs(got - want).max()
     assert m["quantization"]["accuracy"]["greedy_next_token_agreement"] > 0.5
+
+
+@pytest.mark.parametrize("scheme,op,tag", [("int8", "MatMulInteger", "int8-dyn-pc"), ("int4", "MatMulNBits", "int4-b32-a8")])
+def test_gpt2_decoder_quantizes(tmp_path, scheme, op, tag):
+    """GPT-2 / MegatronGPT2 (no tokenizer in the tiny preset: scored on seeded random ids)."""
+    from edgeport.export import export
+
+    src = export("gpt2-tiny", target="onnx", task="text-generation", out_dir=tmp_path / "f", quiet=True)
+    out = quantize_artifact(src, scheme, out_dir=tmp_path / scheme, quiet=True)
+    m = _manifest(out)
+    assert m["quantization"]["tag"] == tag and op in _op_types(out) and m["decoder"] == _manifest(src)["decoder"]
+    acc = m["quantization"]["accuracy"]
+    assert acc["text"].startswith("random token ids") and acc["tokens"] >= 1000
+    assert abs(acc["perplexity_relative_delta"]) < 0.01 and acc["greedy_next_token_agreement"] >= 0.7, acc
