@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_optimum_venv, measure  # noqa: E402
+from common import ensure_optimum_venv, measure, torch_call  # noqa: E402
 
 PRESET, TASK = "deberta-v3-base", "text-classification"
 LOWERINGS = ("fast", "generic", "plain", "mha")  # fast = the onnx default
@@ -94,16 +94,10 @@ def make_ort(path: str, seq: int, vocab: int):
 def make_eager(seq: int, ckpt: str):
     """Factory for common.measure: transformers' DebertaV2ForSequenceClassification with the same weights
     (the checkpoint folder export_optimum writes), torch.inference_mode."""
-    import torch
     import transformers
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
-    f = {k: torch.from_numpy(v) for k, v in feeds_for(model.config.vocab_size, seq).items()}
-
-    def call():
-        with torch.inference_mode():
-            return model(**f)
-    return call
+    return torch_call(model, feeds_for(model.config.vocab_size, seq))
 
 
 def feeds_for(vocab: int, seq: int) -> dict:

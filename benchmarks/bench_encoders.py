@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import make_raw_ort, measure, optimum_export, report  # noqa: E402
+from common import make_raw_ort, measure, optimum_export, report, torch_call  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SEQ = 128
@@ -52,32 +52,17 @@ def make_transformers(family):
     torch.manual_seed(0)
     cls = getattr(transformers, HF_CLASS[family])
     model = cls(transformers.AutoConfig.for_model(family, **hf_cfg)).eval()
-    f = {k: torch.from_numpy(v) for k, v in feeds("int64", ("input_ids", "attention_mask", "token_type_ids")).items()}
-
-    def call():
-        with torch.inference_mode():
-            model(**f)
-
-    return call
+    return torch_call(model, feeds("int64", ("input_ids", "attention_mask", "token_type_ids")))
 
 
 def make_reference(family):
-    import torch
-
     from edgeport.export.contracts import contract_for
     from edgeport.reference_models import load_reference
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = load_reference(family, TASK)
-    names = contract_for(ref).inputs
-    f = [torch.from_numpy(v) for v in feeds("int64", names).values()]
-
-    def call():
-        with torch.inference_mode():
-            ref.model(*f)
-
-    return call
+    return torch_call(ref.model, list(feeds("int64", contract_for(ref).inputs).values()))
 
 
 def make_session(path, dtype):

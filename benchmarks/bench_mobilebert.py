@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import make_raw_ort, measure, optimum_export, report  # noqa: E402
+from common import make_raw_ort, measure, optimum_export, report, torch_call  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -55,35 +55,18 @@ def hf_model():
 
 
 def make_transformers(seq):
-    import torch
-
-    model = hf_model()
-    f = {k: torch.from_numpy(v) for k, v in feeds(seq, "int64").items()}
-
-    def call():
-        with torch.inference_mode():
-            model(**f)
-
-    return call
+    return torch_call(hf_model(), feeds(seq, "int64"))
 
 
 def make_reference(seq):
     import warnings
-
-    import torch
 
     from edgeport.reference_models import load_reference
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_reference("mobilebert", "question-answering").model
-    f = [torch.from_numpy(v) for v in feeds(seq, "int64").values()]
-
-    def call():
-        with torch.inference_mode():
-            model(*f)
-
-    return call
+    return torch_call(model, list(feeds(seq, "int64").values()))
 
 
 def make_session(path, seq, dtype):

@@ -126,6 +126,23 @@ def optimum_export(venv: Path, ckpt: Path, task: str, out: Path) -> Path | None:
     return out / "model.onnx"
 
 
+def torch_call(model, feeds):
+    """One eager inference per call (torch.inference_mode) on numpy `feeds`: a dict (keyword inputs)
+    or a list (positional inputs)."""
+    import torch
+
+    if isinstance(feeds, dict):
+        kw, args = {k: torch.from_numpy(v) for k, v in feeds.items()}, []
+    else:
+        kw, args = {}, [torch.from_numpy(v) for v in feeds]
+
+    def call():
+        with torch.inference_mode():
+            return model(*args, **kw)
+
+    return call
+
+
 def make_raw_ort(path, feeds: dict):
     """A plain onnxruntime session (ORT_ENABLE_ALL, THREADS) on another exporter's file."""
     import onnxruntime as ort

@@ -49,12 +49,7 @@ HF = {"deberta": {"feature-extraction": "DebertaModel", "fill-mask": "DebertaFor
 EXTRA_GRID = [(1, 5, 0), (3, 20, 2), (2, 64, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread
 
 
 @pytest.fixture(scope="module")

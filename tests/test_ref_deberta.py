@@ -57,13 +57,7 @@ HF_CLASSES = {
 OUTPUT_KEYS = ("last_hidden_state", "logits", "start_logits", "end_logits")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one intra-op thread is faster than two on a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread
 
 
 def _hf_config(family, kwargs, task):
