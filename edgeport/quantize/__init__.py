@@ -105,11 +105,7 @@ def quantize_artifact(folder_or_artifact, scheme: str, out_dir=None, calibration
     m, folder = read_manifest(folder_or_artifact)
     if m.quantization:
         raise EdgeportError(f"{folder} is already quantized ({m.quantization.get('tag')}); quantize its float export")
-    if m.task == "text-generation" and m.target == "onnx" and scheme.strip().lower() == "int4":
-        # Decoders on CPU: int8 compute on int4 weights. Mistral-arch 125M decode vs fp32: 3.04x tokens/s
-        # (plain int4-b32, fp32 compute: 1.21x), perplexity +0.03% vs +0.10% (benchmarks/bench_quantize_decoders.py).
-        scheme = "int4-b32-a8"
-    sch = resolve(scheme, m.target)
+    sch = resolve(scheme, m.target, m.task)
     keep = policy.parse_keep_float(keep_float, m.target, sch)
     out = Path(out_dir) if out_dir else folder.parent / f"{folder.name}-{sch.tag}"
     if out.resolve() == folder.resolve():

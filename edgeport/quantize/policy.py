@@ -13,6 +13,7 @@ from edgeport.quantize import graph
 from edgeport.quantize.schemes import Scheme
 
 ALL_GROUPS = graph.GROUPS + ("experts",)
+TFLITE_GROUPS = ("embeddings", "ffn-down")  # what tflite_backend's recipes can keep in float
 
 # (target, kind) -> (groups kept in float, why)
 DEFAULTS = {
@@ -58,7 +59,7 @@ def parse_keep_float(value, target: str, scheme: Scheme) -> list:
     names = [n.strip().lower() for n in names if n and n.strip()]
     if names in ([], ["none"]):
         return []
-    allowed = ("embeddings", "ffn-down") if target == "tflite" else ALL_GROUPS
+    allowed = TFLITE_GROUPS if target == "tflite" else ALL_GROUPS
     bad = [n for n in names if n not in allowed]
     if bad:
         raise EdgeportError(f"--keep-float: unknown group '{bad[0]}' for {target}; groups: {', '.join(allowed)}, none")

@@ -159,13 +159,22 @@ def _parse_short(text: str, target: str) -> Scheme:
     return scheme
 
 
-def resolve(text: str, target: str) -> Scheme:
-    """A scheme name for `target` -> Scheme; EdgeportError naming what is supported otherwise."""
+# Short names that mean something else for decoders (task text-generation), per target.
+# ONNX `int4`: int8 compute on int4 weights. Mistral-arch 125M decode vs fp32: 3.04x tokens/s (plain
+# int4-b32, fp32 compute: 1.21x), perplexity +0.03% vs +0.10% (benchmarks/bench_quantize_decoders.py).
+DECODER_SHORT_NAMES = {("onnx", "int4"): "int4-b32-a8"}
+
+
+def resolve(text: str, target: str, task: str | None = None) -> Scheme:
+    """A scheme name for `target` (and the artifact's task) -> Scheme; EdgeportError naming what is
+    supported otherwise."""
     if target not in SUPPORTED:
         raise EdgeportError(f"cannot quantize {target} artifacts; targets: {', '.join(SUPPORTED)}")
     text = (text or "").strip().lower()
     if text == "int8-static-pc":
         text = "int8-static"
+    if task == "text-generation":
+        text = DECODER_SHORT_NAMES.get((target, text), text)
     scheme = _parse_axes(text, target) if "=" in text else _parse_short(text, target)
     if scheme not in SUPPORTED[target]:
         why = ""

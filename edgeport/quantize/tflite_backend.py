@@ -22,8 +22,6 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.quantize.schemes import Scheme
 
-GROUPS = ("embeddings", "ffn-down")  # what --keep-float can name on TFLite
-
 # Full-integer quantization of every op collapsed all-MiniLM-L6-v2 (embedding cosine 0.146, 2.4x slower
 # than fp32): the additive attention mask (dtype-min at padded keys) sets the int8 range of the scores,
 # so every real score rounds to one value. Quantizing only the matmul ops (FULLY_CONNECTED: activations
