@@ -1,6 +1,7 @@
-"""Task pipelines: tokenize, pad/truncate to what the artifact accepts, run, post-process.
+"""What every pipeline shares: the tokenizer, padding encodings into the artifact's shapes, running.
 
-Everything they need comes from the manifest (task, inputs, static shapes, labels, tokenizer).
+Everything comes from the manifest (task, inputs, static shapes, labels, tokenizer). Torch-free:
+numpy and `tokenizers` only.
 """
 
 from __future__ import annotations
@@ -18,15 +19,31 @@ from edgeport.manifest import Manifest
 class Encoded:
     feeds: dict  # name -> (B, S) arrays, already in the artifact's dtypes
     lengths: list  # real (unpadded) length per row
-    encodings: list  # tokenizers.Encoding per row (offsets, sequence ids)
+    encodings: list  # tokenizers.Encoding per row (offsets, sequence ids, word ids)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along `axis`; same shape and dtype as `x`."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def as_list(texts, what: str = "text") -> list:
+    """One string or a list of strings -> a list of strings; anything else is refused (EdgeportError)."""
+    items = [texts] if isinstance(texts, str) else list(texts) if isinstance(texts, (list, tuple)) else None
+    if items is None or not all(isinstance(t, str) for t in items):
+        raise EdgeportError(f"{what} must be a string or a list of strings")
+    return items
+
+
 class Pipeline:
+    """Base of the task pipelines: `Pipeline(session, manifest, folder, truncate=False)`.
+
+    Attributes: `tokenizer` (tokenizers.Tokenizer from the export's tokenizer.json), `max_len` (the
+    static sequence length, or the positions the model has), `static_batch` (None when dynamic).
+    Raises EdgeportError when the export has no tokenizer.
+    """
+
     task = ""
 
     def __init__(self, session, manifest: Manifest, folder: Path, truncate: bool = False):
@@ -43,7 +60,13 @@ class Pipeline:
         self.static_len = shape[1] if manifest.static_shapes else None
         self.max_len = self.static_len or manifest.max_sequence_length
 
+    def label(self, index: int) -> str:
+        """The manifest's label name for class `index` (its number as a string when there are none)."""
+        return (self.manifest.labels or {}).get(str(int(index)), str(int(index)))
+
     def encode(self, texts: list, pairs: list | None = None) -> Encoded:
+        """Tokenize texts (and their pairs), refusing empty text and text longer than the artifact
+        takes unless the pipeline truncates; padded to one length (the static one where there is one)."""
         encs = []
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
@@ -55,6 +78,11 @@ class Pipeline:
                                         "artifact accepts; shorten it or pass --truncate")
                 enc.truncate(self.max_len, direction="right")
             encs.append(enc)
+        return self.pad(encs)
+
+    def pad(self, encs: list) -> Encoded:
+        """Encodings -> feeds (B, S) int64, S the static length or the longest row; only the inputs
+        the artifact takes (DeBERTa-v3 has no token_type_ids)."""
         S = self.static_len or max(len(e.ids) for e in encs)
         pad = self.manifest.tokenizer.pad_token_id
         ids = np.full((len(encs), S), pad, np.int64)
@@ -64,7 +92,6 @@ class Pipeline:
             n = len(e.ids)
             ids[r, :n], mask[r, :n], types[r, :n] = e.ids, e.attention_mask, e.type_ids
         all_feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        # Only what the artifact takes: DeBERTa-v3 has no token_type_ids, so it is dropped here.
         feeds = {k: v for k, v in all_feeds.items() if k in self.input_names}
         return Encoded(feeds, [len(e.ids) for e in encs], encs)
 
@@ -81,100 +108,3 @@ class Pipeline:
             out = self.session.run(chunk)
             parts.append({k: v[:n] for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-class FillMask(Pipeline):
-    task = "fill-mask"
-
-    def __call__(self, texts, top_k: int = 5):
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        mask_tok = self.manifest.tokenizer.mask_token
-        mask_id = self.tokenizer.token_to_id(mask_tok) if mask_tok else None
-        if mask_id is None:
-            raise EdgeportError("this tokenizer has no mask token; fill-mask needs one")
-        enc = self.encode(texts)
-        if any(mask_id not in e.ids for e in enc.encodings):
-            raise EdgeportError(f"fill-mask needs {mask_tok} in every text")
-        logits = self.run_batch(enc.feeds)["logits"]  # (B, S, V)
-        results = []
-        for r, e in enumerate(enc.encodings):
-            row = []
-            for pos in [i for i, t in enumerate(e.ids) if t == mask_id]:
-                p = softmax(logits[r, pos].astype(np.float64))
-                best = np.argsort(-p)[:top_k]
-                row.append([{"token": self.tokenizer.id_to_token(int(t)), "score": float(p[t])} for t in best])
-            results.append(row)
-        return results
-
-
-class TextClassification(Pipeline):
-    task = "text-classification"
-
-    def __call__(self, texts, pairs=None):
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        enc = self.encode(texts, [pairs] if isinstance(pairs, str) else pairs)
-        probs = softmax(self.run_batch(enc.feeds)["logits"].astype(np.float64))
-        labels = self.manifest.labels or {}
-        return [{"label": labels.get(str(int(p.argmax())), str(int(p.argmax()))), "score": float(p.max()),
-                 "scores": {labels.get(str(i), str(i)): float(v) for i, v in enumerate(p)}} for p in probs]
-
-
-class TokenClassification(Pipeline):
-    task = "token-classification"
-
-    def __call__(self, texts):
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        enc = self.encode(texts)
-        logits = self.run_batch(enc.feeds)["logits"]
-        labels = self.manifest.labels or {}
-        out = []
-        for r, e in enumerate(enc.encodings):
-            p = softmax(logits[r, :len(e.ids)].astype(np.float64))
-            out.append([{"token": tok, "label": labels.get(str(int(q.argmax())), str(int(q.argmax()))),
-                         "score": float(q.max())}
-                        for tok, q, sid in zip(e.tokens, p, e.sequence_ids) if sid is not None])
-        return out
-
-
-class QuestionAnswering(Pipeline):
-    task = "question-answering"
-
-    def __call__(self, question: str, context: str, max_answer_tokens: int = 30):
-        if not context or not context.strip():
-            raise EdgeportError("question-answering needs a context (--context)")
-        enc = self.encode([question], [context])
-        out = self.run_batch(enc.feeds)
-        e = enc.encodings[0]
-        ctx = np.array([sid == 1 for sid in e.sequence_ids])  # context tokens only
-        n = len(e.ids)
-        start = np.where(ctx, out["start_logits"][0, :n], -np.inf)
-        end = np.where(ctx, out["end_logits"][0, :n], -np.inf)
-        # Best (i, j) with i <= j < i + max_answer_tokens, over the outer sum of the logits.
-        scores = start[:, None] + end[None, :]
-        i_idx, j_idx = np.indices(scores.shape)
-        scores[(j_idx < i_idx) | (j_idx - i_idx >= max_answer_tokens)] = -np.inf
-        i, j = np.unravel_index(np.argmax(scores), scores.shape)
-        p_start, p_end = softmax(start[ctx]), softmax(end[ctx])
-        ctx_pos = np.flatnonzero(ctx)
-        score = float(p_start[np.searchsorted(ctx_pos, i)] * p_end[np.searchsorted(ctx_pos, j)])
-        a, b = e.offsets[i][0], e.offsets[j][1]
-        return {"answer": context[a:b], "start": int(a), "end": int(b), "score": score}
-
-
-class FeatureExtraction(Pipeline):
-    task = "feature-extraction"
-
-    def __call__(self, texts, pooling: str = "mean"):
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        enc = self.encode(texts)
-        h = self.run_batch(enc.feeds)["last_hidden_state"].astype(np.float32)  # (B, S, H)
-        if pooling == "none":
-            return [h[r, :n] for r, n in enumerate(enc.lengths)]
-        if pooling == "cls":
-            return h[:, 0]
-        m = enc.feeds["attention_mask"][..., None].astype(np.float32)
-        return (h * m).sum(1) / np.maximum(m.sum(1), 1e-9)  # (B, H) mean over real tokens
-
-
-PIPELINES = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,
-                                 FeatureExtraction)}
