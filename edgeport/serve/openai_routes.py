@@ -1,0 +1,224 @@
+"""OpenAI-compatible routes: /v1/models, /v1/embeddings, /v1/completions, /v1/chat/completions.
+
+Request and response fields follow OpenAI's API reference (https://platform.openai.com/docs/api-reference):
+embeddings come as float lists or, with encoding_format "base64", as base64 of little-endian float32
+(what the `openai` Python client asks for by default); `stream: true` answers server-sent events,
+one JSON chunk per `data:` line, ending with `data: [DONE]`; usage counts tokens of the served
+model's own tokenizer. Embeddings are mean-pooled and L2-normalised (unit length, as OpenAI's are).
+Chat messages become one prompt, `"{role}: {content}\n"` per message, then `"assistant:"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+import uuid
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from edgeport.serve.task_routes import as_list, generate_rows
+
+
+class EmbeddingsRequest(BaseModel):
+    model: str
+    input: str | list[str] = Field(description="text or texts (token-id inputs are not accepted)")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, description="must equal the model's width if given")
+    user: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    model: str
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    user: str | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1)
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict] | None = None
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+def chat_prompt(messages: list) -> str:
+    """Messages -> one prompt: `role: content` lines, then `assistant:` (the documented template)."""
+    from edgeport.serve.app import ApiError
+
+    lines = []
+    for m in messages:
+        content = m.content
+        if isinstance(content, list):
+            if any(part.get("type") != "text" or not isinstance(part.get("text"), str) for part in content):
+                raise ApiError(400, "only text content parts are supported")
+            content = "".join(part["text"] for part in content)
+        lines.append(f"{m.role}: {content or ''}\n")
+    return "".join(lines) + "assistant:"
+
+
+def cut_at_stop(text: str, stops: list) -> tuple[str, bool]:
+    """(text before the first stop string, whether one was found)."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+def usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def router(state) -> APIRouter:
+    from edgeport.serve.app import ApiError
+
+    r = APIRouter(prefix="/v1", tags=["openai"])
+
+    @r.get("/models", summary="Models (OpenAI list format)")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "edgeport"}
+                                           for n in state.models]}
+
+    @r.post("/embeddings", summary="Embeddings (OpenAI-compatible)")
+    async def embeddings(req: EmbeddingsRequest) -> dict:
+        m = state.model(req.model, "feature-extraction")
+        texts = as_list(req.input)
+        state.check_rows(texts, "input")
+        out = await state.submit(req.model, ("embeddings", "mean", True), {"texts": texts}, len(texts))
+        if req.dimensions is not None and req.dimensions != len(out[0]):
+            raise ApiError(400, f"model '{req.model}' gives {len(out[0])} dimensions, not {req.dimensions}")
+        tokens = sum(len(e.ids) for e in m.tokenizer.encode_batch(texts))
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
+                 else v.tolist()} for i, v in enumerate(out)]
+        return {"object": "list", "data": data, "model": req.model, "usage": usage(tokens, 0) | {"completion_tokens": 0}}
+
+    @r.post("/completions", summary="Text completions (OpenAI-compatible; SSE when stream is true)")
+    async def completions(req: CompletionRequest):
+        prompts = as_list(req.prompt)
+        if req.stream and len(prompts) != 1:
+            raise ApiError(400, "stream takes one prompt")
+        meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+        if req.stream:
+            return await _stream(state, req, prompts[0], req.max_tokens or 16, meta, chat=False)
+        rows = await generate_rows(state, req.model, prompts, req.max_tokens or 16, req.temperature, 0, req.top_p, req.seed)
+        choices = []
+        for i, row in enumerate(rows):
+            text, hit = cut_at_stop(row["text"], as_list(req.stop or []))
+            choices.append({"index": i, "text": text, "logprobs": None,
+                            "finish_reason": "stop" if hit else row["finish_reason"]})
+        return {**meta, "object": "text_completion", "choices": choices,
+                "usage": usage(sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows))}
+
+    @r.post("/chat/completions", summary="Chat completions (OpenAI-compatible; SSE when stream is true)")
+    async def chat(req: ChatRequest):
+        prompt = chat_prompt(req.messages)
+        max_new = req.max_completion_tokens or req.max_tokens or state.config.max_new_tokens
+        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+        if req.stream:
+            return await _stream(state, req, prompt, max_new, meta, chat=True)
+        row = (await generate_rows(state, req.model, [prompt], max_new, req.temperature, 0, req.top_p, req.seed))[0]
+        text, hit = cut_at_stop(row["text"], as_list(req.stop or []))
+        return {**meta, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                             "finish_reason": "stop" if hit else row["finish_reason"]}],
+                "usage": usage(row["prompt_tokens"], row["completion_tokens"])}
+
+    return r
+
+
+class _ClientGone(Exception):
+    """Raised in the generation thread once the streaming client has gone: stops generating."""
+
+
+async def _stream(state, req, prompt: str, max_new: int, meta: dict, chat: bool):
+    """Start generating; errors before the first token answer as usual, then SSE chunks follow."""
+    from edgeport.serve.app import dumps
+
+    loop, events, gone = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+    def on_token(row, token):  # runs in the worker thread
+        if gone.is_set():
+            raise _ClientGone()
+        loop.call_soon_threadsafe(events.put_nowait, token)
+
+    task = asyncio.ensure_future(generate_rows(state, req.model, [prompt], max_new, req.temperature, 0,
+                                               req.top_p, req.seed, on_token))
+    def finished(t):
+        if not t.cancelled():
+            t.exception()  # retrieved here: a stream that stopped early leaves _ClientGone behind
+        events.put_nowait(None)
+
+    task.add_done_callback(finished)
+    first = await events.get()
+    if first is None:
+        task.result()  # raises the request's ApiError (400, 503, 504, ...)
+    model = state.models[req.model]
+    stop_ids = set(model.manifest.decoder.get("eos_token_ids", []))
+    stops = as_list(req.stop or [])
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(text=None, finish=None, role=False):
+        if chat:
+            delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return f"data: {dumps({**meta, 'object': kind, 'choices': [choice]})}\n\n"
+
+    async def events_out():
+        ids, sent, hit, token = [], "", False, first
+        try:
+            if chat:
+                yield chunk(role=True)
+            while token is not None and not hit:
+                if token not in stop_ids:
+                    ids.append(token)
+                text = model.tokenizer.decode(ids)
+                text, hit = cut_at_stop(text, stops)
+                hold = 0 if hit else max((len(s) - 1 for s in stops), default=0)  # a stop string may be starting
+                ready = text[:len(text) - hold] if hold else text
+                if len(ready) > len(sent) and not ready.endswith("\ufffd"):  # whole characters only
+                    yield chunk(ready[len(sent):])
+                    sent = ready
+                token = await events.get()
+            if hit:
+                gone.set()
+            else:
+                text = cut_at_stop(model.tokenizer.decode(ids), stops)[0]
+                if len(text) > len(sent):
+                    yield chunk(text[len(sent):])
+            row = None if hit else (await task)[0]
+            yield chunk(finish="stop" if hit or row["finish_reason"] == "stop" else "length")
+            if req.stream_options and req.stream_options.include_usage:
+                counts = usage(row["prompt_tokens"], row["completion_tokens"]) if row else \
+                    usage(len(model.tokenizer.encode(prompt).ids), len(ids))
+                yield f"data: {dumps({**meta, 'object': kind, 'choices': [], 'usage': counts})}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # client gone (or stop string): the worker thread stops at its next token
+            gone.set()
+            if not task.done():
+                task.cancel()
+
+    return StreamingResponse(events_out(), media_type="text/event-stream")
