@@ -130,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live with their stage: each module has `register(subparsers)`, cheap to import.
-COMMAND_MODULES = ("edgeport.quantize.commands", "edgeport.runtime.generate_cli", "edgeport.runtime.serve_cli")
+COMMAND_MODULES = ("edgeport.quantize.commands", "edgeport.runtime.generate_cli", "edgeport.serve.cli")
 
 
 def main(argv=None) -> int:
