@@ -40,6 +40,8 @@ def _cmd_run(a):
         emb = p(a.text, pooling=a.pooling)[0]
         result = {"pooling": a.pooling, "dim": int(emb.shape[-1]), "embedding": [round(float(x), 5) for x in emb.ravel()[:8]],
                   "note": "first 8 values"}
+    elif p.task == "token-classification":
+        result = p(a.text)
     else:
         result = p(a.text)[0]
     print(json.dumps(result, indent=2))
@@ -88,13 +90,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeport", description="Export transformer models, validated, and run them.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    e = sub.add_parser("export", help="export a model to ONNX or TFLite, validated against its reference")
+    e = sub.add_parser("export", help="export a model to ONNX, TFLite or TensorRT's ONNX, validated against "
+                       "its reference")
     e.add_argument("--model", required=True, help="preset (see `edgeport list`), HF folder, or hub id")
-    e.add_argument("--target", default="onnx", help="onnx | tflite (default onnx)")
+    e.add_argument("--target", default="onnx", help="onnx | tflite | tensorrt (default onnx; tensorrt: ONNX for "
+                   "TensorRT's parser, for families with a tensorrt lowering, see `edgeport list`)")
     e.add_argument("--task", help="task head (default: the family's default)")
     e.add_argument("--checkpoint", help="HF folder with weights for a preset's architecture")
-    e.add_argument("--seq-len", type=int, default=128, help="static sequence length for TFLite (default 128)")
-    e.add_argument("--batch", type=int, default=1, help="static batch size for TFLite (default 1)")
+    e.add_argument("--seq-len", type=int, help="static sequence length of static-shape targets (TFLite); for "
+                   "decoders the prefill length, which must leave room to decode (default: the longest of 128 "
+                   "the model's positions allow)")
+    e.add_argument("--batch", type=int, default=1, help="static batch size of static-shape targets (TFLite; default 1)")
     e.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     e.add_argument("--lowering", help="a registered lowering for custom ops (default: the family's default)")
     e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`)")
