@@ -138,22 +138,7 @@ class MicroBatcher:
                 job.future.set_exception(value)
 
     def _run_each(self, batch: list) -> list:
-        """[(ok, result or exception)] per job: one run for all, or one run each if the batch fails."""
-        key = batch[0].key
-        try:
-            return [(True, r) for r in self.run(key, [j.payload for j in batch])]
-        except EdgeportError as e:
-            if len(batch) == 1:
-                return [(False, e)]
-        except Exception as e:  # noqa: BLE001 - handed to the request, which answers 500 with a message
-            return [(False, e)] * len(batch)
-        out = []
-        for j in batch:
-            try:
-                out.append((True, self.run(key, [j.payload])[0]))
-            except Exception as e:  # noqa: BLE001 - same as above, per request
-                out.append((False, e))
-        return out
+        return run_jobs(self.run, batch[0].key, [j.payload for j in batch])
 
     async def close(self):
         """Finish queued and running batches, then stop the loop and the worker threads."""
@@ -162,3 +147,22 @@ class MicroBatcher:
         if self._loop_task:
             self._loop_task.cancel()
         self.executor.shutdown(wait=True)
+
+
+def run_jobs(run, key: tuple, payloads: list) -> list:
+    """[(ok, result or exception)] per payload: one `run(key, payloads)` for all, or one run each if
+    that raised EdgeportError (so only the bad request fails). Exceptions are returned, not raised."""
+    try:
+        return [(True, r) for r in run(key, payloads)]
+    except EdgeportError as e:
+        if len(payloads) == 1:
+            return [(False, e)]
+    except Exception as e:  # noqa: BLE001 - handed to the request, which answers 500 with a message
+        return [(False, e)] * len(payloads)
+    out = []
+    for p in payloads:
+        try:
+            out.append((True, run(key, [p])[0]))
+        except Exception as e:  # noqa: BLE001 - same as above, per request
+            out.append((False, e))
+    return out
