@@ -10,7 +10,7 @@ from edgeport.reference_models import families, load_reference
 EXPECTED = {
     "bert": "bert", "convbert": "convbert", "deberta": "deberta", "deberta-v2": "deberta-v2", "gpt2": "gpt2",
     "mega": "mega", "megatron-bert": "megatron-bert", "mistral": "mistral", "mixtral": "mixtral",
-    "mobilebert": "mobilebert",
+    "mobilebert": "mobilebert", "luke": "luke",
 }
 
 

@@ -119,6 +119,10 @@ def fit_state_dict(model: torch.nn.Module, sd: dict, prefix: str, head_prefixes:
     own = model.state_dict()
     if not any(k.startswith(prefix + ".") for k in sd):
         sd = {f"{prefix}.{k}" if not k.startswith(head_prefixes) else k: v for k, v in sd.items()}
+    # A tensor saved only through the one it is tied to (transformers drops tied copies on save).
+    for dst, src in getattr(model, "TIED_FALLBACKS", {}).items():
+        if dst not in sd and src in sd:
+            sd = {**sd, dst: sd[src]}
     missing, fitted = [], {}
     for name, param in own.items():
         if name not in sd:
