@@ -1,0 +1,119 @@
+// The phone page: LiteRT.js runs the export's .tflite (Wasm, XNNPACK), the JS core does the rest.
+// ?model=int8 (default) or ?model=fp32 picks model/<name>/, installed by scripts/install_export.py.
+// window.qaDemo exposes {ready, ask(question, context, opts), info} for the end-to-end test.
+import {loadLiteRt, loadAndCompile, Tensor} from '@litertjs/core';
+import {QaEngine} from './src/engine.js';
+import {codePoints} from './src/tokenizer.js';
+import {SAMPLES} from './samples.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const variant = params.get('model') || 'int8';
+const threads = Number(params.get('threads') || Math.min(4, navigator.hardwareConcurrency || 1));
+
+/** The interpreter behind the engine: one compiled model, inputs named as in edgeport.json. */
+function liteRtModel(compiled, shape) {
+  return {
+    async run(feeds) {
+      const inputs = Object.fromEntries(Object.entries(feeds).map(([n, a]) => [n, new Tensor(a, shape)]));
+      const out = await compiled.run(inputs);
+      const result = {};
+      for (const [name, t] of Object.entries(out)) {
+        result[name] = Float32Array.from(t.toTypedArray());
+        t.delete();
+      }
+      Object.values(inputs).forEach((t) => t.delete());
+      return result;
+    },
+  };
+}
+
+async function load() {
+  const base = `model/${variant}/`;
+  const manifest = await (await fetch(`${base}edgeport.json`)).json();
+  const tokenizerJson = await (await fetch(base + manifest.tokenizer.file)).json();
+  await loadLiteRt('./litert/wasm/', {threads: self.crossOriginIsolated === true});
+  const compiled = await loadAndCompile(base + manifest.artifact,
+    {accelerator: 'wasm', cpuOptions: {numThreads: self.crossOriginIsolated ? threads : 1}});
+  const shape = manifest.inputs.find((t) => t.name === 'input_ids').shape;
+  const engine = new QaEngine(manifest, tokenizerJson, liteRtModel(compiled, shape));
+  const mib = (manifest.size_bytes / 2 ** 20).toFixed(1);
+  const info = {variant, precision: manifest.precision, sizeMiB: Number(mib), seqLen: engine.converter.maxSeqLen,
+    threads: self.crossOriginIsolated ? threads : 1, randomWeights: manifest.random_weights};
+  $('model-line').textContent = `${manifest.family} ${manifest.precision} · ${mib} MiB · ${info.seqLen} tokens` +
+    ` · ${info.threads} thread(s)${manifest.random_weights ? ' · random weights' : ''}`;
+  return {engine, info};
+}
+
+function render(context, answers) {
+  $('answers').replaceChildren(...answers.map((a) => {
+    const li = document.createElement('li');
+    const t = document.createElement('span');
+    t.className = 'text';
+    t.textContent = a.answer === '' ? '(no answer in the passage)' : a.answer;
+    const s = document.createElement('span');
+    s.className = 'score';
+    s.textContent = a.score.toFixed(4);
+    li.append(t, s);
+    return li;
+  }));
+  // Highlight spans (code-point offsets) in the passage; the best one strongest, overlaps skipped.
+  const cps = codePoints(context);
+  const spans = answers.map((a, k) => ({...a, best: k === 0})).filter((a) => a.end > a.start)
+    .sort((x, y) => x.start - y.start);
+  const parts = [];
+  let at = 0;
+  for (const a of spans) {
+    if (a.start < at) continue;
+    parts.push(document.createTextNode(String.fromCodePoint(...cps.slice(at, a.start))));
+    const m = document.createElement('mark');
+    if (a.best) m.className = 'best';
+    m.textContent = String.fromCodePoint(...cps.slice(a.start, a.end));
+    parts.push(m);
+    at = a.end;
+  }
+  parts.push(document.createTextNode(String.fromCodePoint(...cps.slice(at))));
+  $('highlighted').replaceChildren(...parts);
+}
+
+function setup(state) {
+  for (const a of document.querySelectorAll('#variants a')) a.classList.toggle('current', a.dataset.variant === variant);
+  $('sample').replaceChildren(...SAMPLES.map((s, k) => new Option(s.title, k)));
+  const pick = () => {
+    const s = SAMPLES[$('sample').value];
+    $('passage').value = s.passage;
+    $('question').value = s.question;
+  };
+  $('sample').addEventListener('change', pick);
+  pick();
+  $('ask').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const context = $('passage').value;
+    try {
+      const r = await state.engine.answer($('question').value, context, {topK: 3});
+      render(context, r.answers);
+      $('status').textContent = `${r.inferenceMs.toFixed(0)} ms inference · ${r.windows} window(s)`;
+    } catch (e) {
+      $('status').textContent = e.message;
+    }
+  });
+}
+
+const loaded = load();
+const ready = loaded.then((state) => {
+  setup(state);
+  $('go').disabled = false;
+  $('status').textContent = 'Ready.';
+  return state.info;
+}).catch((e) => {
+  $('status').textContent = `Could not load the model: ${e.message}`;
+  throw e;
+});
+
+window.qaDemo = {
+  ready,
+  /** Answers like the Ask button, with options {topK, maxAnswerLen, handleImpossibleAnswer}. */
+  async ask(question, context, opts) {
+    return (await loaded).engine.answer(question, context, opts);
+  },
+};

@@ -1,0 +1,70 @@
+// End to end: the phone page in headless Chromium (Debian's chromium driven by playwright-core) under
+// phone emulation answers questions exactly as the Python pipeline does on the same artifacts.
+//
+// E2E_CONFIG names a JSON file written by tests/test_mobile_demo.py:
+//   {"models": {"int8": EXPORT_DIR, "fp32": EXPORT_DIR},
+//    "expected": {"int8": [{question, context, top_k, handle_impossible_answer, answers: [...]}], ...},
+//    "screenshot": PNG path or null, "chromium": "/usr/bin/chromium"}
+// Without it (or without Chromium) the test is skipped, saying why.
+import {test} from 'node:test';
+import assert from 'node:assert/strict';
+import {existsSync, readFileSync} from 'node:fs';
+import {startServer} from '../serve.mjs';
+
+const configPath = process.env.E2E_CONFIG;
+const config = configPath ? JSON.parse(readFileSync(configPath, 'utf8')) : null;
+const chromiumPath = config?.chromium ?? '/usr/bin/chromium';
+const skip = !config ? 'E2E_CONFIG not set (tests/test_mobile_demo.py sets it)' :
+  !existsSync(chromiumPath) ? `no Chromium at ${chromiumPath} (apt-get install chromium)` :
+  !existsSync(new URL('../litert/wasm/', import.meta.url)) ? 'LiteRT.js not copied into litert/ (node setup.mjs)' : false;
+
+export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--no-first-run', '--disable-sync'];
+
+/** Answers agree: same text and offsets, scores within `rtol` (Wasm and native XNNPACK round differently). */
+function assertSameAnswers(at, expected, got, rtol) {
+  const positive = expected.filter((a) => a.score > 0);  // the pipeline's zero-score filler spans: see decode.js
+  assert.equal(got.length, positive.length, `${at}: number of answers`);
+  positive.forEach((e, k) => {
+    assert.deepEqual([got[k].answer, got[k].start, got[k].end], [e.answer, e.start, e.end], `${at}: answer ${k}`);
+    assert.ok(Math.abs(got[k].score - e.score) <= rtol * e.score, `${at}: score ${got[k].score} vs ${e.score}`);
+  });
+}
+
+test('the phone page answers like the Python pipeline', {skip, timeout: 300_000}, async () => {
+  const {chromium, devices} = await import('playwright-core');
+  const {server, url} = await startServer(0, config.models);
+  const browser = await chromium.launch({executablePath: chromiumPath, args: CHROMIUM_FLAGS});
+  try {
+    const context = await browser.newContext({...devices['Pixel 7']});
+    const page = await context.newPage();
+    const foreign = [];
+    page.on('request', (r) => { if (!r.url().startsWith(url)) foreign.push(r.url()); });
+    for (const [variant, cases] of Object.entries(config.expected)) {
+      await page.goto(`${url}?model=${variant}`);
+      const info = await page.evaluate(() => window.qaDemo.ready);
+      assert.equal(info.variant, variant);
+      for (const c of cases) {
+        const r = await page.evaluate(([q, ctx, o]) => window.qaDemo.ask(q, ctx, o),
+          [c.question, c.context, {topK: c.top_k, handleImpossibleAnswer: c.handle_impossible_answer}]);
+        assertSameAnswers(`${variant}/${c.name}`, c.answers, r.answers, 1e-3);
+      }
+      // The page itself: type a question, press Ask, read the answers list.
+      const c = cases[0];
+      await page.fill('#passage', c.context);
+      await page.fill('#question', c.question);
+      await page.click('#go');
+      await page.waitForFunction(() => document.querySelectorAll('#answers li').length > 0);
+      const shown = await page.$$eval('#answers li .text', (els) => els.map((e) => e.textContent));
+      const top3 = c.answers_top3.map((a) => (a.answer === '' ? '(no answer in the passage)' : a.answer));
+      assert.deepEqual(shown, top3, `${variant}: answers shown on the page`);
+      if (config.screenshot && variant === Object.keys(config.expected)[0]) {
+        await page.screenshot({path: config.screenshot, fullPage: true});
+      }
+    }
+    assert.deepEqual(foreign, [], 'the page fetched something from another origin');
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});

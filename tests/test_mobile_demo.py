@@ -1,0 +1,88 @@
+"""The mobile demo (mobile_demo/): its Java and JavaScript QA cores on fixtures from the Python pipeline,
+and the phone web page in headless Chromium answering like the Python pipeline on the same artifacts.
+
+Each test shells out to the tool it needs (javac/java with JUnit 4, node, chromium) and is skipped, with
+the reason, where that tool is absent; .ci/run installs all of them, so CI runs every one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "mobile_demo"
+WEB = DEMO / "web"
+JUNIT = Path("/usr/share/java/junit4.jar")
+CHROMIUM = Path("/usr/bin/chromium")
+
+sys.path.insert(0, str(DEMO / "scripts"))
+from qa_cases import CASES  # noqa: E402
+
+# The end-to-end questions: one window, several windows (tiny's 256 tokens), Unicode, the null answer.
+E2E_CASES = ["short_top3", "long_stride_top5", "accents_precomposed", "emoji", "cjk", "two_word_context_null",
+             "punctuation", "unknown_words"]
+
+
+def _run(cmd, cwd, env=None, timeout=600):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}"
+    return r.stdout
+
+
+@pytest.mark.skipif(shutil.which("javac") is None or not JUNIT.is_file(),
+                    reason="needs javac and Debian's junit4 (apt-get install openjdk-17-jdk-headless junit4)")
+def test_java_core_junit():
+    out = _run(["bash", str(DEMO / "android" / "core" / "run_tests.sh")], cwd=DEMO)
+    assert "OK (" in out, out
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (>= 20) for node --test")
+def test_js_core_node_test():
+    out = _run(["node", "--test", "test/"], cwd=WEB)
+    assert "# fail 0" in out and "# pass 0" not in out, out
+
+
+def _export(tmp: Path) -> dict:
+    """mobilebert-tiny question-answering TFLite at 256 tokens (its positions), fp32 and int8."""
+    cli = [sys.executable, "-m", "edgeport.cli"]
+    fp32, int8 = tmp / "fp32", tmp / "int8"
+    _run(cli + ["export", "--model", "mobilebert-tiny", "--target", "tflite", "--task", "question-answering",
+                "--seq-len", "256", "-o", str(fp32), "-q"], cwd=tmp)
+    _run(cli + ["quantize", str(fp32), "--scheme", "int8", "-o", str(int8), "-q"], cwd=tmp)
+    return {"int8": int8, "fp32": fp32}
+
+
+def _expected(folder: Path) -> list:
+    """The Python pipeline's answers on the end-to-end cases (and the top 3 the page's Ask button shows)."""
+    import edgeport.runtime as rt
+
+    qa = rt.pipeline(folder)
+    listed = lambda r: r if isinstance(r, list) else [r]  # noqa: E731
+    out = []
+    for name, question, context, top_k, null in (c for c in CASES if c[0] in E2E_CASES):
+        out.append({"name": name, "question": question, "context": context, "top_k": top_k,
+                    "handle_impossible_answer": null,
+                    "answers": listed(qa(question, context, top_k=top_k, handle_impossible_answer=null)),
+                    "answers_top3": listed(qa(question, context, top_k=3))})
+    return out
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not CHROMIUM.is_file()
+                    or not (WEB / "node_modules" / "playwright-core").is_dir(),
+                    reason="needs node, Debian's chromium and `npm ci` in mobile_demo/web (playwright-core)")
+def test_web_demo_in_chromium_answers_like_the_python_pipeline(tmp_path):
+    _run(["node", "setup.mjs"], cwd=WEB)  # LiteRT.js into the page's own folder
+    models = _export(tmp_path)
+    config = {"models": {k: str(v) for k, v in models.items()},
+              "expected": {k: _expected(v) for k, v in models.items()},
+              "screenshot": os.environ.get("MOBILE_DEMO_SCREENSHOT"), "chromium": str(CHROMIUM)}
+    path = tmp_path / "e2e.json"
+    path.write_text(json.dumps(config))
+    out = _run(["node", "--test", "e2e/"], cwd=WEB, env={**os.environ, "E2E_CONFIG": str(path)})
+    assert "# pass 1" in out and "# skipped 0" in out, out
