@@ -18,7 +18,7 @@ const skip = !config ? 'E2E_CONFIG not set (tests/test_mobile_demo.py sets it)' 
   !existsSync(chromiumPath) ? `no Chromium at ${chromiumPath} (apt-get install chromium)` :
   !existsSync(new URL('../litert/wasm/', import.meta.url)) ? 'LiteRT.js not copied into litert/ (node setup.mjs)' : false;
 
-export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
   '--disable-component-update', '--no-first-run', '--disable-sync'];
 
 /** Answers agree: same text and offsets, scores within `rtol` (Wasm and native XNNPACK round differently). */
