@@ -5,7 +5,7 @@
 
 Part "decode": a Mistral-architecture model of ~250M parameters (random weights; hidden 1024, 16
 layers, GQA 16:4, SwiGLU 2816, vocab 32000, window 4096) exported with the default onnxruntime
-lowering (GroupQueryAttention) through `edgeport.export.decoders.export_decoder` (validated), run
+lowering (GroupQueryAttention) through `edgeport.export.export_reference` (validated), run
 with the runtime's OrtDecoder (IOBinding cache). Contenders, interleaved round by round:
 transformers' MistralForCausalLM (eager, DynamicCache, same weights), edgeport's reference (eager),
 onnxruntime. Prefill latency at `--prompt` tokens; decode time per token over `--steps` steps.
@@ -65,13 +65,12 @@ def build_hf(ref):
 
 
 def export_ort(ref, out: Path, threads: int):
-    from edgeport.export import Options
-    from edgeport.export.decoders import export_decoder
+    from edgeport.export import Options, export_reference
     from edgeport.manifest import read_manifest
     from edgeport.progress import Steps
     from edgeport.runtime.generate import open_decoder
 
-    export_decoder(ref, Options("onnx", opset=17), out, Steps(4, quiet=False))
+    export_reference(ref, Options("onnx", opset=17), out, Steps(5, quiet=False))
     m, _ = read_manifest(out)
     return open_decoder(out / m.artifact, m.decoder, threads), m.size_bytes
 

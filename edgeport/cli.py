@@ -26,27 +26,6 @@ def _cmd_export(a):
         quantize_artifact(out, a.quantize, quiet=a.quiet)
 
 
-def _cmd_run(a):
-    from edgeport.runtime import pipeline
-
-    p = pipeline(a.artifact, truncate=a.truncate, threads=a.threads)
-    if p.task == "question-answering":
-        if not a.question:
-            raise EdgeportError("question-answering needs --question (and --text as the context)")
-        result = p(a.question, a.text)
-    elif p.task == "fill-mask":
-        result = p(a.text, top_k=a.top_k)[0]
-    elif p.task == "feature-extraction":
-        emb = p(a.text, pooling=a.pooling)[0]
-        result = {"pooling": a.pooling, "dim": int(emb.shape[-1]), "embedding": [round(float(x), 5) for x in emb.ravel()[:8]],
-                  "note": "first 8 values"}
-    elif p.task == "token-classification":
-        result = p(a.text)
-    else:
-        result = p(a.text)[0]
-    print(json.dumps(result, indent=2))
-
-
 def _cmd_inspect(a):
     from edgeport.manifest import read_manifest
     from edgeport.runtime import load
@@ -108,16 +87,6 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     e.set_defaults(fn=_cmd_export)
 
-    r = sub.add_parser("run", help="run an exported artifact on text")
-    r.add_argument("artifact", help="export folder or its .onnx/.tflite")
-    r.add_argument("--text", required=True, help="input text (the context for question-answering)")
-    r.add_argument("--question", help="question, for question-answering")
-    r.add_argument("--top-k", type=int, default=5, help="fill-mask candidates (default 5)")
-    r.add_argument("--pooling", default="mean", choices=("mean", "cls"), help="feature-extraction pooling")
-    r.add_argument("--truncate", action="store_true", help="truncate text longer than the artifact accepts")
-    r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    r.set_defaults(fn=_cmd_run)
-
     i = sub.add_parser("inspect", help="show an artifact's manifest, I/O and parity report")
     i.add_argument("artifact")
     i.set_defaults(fn=_cmd_inspect)
@@ -136,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live with their stage: each module has `register(subparsers)`, cheap to import.
-COMMAND_MODULES = ("edgeport.quantize.commands", "edgeport.runtime.generate_cli", "edgeport.serve.cli")
+COMMAND_MODULES = ("edgeport.runtime.run_cli", "edgeport.quantize.commands", "edgeport.runtime.generate_cli",
+                   "edgeport.serve.cli")
 
 
 def main(argv=None) -> int:

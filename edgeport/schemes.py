@@ -11,7 +11,8 @@ symmetry). Users name it by a short name, resolved per target, or by its axes:
     weights=int4,activations=fp32,granularity=block,block=64,symmetric=false   the axes spelled out
 
 The output file is named by `Scheme.tag` (model.int8-dyn-pc.onnx, model.int4-b32.onnx) and the
-manifest records `asdict(scheme)` under `quantization`. Torch-free, cheap to import.
+manifest records `asdict(scheme)` under `quantization`. Torch-free, cheap to import: a shared leaf that
+the export stage (which lowering suits a scheme, `needs_unfused_graph`) and the quantize stage both read.
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ from dataclasses import dataclass
 
 from edgeport.errors import EdgeportError
 
-WEIGHTS = ("fp16", "int8", "int4")
-ACTIVATIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-GRANULARITIES = ("tensor", "channel", "block")
-ALGORITHMS = ("cast", "minmax", "rtn")  # rtn: round-to-nearest on the weights' absmax per block
 BLOCK_SIZES = (16, 32, 64, 128)
 
 
@@ -35,6 +32,7 @@ class Scheme:
     activations: str  # what the matmuls compute on: float, or int8 quantized at run time / calibrated
     granularity: str  # one scale per tensor, per output channel, or per block of `block_size` inputs
     algorithm: str  # how scales are chosen: cast (no scales), minmax (calibrated/absmax ranges), rtn
+    # (round-to-nearest on the weights' absmax per block)
     block_size: int = 0  # granularity == "block" only
     symmetric: bool = True  # weights' zero point fixed at 0
 
@@ -50,7 +48,13 @@ class Scheme:
         return f"int8-{kind}-{'pc' if self.granularity == 'channel' else 'pt'}"
 
     def axes(self) -> dict:
+        """The scheme's fields as a dict (what the manifest records)."""
         return dataclasses.asdict(self)
+
+    @property
+    def kind(self) -> str:
+        """fp16 | int4 | int8-dynamic | int8-static: the axis the per-target policies are keyed by."""
+        return self.weights if self.weights in ("fp16", "int4") else self.activations
 
 
 def _fp16(target):
@@ -103,7 +107,15 @@ SUPPORTED = {
 }
 
 
+def needs_unfused_graph(scheme: Scheme) -> bool:
+    """Weight-only int4 and static int8 rewrite MatMul weights only: they cannot reach weights inside
+    fused ops (onnxruntime's Attention, EmbedLayerNormalization), so an export meant for them takes the
+    unfused lowering. int8 dynamic can (QAttention), fp16 converts every weight."""
+    return scheme.kind in ("int4", "int8-static")
+
+
 def supported_names(target: str) -> list:
+    """The tags `target` supports, in SUPPORTED's order ([] for an unknown target)."""
     return [s.tag for s in SUPPORTED.get(target, [])]
 
 

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from edgeport.export import export  # noqa: E402
 from edgeport.export.contracts import contract_for  # noqa: E402
-from edgeport.export.validate import reference_outputs, sample_inputs  # noqa: E402
+from edgeport.export.validate import reference_outputs, sample_inputs, validation_session  # noqa: E402
 from edgeport.manifest import read_manifest  # noqa: E402
 from edgeport.ops.disentangled_attention import DisentangledAttention, disentangled_attention  # noqa: E402
 from edgeport.ops import disentangled_attention_lowerings as low  # noqa: E402
@@ -147,7 +147,7 @@ def test_tensorrt_plugin_node_matches_eager_op(tmp_path):
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert (node.domain, node.op_type, len(node.input)) == ("trt.plugins", "DisentangledAttention_TRT", 3)
     assert attrs["span"] == 8 and abs(attrs["factor"] - 0.3) < 1e-7 and set(attrs) == {"span", "factor"}
-    sess = low.reference_kernel_session(path, threads=1)
+    sess = validation_session(path, low.TRT_REFERENCE, threads=1)
     for n, seq in ((1, 3), (4, 13), (2, 40)):
         args = _op_inputs(n, seq, 8, seed=7)
         got = sess.run({k: a.numpy() for k, a in zip(("c2c", "c2p", "p2c"), args)})["scores"]
@@ -304,7 +304,7 @@ def test_tensorrt_graph_has_plugin_nodes_and_matches_reference(tmp_path, ckpt, n
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
             assert n.domain == "trt.plugins" and len(n.input) == 3
             assert attrs["span"] == 8 and abs(attrs["factor"] - 1 / np.sqrt(16 * 3)) < 1e-7
-    assert_matches(low.reference_kernel_session(out / "model.onnx", threads=1), reference(folder, task), EXTRA_GRID)
+    assert_matches(validation_session(out / "model.onnx", low.TRT_REFERENCE, threads=1), reference(folder, task), EXTRA_GRID)
 
 
 @pytest.mark.parametrize("name,task,batch,seq", [("v3", "multiple-choice", 1, 24), ("v1", "fill-mask", 2, 20)])
@@ -328,7 +328,7 @@ def test_tflite_builtin_ops_match_reference(tmp_path, ckpt, name, task, batch, s
 
 
 def test_lowerings_registered_for_both_families():
-    from edgeport.export.lowerings import lowerings_for
+    from edgeport.ops.registry import lowerings_for
 
     for fam in ("deberta", "deberta-v2"):
         assert lowerings_for(fam, "onnx") == ["default", "fast", "generic", "mha", "plain"]

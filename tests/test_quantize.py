@@ -11,7 +11,7 @@ import pytest
 
 from edgeport.errors import EdgeportError
 from edgeport.quantize import quantize_artifact
-from edgeport.quantize.schemes import SUPPORTED, resolve
+from edgeport.schemes import SUPPORTED, resolve
 
 
 @pytest.fixture(autouse=True)

@@ -154,7 +154,7 @@ def test_qmoe_alone_close_to_fp32(tmp_path, mixtral_onnx, scheme, rel):
     import onnx
 
     from edgeport.quantize import qmoe
-    from edgeport.quantize.schemes import resolve
+    from edgeport.schemes import resolve
 
     out = tmp_path / "qmoe"
     shutil.copytree(mixtral_onnx, out)

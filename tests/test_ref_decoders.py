@@ -16,7 +16,7 @@ import transformers as T
 from edgeport.ops.moe import moe, moe_dense, routing_matrix
 from edgeport.reference_models import load_reference
 from edgeport.reference_models.decoder import generate, positions_from_mask
-from edgeport.reference_models.mixtral import swap_moe
+from edgeport.ops.moe import swap_moe
 
 ATOL = 1e-4
 WINDOW = 5  # sliding window of the tiny Mistral/Mixtral configs: test sequences are longer

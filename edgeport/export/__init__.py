@@ -3,40 +3,48 @@
     from edgeport.export import export
     folder = export("mobilebert", target="tflite", task="fill-mask", out_dir="out/mb")
 
-Routes: a lowering registered for (family, target) (see lowerings.py), else the generic one:
-torch.onnx for ONNX; the family's Keras reference, or litert-torch, for TFLite. Decoders
-(text-generation families) go through export/decoders.py.
+One pipeline for encoders and decoders, over their contracts (contracts.py) and the target's row
+(targets.py): load -> choose the lowering (lowerings.py; data registered in edgeport/ops) -> apply it
+and convert (onnx.py, tflite.py) -> tokenizer -> validate against the reference -> manifest. The
+folder is written to a temp directory and renamed at the end (manifest.atomic_output_dir).
 """
 
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
+from edgeport.export.targets import TARGETS, Target, fit_seq_len, get_target
 from edgeport.manifest import Manifest, atomic_output_dir, sha256_of
 from edgeport.progress import Steps
 
-TARGETS = ("onnx", "tflite", "tensorrt")
+__all__ = ["export", "export_reference", "Options", "TARGETS", "default_out_dir"]
 
 
 @dataclass
 class Options:
+    """Export settings. seq_len/batch: the static shape of static targets (None: the longest of 128 the
+    model allows); opset: ONNX opset (None: contracts.DEFAULT_OPSET); lowering: a registered lowering
+    name; quantize: the scheme a quantized copy will get (picks an unfused lowering if needed)."""
+
     target: str
-    seq_len: int = 128  # static length (TFLite, TensorRT profiles)
-    batch: int = 1  # static batch (TFLite)
+    seq_len: int | None = None
+    batch: int = 1
     opset: int | None = None
     lowering: str | None = None
-    quantize: str | None = None  # the scheme a quantized copy will get (picks an unfused lowering if needed)
+    quantize: str | None = None
 
 
 def default_out_dir(model: str, task: str, target: str) -> Path:
+    """edgeport-out/<model name>-<task>-<target>."""
     name = Path(model).name if Path(model).exists() else model.replace("/", "--")
     return Path("edgeport-out") / f"{name}-{task}-{target}"
 
 
-def _tokenizer(ref, out: Path, steps: Steps):
+def _encoder_tokenizer(ref, out: Path, steps: Steps):
     from edgeport.reference_models.tokenizer import has_tokenizer, packaged_uncased_vocab_dir, write_tokenizer
 
     src = ref.folder if ref.folder is not None and has_tokenizer(ref.folder) else None
@@ -49,6 +57,7 @@ def _tokenizer(ref, out: Path, steps: Steps):
 
 
 def load(model, task, checkpoint, steps: Steps):
+    """load_reference with its warnings shown as progress notes."""
     from edgeport.reference_models import load_reference
 
     with steps.step(f"loading {model}" + (f" with weights from {checkpoint}" if checkpoint else "")):
@@ -60,108 +69,123 @@ def load(model, task, checkpoint, steps: Steps):
     return ref
 
 
-def _lowering_for_quantization(ref, opts: Options) -> str | None:
-    """No lowering named and the scheme is int4 or int8-static: the unfused 'generic' graph when the default
-    one hides weights in fused ops those quantizers cannot reach (else they would stay fp32)."""
-    from edgeport.export.lowerings import fuses_weights, lowerings_for
+def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | None = None):
+    """Apply the chosen lowering and convert -> Lowered (artifact, converter, custom_ops).
 
-    if not opts.quantize or not fuses_weights(ref.family.name, opts.target, None):
-        return None
-    from edgeport.quantize.policy import kind
-    from edgeport.quantize.schemes import resolve
+    Raises EdgeportError for an unknown lowering, or a target that needs a lowering the family lacks.
+    """
+    from edgeport.export import onnx as onnx_export
+    from edgeport.export.lowerings import Lowered, choose_lowering
+    from edgeport.ops.registry import LoweringContext
 
-    if kind(resolve(opts.quantize, opts.target)) in ("int4", "int8-static") and \
-            "generic" in lowerings_for(ref.family.name, opts.target):
-        return "generic"
-    return None
+    lowering, why = choose_lowering(ref.family.name, tgt.name, opts.lowering, opts.quantize)
+    if lowering is None and tgt.needs_lowering:
+        raise EdgeportError(f"no {tgt.name} lowering for family '{ref.family.name}' yet")
+    if steps is not None and why.startswith("unfused"):
+        steps.note(f"lowering 'generic' (unfused): {opts.quantize} cannot reach weights inside fused ops")
+    ctx = LoweringContext(ref.config, opts.seq_len if tgt.static_shapes else None)
+    with lowering.applied(ref.model, ctx) if lowering else nullcontext((ref.model, {})) as (model, notes):
+        if tgt.route == "tflite":
+            from edgeport.export.tflite import export_tflite
 
-
-def lower(ref, contract, tmp: Path, opts: Options):
-    """-> (Lowered, validation grid, input dtype, static shapes?)"""
-    from edgeport.export import validate
-    from edgeport.export.lowerings import find_lowering
-
-    static = opts.target == "tflite"
-    name = opts.lowering or _lowering_for_quantization(ref, opts)
-    fn = find_lowering(ref.family.name, opts.target, name)
-    if fn is not None:
-        lowered = fn(ref, contract, tmp, opts)
-        lowered.converter = {**lowered.converter, "lowering": name or "default"}
-    elif opts.target == "onnx":
-        from edgeport.export.onnx import export_onnx
-
-        lowered = export_onnx(ref.model, contract, tmp, opts.opset)
-    elif opts.target == "tflite":
-        from edgeport.export.tflite import export_tflite
-
-        lowered = export_tflite(ref, contract, tmp, opts.batch, opts.seq_len)
-    else:
-        raise EdgeportError(f"no {opts.target} lowering for family '{ref.family.name}' yet")
-    grid = validate.static_grid(opts.batch, opts.seq_len) if static else validate.onnx_grid(contract)
-    return lowered, grid, "int32" if static else "int64", static
+            swapped = model if lowering is not None and lowering.swap is not None else None
+            lowered = export_tflite(ref, contract, tmp, opts.batch, opts.seq_len, model=swapped)
+        else:
+            lowered = onnx_export.export_onnx(model, contract, tmp, opts.opset,
+                                              lowering.symbolics if lowering else (),
+                                              lowering.custom_opsets if lowering else None)
+    for graph_pass in lowering.graph_passes if lowering else ():
+        notes.update(graph_pass(tmp / lowered.artifact, ctx))
+    converter = {**lowered.converter, **(lowering.converter if lowering else {}), **notes,
+                 **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}
+    if lowering is not None:
+        converter["lowering"] = lowering.name
+    ops = onnx_export.custom_ops(tmp / lowered.artifact) if tgt.route == "onnx" else []
+    return Lowered(lowered.artifact, converter, ops, lowering.validation if lowering else None)
 
 
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
-           out_dir: str | Path | None = None, seq_len: int = 128, batch: int = 1, opset: int | None = None,
+           out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
            lowering: str | None = None, quiet: bool = False, quantize: str | None = None) -> Path:
-    """Export, validate over the shape grid, write the manifest; returns the output folder.
+    """Load `model` (preset, HF folder or hub id), export it for `target`, validate it over the shape grid,
+    write the folder; returns the output folder (default edgeport-out/<model>-<task>-<target>).
 
-    Raises EdgeportError on bad input and ParityError when the artifact misses tolerance (then no
-    output folder is written). `quantize`: the scheme the caller will quantize this export with (only
-    picks the lowering; `edgeport export --quantize` then calls quantize_artifact).
+    seq_len/batch: the static shape (TFLite; seq_len default: the longest of 128 the positions allow,
+    decoders leaving room to decode). `quantize`: the scheme the caller will quantize this export with
+    (only picks the lowering; `edgeport export --quantize` then calls quantize_artifact).
+    Raises EdgeportError on bad input (the message names what is accepted) and ParityError when the
+    artifact misses tolerance; then no output folder is written.
     """
-    import edgeport
-    from edgeport.export import validate
-    from edgeport.export.contracts import DEFAULT_OPSET, contract_for
-    from edgeport.export.onnx import artifact_files
-
-    if target not in TARGETS:
-        raise EdgeportError(f"unknown target '{target}'; targets: {', '.join(TARGETS)}")
-    if seq_len < 2 or batch < 1:
+    tgt = get_target(target)
+    if (seq_len is not None and seq_len < 2) or batch < 1:
         raise EdgeportError("--seq-len must be >= 2 and --batch >= 1")
-    opts = Options(target, seq_len, batch, opset or DEFAULT_OPSET, lowering, quantize)
     if quantize:
-        from edgeport.quantize.schemes import resolve
+        from edgeport.schemes import resolve
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
     steps = Steps(5, quiet)
     ref = load(model, task, checkpoint, steps)
-    if "text-generation" in ref.family.tasks:
-        from edgeport.export.decoders import export_decoder
+    out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
+    return export_reference(ref, Options(tgt.name, seq_len, batch, opset, lowering, quantize), out, steps)
 
-        return export_decoder(ref, opts, Path(out_dir) if out_dir else default_out_dir(model, ref.task, target),
-                              steps)
+
+def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
+    """Export a loaded Reference (edgeport.reference_models.load_reference) with `opts` into `out`.
+
+    The pipeline behind `export()`: contract, sequence length, lowering, conversion, tokenizer, parity
+    checks and manifest; raises as `export()` does.
+    """
+    import edgeport
+    from edgeport.export import decoders
+    from edgeport.export.contracts import DEFAULT_OPSET, contract_for
+    from edgeport.export.onnx import artifact_files
+
+    tgt = get_target(opts.target)
     contract = contract_for(ref)
-    out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, target)
+    opts.opset = opts.opset or DEFAULT_OPSET
+    opts.seq_len, fitted = fit_seq_len(tgt, contract, opts.seq_len)
+    if fitted:
+        steps.note(fitted)
+    static = (opts.batch, opts.seq_len) if tgt.static_shapes else None
     with atomic_output_dir(out) as tmp:
-        with steps.step(f"exporting {ref.family.name} {ref.task} to {target}"):
-            lowered, grid, dtype, static = lower(ref, contract, tmp, opts)
-            if lowered.converter.get("lowering") == "generic" and not lowering and quantize:
-                steps.note(f"lowering 'generic' (unfused): {quantize} cannot reach weights inside fused ops")
+        with steps.step(f"exporting {ref.family.name} {ref.task} to {tgt.name}"):
+            lowered = lower(ref, contract, tgt, tmp, opts, steps)
             files = artifact_files(tmp, lowered.artifact)
             steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
         with steps.step("writing tokenizer files"):
-            tok = _tokenizer(ref, tmp, steps)
-        with steps.step(f"validating against the reference at {len(grid)} shapes"):
-            from edgeport.runtime.session import open_session
-
-            opener = lowered.open_session or open_session
-            checks = validate.check(ref.model, opener(tmp / lowered.artifact), contract, grid)
+            if contract.kind == "decoder":
+                tok, info = decoders.tokenizer_and_info(ref, contract, lowered, static is not None, tmp, steps)
+            else:
+                tok, info = _encoder_tokenizer(ref, tmp, steps), None
+        with steps.step("validating against the reference" + (" with and without the KV cache" if info else "")):
+            checks = _validate(ref, contract, tmp / lowered.artifact, lowered, static, info)
             worst = max(checks, key=lambda c: c.max_abs_diff)
+            label = "[batch, past, new] " if info else ""
             steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
-                       f"({worst.output} at {worst.shape})")
+                       f"({worst.output} at {label}{worst.shape})")
         with steps.step("writing edgeport.json"):
-            fix = (batch, seq_len) if static else (None, None)
-            m = Manifest(family=ref.family.name, task=ref.task, target=target, artifact=lowered.artifact,
-                         inputs=contract.input_specs(dtype, *fix), outputs=contract.output_specs(*fix),
-                         max_sequence_length=seq_len if static else contract.max_positions,
-                         static_shapes=static,
+            ins, outs = contract.io_specs(tgt.input_dtype, static)
+            m = Manifest(family=ref.family.name, task=ref.task, target=tgt.name, artifact=lowered.artifact,
+                         inputs=ins, outputs=outs,
+                         max_sequence_length=info["max_tokens"] if info else
+                         (opts.seq_len if static else contract.max_positions),
+                         static_shapes=tgt.static_shapes,
                          labels=ref.config.labels() if ref.task.endswith("classification") else None,
                          tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
                          source=ref.source, random_weights=ref.random_weights,
                          sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
-                         parity=checks, parity_passed=True, edgeport_version=edgeport.__version__)
+                         parity=checks, parity_passed=True, edgeport_version=edgeport.__version__, decoder=info)
             (tmp / "edgeport.json").write_text(m.to_json())
-    if not quiet:
+    if not steps.quiet:
         print(f"wrote {out}/{lowered.artifact}", flush=True)
     return out
+
+
+def _validate(ref, contract, path: Path, lowered, static: tuple | None, info: dict | None) -> list:
+    """Parity checks of the artifact at `path` against the reference (ParityError on a miss)."""
+    from edgeport.export import decoders, validate
+
+    if info is not None:
+        return decoders.validate(ref, path, contract, info, static)
+    session = validate.validation_session(path, lowered.validation)
+    return validate.check(ref.model, session, contract, validate.grid_for(contract, static))

@@ -1,17 +1,32 @@
-"""Export contracts as data: input/output names, symbolic axes, tolerances, static axes per target."""
+"""Export contracts as data: input/output names, symbolic axes, tolerances, positions.
+
+Two kinds, one interface (what `export()` and the exporters read):
+- `Contract` (encoders): inputs (B, S) or (B, C, S) for multiple-choice; outputs per task head.
+- `DecoderContract` (text-generation): input_ids, attention_mask, position_ids and a stacked KV cache
+  (reference_models/decoder.py's cache contract); one graph for prefill and decode.
+
+Both give `input_names`, `output_names`, `dynamic_axes()` (torch.onnx), `sample_args()` (torch tensors
+the ONNX tracer runs on), `io_specs(dtype, static)` (the manifest's inputs and outputs), `max_positions`
+and the parity tolerance: |artifact - reference| <= atol + rtol * max|reference| per output (fp32).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from edgeport.errors import EdgeportError
 from edgeport.manifest import TensorSpec
 from edgeport.reference_models.blocks import TASK_OUTPUTS
+from edgeport.reference_models.decoder import DECODER_INPUTS, DECODER_TASK_OUTPUTS
 
-DEFAULT_OPSET = 17  # every op the encoders need; onnxruntime 1.20+ runs it
+DEFAULT_OPSET = 17  # every op the encoders and decoders need; onnxruntime 1.20+ runs it
 
 
 @dataclass
 class Contract:
+    """Encoder I/O. Shapes: inputs int (B, S), or (B, C, S) for multiple-choice; outputs float32 as
+    `output_dims` says (ints, or the symbolic "batch", "sequence", "choices")."""
+
     inputs: list  # input names, in forward() order
     input_dims: list  # symbolic dims shared by every input, e.g. ["batch", "sequence"]
     outputs: list  # output names
@@ -19,18 +34,35 @@ class Contract:
     vocab_size: int
     type_vocab_size: int
     max_positions: int
-    # |artifact - reference| <= atol + rtol * max|reference|, per output (fp32 artifacts)
     atol: float = 1e-4
     rtol: float = 1e-4
-    # TFLite needs every axis static: batch and sequence are fixed at export time.
-    tflite_static_axes: tuple = ("batch", "sequence")
-    notes: dict = field(default_factory=dict)
+    kind = "encoder"
+    # Tied weights reach the graph as W and a constant-folded W^T: store the matrix once (onnx.py).
+    share_transposed: bool = True
+
+    @property
+    def input_names(self) -> list:
+        return list(self.inputs)
+
+    @property
+    def output_names(self) -> list:
+        return list(self.outputs)
 
     def dynamic_axes(self) -> dict:
+        """torch.onnx dynamic_axes: every input and output axis named by a string is dynamic."""
         axes = {n: dict(enumerate(self.input_dims)) for n in self.inputs}
         for name, dims in self.output_dims.items():
             axes[name] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
         return axes
+
+    def sample_args(self) -> tuple:
+        """int64 torch tensors at batch 2, length 16, one padded row, in forward() order."""
+        import torch
+
+        from edgeport.export.validate import sample_inputs
+
+        feeds = sample_inputs(self, batch=2, seq=16, padded_rows=1)
+        return tuple(torch.from_numpy(feeds[n]) for n in self.inputs)
 
     def input_specs(self, dtype: str, batch=None, seq=None) -> list:
         fix = {"batch": batch or "batch", "sequence": seq or "sequence"}
@@ -40,6 +72,15 @@ class Contract:
         fix = {"batch": batch or "batch", "sequence": seq or "sequence"}
         return [TensorSpec(n, "float32", [fix.get(d, d) if isinstance(d, str) else d for d in dims])
                 for n, dims in self.output_dims.items()]
+
+    def io_specs(self, dtype: str, static: tuple | None) -> tuple[list, list]:
+        """(inputs, outputs) TensorSpecs; `static` = (batch, seq) fixes those axes."""
+        fix = static or (None, None)
+        return self.input_specs(dtype, *fix), self.output_specs(*fix)
+
+    def longest_static_len(self) -> int:
+        """The longest static sequence length the positions allow."""
+        return self.max_positions
 
 
 def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Contract:
@@ -66,8 +107,86 @@ def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Cont
     return Contract(inputs, input_dims, list(dims), dims, cfg.vocab_size, type_vocab, max_pos)
 
 
-def contract_for(ref) -> Contract:
-    """The encoder contract for a loaded reference (decoders have their own in export/decoders.py)."""
+DECODE_ROOM = 8  # a static prefill must leave this many positions to decode into
+
+
+@dataclass
+class DecoderContract:
+    """Decoder I/O: input_ids, position_ids (B, S) int; attention_mask (B, P+S) int;
+    past_keys/past_values (L, B, KV, P, D) float32 -> logits (B, S, V), present_* (L, B, KV, P+S, D)."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_positions: int
+    sliding_window: int | None
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    kind = "decoder"
+    share_transposed: bool = False  # keep lm_head weights as MatMul initializers (the int4 quantizer needs them)
+
+    @property
+    def input_names(self) -> list:
+        return list(DECODER_INPUTS)
+
+    @property
+    def output_names(self) -> list:
+        return list(DECODER_TASK_OUTPUTS["text-generation"])
+
+    def dims(self, cache_axis: str, seq: str = "sequence") -> dict:
+        cache = [self.layers, "batch", self.kv_heads, cache_axis, self.head_dim]
+        return {"input_ids": ["batch", seq], "position_ids": ["batch", seq], "past_keys": cache,
+                "past_values": cache, "logits": ["batch", seq, self.vocab_size]}
+
+    def dynamic_axes(self) -> dict:
+        cache_in, cache_out = {1: "batch", 3: "past"}, {1: "batch", 3: "total"}
+        return {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+                "position_ids": {0: "batch", 1: "sequence"}, "past_keys": cache_in, "past_values": cache_in,
+                "logits": {0: "batch", 1: "sequence"}, "present_keys": cache_out, "present_values": cache_out}
+
+    def sample_args(self, batch=2, past=3, new=4) -> tuple:
+        """Seeded torch feeds with a non-empty past, so both cache axes trace as dynamic."""
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, self.vocab_size, (batch, new), generator=g)
+        mask = torch.ones(batch, past + new, dtype=torch.long)
+        pos = torch.arange(past, past + new)[None].expand(batch, -1).contiguous()
+        cache = torch.randn(self.layers, batch, self.kv_heads, past, self.head_dim, generator=g)
+        return ids, mask, pos, cache, cache.clone()
+
+    def io_specs(self, dtype: str, static: tuple | None = None) -> tuple[list, list]:
+        """(inputs, outputs) TensorSpecs with symbolic cache axes (a static artifact's shapes are per
+        signature, recorded in the manifest's `decoder` block)."""
+        d = self.dims("past")
+        ins = [TensorSpec(n, dtype if n in ("input_ids", "position_ids") else "float32", d[n])
+               for n in ("input_ids", "position_ids", "past_keys", "past_values")]
+        ins.insert(1, TensorSpec("attention_mask", dtype, ["batch", "past + sequence"]))
+        present = self.dims("past + sequence")["past_keys"]
+        outs = [TensorSpec("logits", "float32", d["logits"]), TensorSpec("present_keys", "float32", present),
+                TensorSpec("present_values", "float32", present)]
+        return ins, outs
+
+    def longest_static_len(self) -> int:
+        """The longest static prefill: it must leave DECODE_ROOM positions to decode into."""
+        return self.max_positions - DECODE_ROOM
+
+
+def decoder_contract(ref) -> DecoderContract:
+    """The text-generation contract of a loaded decoder reference; EdgeportError for other tasks."""
+    if ref.task != "text-generation":
+        raise EdgeportError(f"decoder export supports the text-generation task (got '{ref.task}')")
+    L, KV, D = ref.model.backbone.cache_dims
+    cfg = ref.config
+    max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions")
+    return DecoderContract(L, KV, D, cfg.vocab_size, max_pos, getattr(cfg, "sliding_window", None))
+
+
+def contract_for(ref) -> Contract | DecoderContract:
+    """The contract for a loaded reference: a decoder's for text-generation families, else the encoder's."""
+    if "text-generation" in ref.family.tasks:
+        return decoder_contract(ref)
     hidden = getattr(ref.config, "hidden_size", None) or getattr(ref.config, "n_embd")
     names = getattr(ref.model, "input_names", None)
     names = names() if callable(names) else names

@@ -1,21 +1,18 @@
-"""Decoder export (gpt2, mistral, mixtral; task text-generation): ONNX with a growing KV cache, TFLite
-with a static one, both validated against the reference with and without a cache.
+"""Decoder specifics of the one export pipeline (gpt2, mistral, mixtral; task text-generation): validation
+through the KV cache, special tokens, the tokenizer and the manifest's `decoder` block.
 
 DESIGN notes
 - ONNX: prefill and decode are ONE graph. The cache axis P is dynamic, so the first call feeds an
   empty past (L, B, KV, 0, D) and every later call feeds the previous present. One graph means one
   copy of the weights on disk and in memory (two graphs would duplicate them or need shared external
   data), and onnxruntime runs both shapes well: GroupQueryAttention picks its prompt path when P = 0.
-  Cache contract (reference_models/decoder.py): past/present_keys/values (L, B, KV, P(+S), D), left
-  padding, attention_mask (B, P+S), position_ids (B, S). Lowerings: "default" for mistral (attention
-  as com.microsoft.GroupQueryAttention with local_window_size) and mixtral (+ com.microsoft.MoE),
-  "generic" for every family (plain ONNX ops, exact sliding window in the mask, dense MoE).
-- TFLite: a static-size rolling cache of C slots and two signatures over the same weights,
-  `prefill` (B, Sp) and `decode` (B, 1). Each call takes the C cached slots plus S new ones and
-  returns the last C (the oldest S fall off); the mask (B, C+S) marks real slots and positions are
-  explicit, so an empty cache is just C slots of left padding. With a sliding window W <= C this
-  is exact for any length; otherwise the runtime stops at C tokens (manifest `decoder.max_tokens`).
-- Validation (layers 2 of DESIGN.md): a plan is (batch, padded rows, chunk lengths); the first
+  Cache contract (reference_models/decoder.py, export/contracts.py DecoderContract): past/present_keys/values
+  (L, B, KV, P(+S), D), left padding, attention_mask (B, P+S), position_ids (B, S). Lowerings
+  (edgeport/ops): "default" for mistral (attention as com.microsoft.GroupQueryAttention with
+  local_window_size) and mixtral (+ com.microsoft.MoE), "generic" for every family (plain ONNX ops,
+  exact sliding window in the mask, dense MoE).
+- TFLite: a static rolling cache of C slots, `prefill` and `decode` signatures (export/tflite_torch.py).
+- Validation (layer 2 of DESIGN.md): a plan is (batch, padded rows, chunk lengths); the first
   chunk runs without a cache, the next ones with the artifact's own cache (the runtime's decoder
   backends, so IOBinding and the rolling buffer are what is checked). Logits are compared on real
   tokens and present keys/values on real slots (padding slots are never read). ParityCheck.shape is
@@ -24,187 +21,16 @@ DESIGN notes
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgeport.errors import EdgeportError, ParityError
+from edgeport.errors import ParityError
+from edgeport.export.contracts import DecoderContract
 from edgeport.export.validate import raise_on_misses
-from edgeport.export.lowerings import Lowered, find_lowering
-from edgeport.manifest import Manifest, ParityCheck, TensorSpec, atomic_output_dir, sha256_of
-from edgeport.reference_models.decoder import DECODER_INPUTS, DECODER_TASK_OUTPUTS
-
-TWO_GB = 2 * 1024**3
-DEFAULT_CACHE = 512  # TFLite static cache slots (capped by the model's positions)
-
-
-@dataclass
-class DecoderContract:
-    layers: int
-    kv_heads: int
-    head_dim: int
-    vocab_size: int
-    max_positions: int
-    sliding_window: int | None
-    atol: float = 1e-4  # |artifact - reference| <= atol + rtol * max|reference| (fp32)
-    rtol: float = 1e-4
-    inputs: tuple = DECODER_INPUTS
-    outputs: tuple = DECODER_TASK_OUTPUTS["text-generation"]
-
-    def dims(self, cache_axis: str, seq: str = "sequence") -> dict:
-        cache = [self.layers, "batch", self.kv_heads, cache_axis, self.head_dim]
-        return {"input_ids": ["batch", seq], "position_ids": ["batch", seq], "past_keys": cache,
-                "past_values": cache, "logits": ["batch", seq, self.vocab_size]}
-
-    def specs(self, dtype: str) -> tuple[list, list]:
-        d = self.dims("past")
-        ins = [TensorSpec(n, dtype if n in ("input_ids", "position_ids") else "float32", d[n])
-               for n in ("input_ids", "position_ids", "past_keys", "past_values")]
-        ins.insert(1, TensorSpec("attention_mask", dtype, ["batch", "past + sequence"]))
-        present = self.dims("past + sequence")["past_keys"]
-        outs = [TensorSpec("logits", "float32", d["logits"]), TensorSpec("present_keys", "float32", present),
-                TensorSpec("present_values", "float32", present)]
-        return ins, outs
-
-
-def decoder_contract(ref) -> DecoderContract:
-    L, KV, D = ref.model.backbone.cache_dims
-    cfg = ref.config
-    max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions")
-    return DecoderContract(L, KV, D, cfg.vocab_size, max_pos, getattr(cfg, "sliding_window", None))
-
-
-# ---------------------------------------------------------------- ONNX
-
-@contextmanager
-def swapped(model, attention: str, moe_form: str | None):
-    """The named module swaps of ops/attention.py and reference_models/mixtral.py, undone on exit."""
-    from edgeport.ops.attention import swap_attention
-    from edgeport.reference_models.mixtral import swap_moe
-
-    swap_attention(model, attention)
-    if moe_form:
-        swap_moe(model, moe_form)
-    try:
-        yield model
-    finally:
-        swap_attention(model, "reference")
-        if moe_form:
-            swap_moe(model, "dense")
-
-
-def _sample_args(contract: DecoderContract, batch=2, past=3, new=4):
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, contract.vocab_size, (batch, new), generator=g)
-    mask = torch.ones(batch, past + new, dtype=torch.long)
-    pos = torch.arange(past, past + new)[None].expand(batch, -1).contiguous()
-    cache = torch.randn(contract.layers, batch, contract.kv_heads, past, contract.head_dim, generator=g)
-    return ids, mask, pos, cache, cache.clone()
-
-
-def _dynamic_axes() -> dict:
-    cache_in, cache_out = {1: "batch", 3: "past"}, {1: "batch", 3: "total"}
-    return {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
-            "position_ids": {0: "batch", 1: "sequence"}, "past_keys": cache_in, "past_values": cache_in,
-            "logits": {0: "batch", 1: "sequence"}, "present_keys": cache_out, "present_values": cache_out}
-
-
-def export_onnx_decoder(ref, contract: DecoderContract, out_dir: Path, opts, attention: str = "reference",
-                        moe_form: str | None = "dense") -> Lowered:
-    """TorchScript export of the (swapped) reference: one graph for prefill and decode."""
-    import onnx
-
-    from edgeport.ops import attention as attn_op
-    from edgeport.ops import moe as moe_op
-
-    attn_op.register_symbolics(opts.opset)
-    moe_op.register_symbolics(opts.opset)
-    path = out_dir / "model.onnx"
-    with swapped(ref.model, attention, moe_form if ref.family.name == "mixtral" else None) as model, \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints
-        torch.onnx.export(model, _sample_args(contract), str(path), input_names=list(DECODER_INPUTS),
-                          output_names=list(contract.outputs), dynamic_axes=_dynamic_axes(),
-                          opset_version=opts.opset, dynamo=False, do_constant_folding=True,
-                          custom_opsets={"com.microsoft": 1} if attention == "gqa" or moe_form == "op" else None)
-    proto = onnx.load(str(path), load_external_data=True)
-    if sum(t.ByteSize() for t in proto.graph.initializer) > TWO_GB:  # protobuf's limit
-        for extra in out_dir.glob("*.data"):
-            extra.unlink()
-        onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data",
-                        size_threshold=1024)
-    custom = sorted({(n.domain, n.op_type) for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
-    del proto
-    try:
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as e:
-        raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
-    return Lowered("model.onnx", {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opts.opset,
-                                  "exporter": "torch.onnx (TorchScript)", "attention": attention,
-                                  "moe": moe_form if ref.family.name == "mixtral" else None},
-                   [{"domain": d, "op_type": t, "runtimes": ["onnxruntime"]} for d, t in custom])
-
-
-# ---------------------------------------------------------------- TFLite (static rolling cache)
-
-class StaticCacheStep(torch.nn.Module):
-    """int32 feeds; past (L, B, KV, C, D) -> logits (B, S, V) and the last C slots of the present."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, position_ids, past_keys, past_values):
-        S = input_ids.shape[1]
-        logits, k, v = self.model(input_ids.long(), attention_mask.long(), position_ids.long(), past_keys,
-                                  past_values)  # present (L, B, KV, C+S, D)
-        return {"logits": logits, "present_keys": k[:, :, :, S:], "present_values": v[:, :, :, S:]}
-
-
-def _static_sample(contract: DecoderContract, batch: int, new: int, cache: int) -> dict:
-    shape = (contract.layers, batch, contract.kv_heads, cache, contract.head_dim)
-    return {"input_ids": torch.ones(batch, new, dtype=torch.int32),
-            "attention_mask": torch.ones(batch, cache + new, dtype=torch.int32),
-            "position_ids": torch.arange(new, dtype=torch.int32)[None].expand(batch, -1).contiguous(),
-            "past_keys": torch.zeros(shape), "past_values": torch.zeros(shape)}
-
-
-def cache_length(contract: DecoderContract, prefill: int) -> int:
-    return max(prefill, min(contract.max_positions, DEFAULT_CACHE))
-
-
-def export_tflite_decoder(ref, contract: DecoderContract, out_dir: Path, opts) -> Lowered:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import litert_torch
-    except ImportError:
-        raise EdgeportError("TFLite export of decoders needs litert-torch: pip install 'edgeport[tflite]'") from None
-    cache = cache_length(contract, opts.seq_len)
-    step = StaticCacheStep(ref.model).eval()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # progress tree, deprecations
-            warnings.simplefilter("ignore")
-            edge = (litert_torch.signature("prefill", step, sample_kwargs=_static_sample(contract, opts.batch,
-                                                                                          opts.seq_len, cache))
-                    .signature("decode", step, sample_kwargs=_static_sample(contract, opts.batch, 1, cache))
-                    .convert())
-            edge.export(str(out_dir / "model.tflite"))
-    except Exception as e:  # torch.export / MLIR errors: long, many types
-        raise EdgeportError(f"litert-torch could not convert {ref.family.name}: "
-                            f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from None
-    return Lowered("model.tflite", {"torch": torch.__version__, "litert_torch": getattr(litert_torch, "__version__",
-                                                                                       "unknown"),
-                                    "route": "litert-torch (torch.export -> TFLite builtins)",
-                                    "signatures": {"prefill": [opts.batch, opts.seq_len], "decode": [opts.batch, 1]},
-                                    "static_cache": cache, "input_dtype": "int32"})
+from edgeport.manifest import ParityCheck
 
 
 # ---------------------------------------------------------------- validation
@@ -272,6 +98,8 @@ def run_plan(model, decoder, plan, c: DecoderContract, compare_cache: bool) -> l
 
 
 def validate_decoder(model, decoder, c: DecoderContract, static: tuple | None) -> list:
+    """Every plan through the reference and the artifact's runtime decoder; raises ParityError naming
+    the worst miss. `static` = (batch, prefill length) for a static-cache artifact (logits only)."""
     checks = [ch for p in plans(c, static) for ch in run_plan(model, decoder, p, c, static is None)]
     return raise_on_misses(checks, "[batch, past, new]")
 
@@ -293,7 +121,8 @@ def special_tokens(ref) -> dict:
 
 
 def write_decoder_tokenizer(ref, out: Path, pad_id: int, steps):
-    """tokenizer.json from the checkpoint: copied, or built from GPT-2's vocab.json + merges.txt."""
+    """tokenizer.json from the checkpoint: copied, or built from GPT-2's vocab.json + merges.txt.
+    -> TokenizerInfo, or None (with a warning) when the checkpoint has neither."""
     from edgeport.manifest import TokenizerInfo
     from edgeport.reference_models.tokenizer import write_tokenizer
 
@@ -312,19 +141,9 @@ def write_decoder_tokenizer(ref, out: Path, pad_id: int, steps):
     return None
 
 
-# ---------------------------------------------------------------- the entry point
-
-def _lower(ref, contract, tmp: Path, opts) -> Lowered:
-    if opts.target == "tflite":
-        return export_tflite_decoder(ref, contract, tmp, opts)
-    if opts.target != "onnx":
-        raise EdgeportError(f"no {opts.target} export for decoder family '{ref.family.name}' yet")
-    fn = find_lowering(ref.family.name, "onnx", opts.lowering) or find_lowering(ref.family.name, "onnx", "generic")
-    return fn(ref, contract, tmp, opts)
-
-
-def decoder_info(ref, c: DecoderContract, lowered: Lowered, opts, tokens: dict) -> dict:
-    static = opts.target == "tflite"
+def decoder_info(c: DecoderContract, lowered, static: bool, tokens: dict) -> dict:
+    """The manifest's `decoder` block: cache layout, window, static cache and signatures, the longest
+    sequence the artifact runs (`max_tokens`), special token ids."""
     cache = lowered.converter.get("static_cache")
     exact_forever = static and c.sliding_window is not None and c.sliding_window <= cache
     return {"layout": "stacked", "axes": ["layers", "batch", "kv_heads", "past", "head_dim"],
@@ -338,43 +157,15 @@ def decoder_info(ref, c: DecoderContract, lowered: Lowered, opts, tokens: dict) 
             **tokens}
 
 
-def export_decoder(ref, opts, out: Path, steps) -> Path:
-    """Export a decoder (text-generation) to `out`, validated; same folder layout as encoders."""
-    import edgeport
-    from edgeport.export.onnx import artifact_files
+def tokenizer_and_info(ref, c: DecoderContract, lowered, static: bool, out: Path, steps) -> tuple:
+    """Write the tokenizer into `out`; -> (TokenizerInfo or None, the manifest's decoder block)."""
+    tokens = special_tokens(ref)
+    tok = write_decoder_tokenizer(ref, out, tokens["pad_token_id"], steps)
+    return tok, decoder_info(c, lowered, static, tokens)
+
+
+def validate(ref, path: Path, c: DecoderContract, info: dict, static: tuple | None) -> list:
+    """Open the artifact with the runtime's decoder backend and run every validation plan."""
     from edgeport.runtime.generate import open_decoder
 
-    if ref.task != "text-generation":
-        raise EdgeportError(f"decoder export supports the text-generation task (got '{ref.task}')")
-    c = decoder_contract(ref)
-    static = opts.target == "tflite"
-    if static and opts.seq_len > c.max_positions - 8:
-        raise EdgeportError(f"--seq-len is the prefill length and must leave room to decode: at most "
-                            f"{c.max_positions - 8} for this model's {c.max_positions} positions")
-    with atomic_output_dir(out) as tmp:
-        with steps.step(f"exporting {ref.family.name} text-generation to {opts.target}"):
-            lowered = _lower(ref, c, tmp, opts)
-            files = artifact_files(tmp, lowered.artifact)
-            steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
-        with steps.step("writing tokenizer files"):
-            tokens = special_tokens(ref)
-            tok = write_decoder_tokenizer(ref, tmp, tokens["pad_token_id"], steps)
-        info = decoder_info(ref, c, lowered, opts, tokens)
-        with steps.step("validating against the reference with and without the KV cache"):
-            decoder = open_decoder(tmp / lowered.artifact, info)
-            checks = validate_decoder(ref.model, decoder, c, (opts.batch, opts.seq_len) if static else None)
-            worst = max(checks, key=lambda ch: ch.max_abs_diff)
-            steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
-                       f"({worst.output} at [batch, past, new] {worst.shape})")
-        with steps.step("writing edgeport.json"):
-            ins, outs = c.specs("int32" if static else "int64")
-            m = Manifest(family=ref.family.name, task=ref.task, target=opts.target, artifact=lowered.artifact,
-                         inputs=ins, outputs=outs, max_sequence_length=info["max_tokens"], static_shapes=static,
-                         tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
-                         source=ref.source, random_weights=ref.random_weights, sha256=sha256_of(files),
-                         size_bytes=sum(f.stat().st_size for f in files), parity=checks, parity_passed=True,
-                         edgeport_version=edgeport.__version__, decoder=info)
-            (tmp / "edgeport.json").write_text(m.to_json())
-    if not steps.quiet:
-        print(f"wrote {out}/{lowered.artifact}", flush=True)
-    return out
+    return validate_decoder(ref.model, open_decoder(path, info), c, static)

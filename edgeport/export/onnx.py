@@ -1,8 +1,9 @@
-"""PyTorch reference -> ONNX with dynamic batch and sequence axes.
+"""PyTorch model -> ONNX with the contract's dynamic axes (encoders: batch, sequence; decoders: + past).
 
-TorchScript-based `torch.onnx.export(dynamo=False)`: for these encoders it emits the same graph as the
+TorchScript-based `torch.onnx.export(dynamo=False)`: for these models it emits the same graph as the
 dynamo exporter (checked: both match eager to ~1e-6) in a fraction of the time, and onnxruntime's
-load-time fusions work on it. Models over 2 GB are saved with external data (model.onnx.data).
+load-time fusions work on it. Models over 2 GB (protobuf's limit) are saved with external data
+(model.onnx.data). Custom ops come from the lowering: its torch.onnx symbolics and opset domains.
 """
 
 from __future__ import annotations
@@ -13,26 +14,34 @@ from pathlib import Path
 import torch
 
 from edgeport.errors import EdgeportError
-from edgeport.export.contracts import Contract
 from edgeport.export.lowerings import Lowered
-from edgeport.export.validate import sample_inputs
 
-TWO_GB = 2 * 1024**3
+TWO_GB = 2 * 1024**3  # protobuf's message limit: larger graphs keep their weights in model.onnx.data
+# Custom-op domains -> the runtimes that run their nodes (the manifest's custom_ops[].runtimes).
+DOMAIN_RUNTIMES = {"com.microsoft": ["onnxruntime"], "trt.plugins": ["tensorrt"]}
 
 
-def export_onnx(model: torch.nn.Module, contract: Contract, out_dir: Path, opset: int) -> Lowered:
+def export_onnx(model: torch.nn.Module, contract, out_dir: Path, opset: int, symbolics: tuple = (),
+                custom_opsets: dict | None = None) -> Lowered:
+    """Trace `model` on `contract.sample_args()` and write `out_dir/model.onnx` (+ .data over 2 GB).
+
+    contract: an encoder Contract or a DecoderContract (names, dynamic axes, sample args).
+    symbolics: ((custom op "ns::op", torch.onnx symbolic), ...) registered at `opset` first;
+    custom_opsets: {domain: version} of the nodes they emit. Encoders store tied weights once
+    (`share_transposed_weights`). Raises EdgeportError when onnx's checker rejects the graph.
+    """
     import onnx
 
-    feeds = sample_inputs(contract, batch=2, seq=16, padded_rows=1)
-    args = tuple(torch.from_numpy(feeds[n]) for n in contract.inputs)
+    for op, fn in symbolics:
+        torch.onnx.register_custom_op_symbolic(op, fn, opset)
     path = out_dir / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints
-        torch.onnx.export(model, args, str(path), input_names=contract.inputs, output_names=contract.outputs,
-                          dynamic_axes=contract.dynamic_axes(), opset_version=opset, dynamo=False,
-                          do_constant_folding=True)
+        torch.onnx.export(model, contract.sample_args(), str(path), input_names=contract.input_names,
+                          output_names=contract.output_names, dynamic_axes=contract.dynamic_axes(),
+                          opset_version=opset, dynamo=False, do_constant_folding=True, custom_opsets=custom_opsets)
     proto = onnx.load(str(path), load_external_data=True)
-    shared = share_transposed_weights(proto)
+    shared = share_transposed_weights(proto) if contract.share_transposed else 0
     size = sum(t.ByteSize() for t in proto.graph.initializer)
     for extra in out_dir.glob("*.data"):
         extra.unlink()
@@ -79,6 +88,21 @@ def share_transposed_weights(proto) -> int:
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
     return len(removed)
+
+
+def custom_ops(path: Path) -> list:
+    """[{"domain", "op_type", "count", "runtimes", "attributes"}] for every node outside the standard
+    ONNX domain in the graph at `path`, sorted by (domain, op_type)."""
+    import onnx
+
+    found = {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            entry = found.setdefault((n.domain, n.op_type), {"count": 0, "attributes": set()})
+            entry["count"] += 1
+            entry["attributes"].update(a.name for a in n.attribute)
+    return [{"domain": d, "op_type": t, "count": e["count"], "runtimes": DOMAIN_RUNTIMES.get(d, []),
+             "attributes": sorted(e["attributes"])} for (d, t), e in sorted(found.items())]
 
 
 def artifact_files(folder: Path, name: str) -> list:

@@ -20,9 +20,12 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.export.contracts import Contract
 from edgeport.export.lowerings import Lowered
+from edgeport.export.tflite_torch import export_tflite_decoder, export_tflite_torch
 
 
 def keras_builder(family):
+    """The family's Keras builder, imported from its "module:function" name; EdgeportError when the
+    family has none or TensorFlow/Keras 3 are not installed."""
     if not family.keras_build:
         raise EdgeportError(f"family '{family.name}' has no TFLite route yet (it needs a Keras reference)")
     module, fn = family.keras_build.split(":")
@@ -33,10 +36,13 @@ def keras_builder(family):
 
 
 def numpy_state_dict(model) -> dict:
+    """float32 numpy copies of the model's parameters and buffers, by state_dict key."""
     return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 
 def convert(keras_model, contract: Contract, batch: int, seq: int) -> bytes:
+    """A Keras model over int32 (batch, seq) inputs -> .tflite bytes (builtin ops only, a
+    `serving_default` signature with the contract's names). EdgeportError when conversion fails."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -65,13 +71,19 @@ def convert(keras_model, contract: Contract, batch: int, seq: int) -> bytes:
             raise EdgeportError(f"TFLite conversion failed: {str(e).strip().splitlines()[-1][:300]}") from None
 
 
-def export_tflite(ref, contract: Contract, out_dir: Path, batch: int, seq: int) -> Lowered:
-    if seq > contract.max_positions:
-        raise EdgeportError(f"--seq-len {seq} is longer than the model's {contract.max_positions} positions")
-    if not ref.family.keras_build or ref.task == "multiple-choice":  # no Keras reference for it: convert the PyTorch one
-        from edgeport.export.tflite_torch import export_tflite_torch
+def export_tflite(ref, contract, out_dir: Path, batch: int, seq: int, model=None) -> Lowered:
+    """The reference (or `model`, a lowering's swapped copy) -> `out_dir/model.tflite` at static shapes.
 
-        return export_tflite_torch(ref, contract, out_dir, batch, seq)
+    Decoders: prefill/decode signatures over a static cache (tflite_torch.export_tflite_decoder).
+    Encoders: the family's Keras reference when it has one (not for multiple-choice, and not for a
+    swapped model), else litert-torch. Inputs int32 (batch, seq). Raises EdgeportError when a converter
+    is missing or fails.
+    """
+    what = ref.family.name
+    if contract.kind == "decoder":
+        return export_tflite_decoder(model or ref.model, contract, out_dir, batch, seq, what)
+    if model is not None or not ref.family.keras_build or ref.task == "multiple-choice":
+        return export_tflite_torch(model or ref.model, contract, out_dir, batch, seq, what)
     build = keras_builder(ref.family)
     km = build(ref.config, ref.task, numpy_state_dict(ref.model), batch, seq)
     (out_dir / "model.tflite").write_bytes(convert(km, contract, batch, seq))

@@ -1,4 +1,9 @@
-"""Parity: run the artifact and the reference on the same inputs over a grid of shapes."""
+"""Parity: run the artifact and the reference on the same inputs over a grid of shapes.
+
+Encoders here (`check` over `onnx_grid` / `static_grid`); decoders, whose checks run through the KV
+cache, in decoders.py. Artifacts are opened by the runtime (`validation_session`), with the lowering's
+custom-op library when its graph holds nodes no stock runtime runs.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ def sample_inputs(contract: Contract, batch: int, seq: int, padded_rows: int, se
 
 
 def reference_outputs(model, contract: Contract, feeds: dict) -> dict:
+    """The reference model on numpy feeds -> {output name: float32 array}."""
     with torch.inference_mode():
         outs = model(*[torch.from_numpy(feeds[n]) for n in contract.inputs])
     return {n: o.float().numpy() for n, o in zip(contract.outputs, outs)}
@@ -86,3 +92,24 @@ def raise_on_misses(checks: list, shape_label: str) -> list:
                           f"({w.padded_rows} padded rows) max abs diff {w.max_abs_diff:.3g} > "
                           f"tolerance {w.tolerance:.3g}; {len(bad)}/{len(checks)} checks failed")
     return checks
+
+
+def grid_for(contract: Contract, static: tuple | None) -> list:
+    """The encoder validation grid: `static_grid(*static)` for a static artifact, else `onnx_grid`."""
+    return static_grid(*static) if static else onnx_grid(contract)
+
+
+def validation_session(path, library=None, threads: int | None = None):
+    """The runtime's Session over an artifact file; with `library` (ops.registry.CustomOpLibrary) the
+    ONNX graph is prepared in memory (custom nodes moved to the library's domain, kernels registered)
+    and run on the CPU with that library. Raises EdgeportError when the runtime cannot load it."""
+    from edgeport.runtime.session import OrtSession, open_session
+
+    if library is None:
+        return open_session(path, threads=threads)
+    import onnx
+
+    proto = onnx.load(str(path))
+    library.prepare(proto)
+    return OrtSession(proto.SerializeToString(), providers=["CPUExecutionProvider"], threads=threads,
+                      custom_op_library=library.library_path())

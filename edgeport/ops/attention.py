@@ -19,17 +19,21 @@ Forms:
   the "generic" lowering exports it unchanged.
 
 `swap_attention(model, "gqa")` is the named, reversible module swap that routes a Mistral-architecture
-model through the op; `swap_attention(model, "reference")` restores it.
+model through the op; `swap_attention(model, "reference")` restores it. The swap finds its modules by
+what they offer, not by class: a backbone has `attention_bias(mask, new_tokens, dtype)` and
+`sliding_window`; an attention module has `project(x, rope) -> q, k, v`, `o_proj` and `kv_heads`.
+Lowerings registered here (data, applied by edgeport/export): mistral/onnx "default" (the op as
+GroupQueryAttention) and "generic" for every decoder family (the reference graph as built).
 """
 
 from __future__ import annotations
 
 import torch
 
+import contextlib
+
 from edgeport.errors import EdgeportError
-from edgeport.export.lowerings import register_lowering
-from edgeport.reference_models.decoder import GQAttention, apply_rope, split_heads
-from edgeport.reference_models.mistral import MistralModel
+from edgeport.ops.registry import register_lowering
 
 MS_DOMAIN = "com.microsoft"
 
@@ -42,6 +46,11 @@ def window_visible(past: int, new: int, window: int, device=None) -> torch.Tenso
     return visible & (dist < window) if window > 0 else visible
 
 
+def _heads(x, heads: int, head_dim: int):
+    """(B, S, heads*D) -> (B, heads, S, D)."""
+    return x.view(x.shape[0], x.shape[1], heads, head_dim).transpose(1, 2)
+
+
 @torch.library.custom_op("edgeport::attention_cached", mutates_args=())
 def attention_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
                      past_v: torch.Tensor, pad_bias: torch.Tensor, heads: int, kv_heads: int, window: int,
@@ -49,12 +58,12 @@ def attention_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: 
     """Eager reference (see the module docstring for shapes); softmax in float32."""
     B, S, _ = q.shape
     D = past_k.shape[-1]
-    present_k = torch.cat([past_k, split_heads(k, kv_heads, D)], dim=2)  # (B, KV, T, D)
-    present_v = torch.cat([past_v, split_heads(v, kv_heads, D)], dim=2)
+    present_k = torch.cat([past_k, _heads(k, kv_heads, D)], dim=2)  # (B, KV, T, D)
+    present_v = torch.cat([past_v, _heads(v, kv_heads, D)], dim=2)
     groups = heads // kv_heads
     kk = present_k.repeat_interleave(groups, dim=1)  # (B, H, T, D)
     vv = present_v.repeat_interleave(groups, dim=1)
-    scores = split_heads(q, heads, D) @ kk.transpose(2, 3) * scale + pad_bias  # (B, H, S, T)
+    scores = _heads(q, heads, D) @ kk.transpose(2, 3) * scale + pad_bias  # (B, H, S, T)
     visible = window_visible(past_k.shape[2], S, window, q.device)
     scores = scores.float().masked_fill(~visible, float("-inf"))
     out = torch.softmax(scores, dim=-1).to(q.dtype) @ vv  # (B, H, S, D)
@@ -102,21 +111,20 @@ def _symbolic_gqa(g, q, k, v, past_k, past_v, pad_bias, heads, kv_heads, window,
 
 
 def register_symbolics(opset: int):
+    """Register the GroupQueryAttention symbolic of `attention_cached` with torch.onnx at `opset`."""
     torch.onnx.register_custom_op_symbolic("edgeport::attention_cached", _symbolic_gqa, opset)
 
 
-class OpAttention(GQAttention):
-    """GQAttention routed through `attention_cached` (parameters unchanged; `window` set by the swap)."""
+class OpAttentionMixin:
+    """Mixed into an attention module's class by the swap: the same parameters, run through the op."""
 
     window: int = -1
 
     def forward(self, x, pad_bias, rope, past_k, past_v):
-        cos, sin = rope
         B, S, _ = x.shape
-        q = apply_rope(split_heads(self.q_proj(x), self.heads, self.head_dim), cos, sin)  # (B, H, S, D)
-        k = apply_rope(split_heads(self.k_proj(x), self.kv_heads, self.head_dim), cos, sin)  # (B, KV, S, D)
-        q, k = q.transpose(1, 2).reshape(B, S, -1), k.transpose(1, 2).reshape(B, S, -1)  # (B, S, heads*D)
-        out, k, v = attention_cached(q, k, self.v_proj(x), past_k, past_v, pad_bias, self.heads, self.kv_heads,
+        q, k, v = self.project(x, rope)  # (B, H, S, D), (B, KV, S, D) x2
+        q, k, v = (t.transpose(1, 2).reshape(B, S, -1) for t in (q, k, v))  # (B, S, heads*D)
+        out, k, v = attention_cached(q, k, v, past_k, past_v, pad_bias, self.heads, self.kv_heads,
                                      self.window, self.head_dim ** -0.5)
         return self.o_proj(out), k, v
 
@@ -129,52 +137,81 @@ def padding_bias(attention_mask, new_tokens: int, dtype=torch.float32):
     return bias.expand(B, 1, new_tokens, T)
 
 
-class OpMistralModel(MistralModel):
-    """MistralModel whose layers get a padding-only bias: causality and the window live in the op."""
+class OpBackboneMixin:
+    """Mixed into a backbone's class by the swap: its layers get a padding-only bias (causality and the
+    window are the op's job)."""
 
-    def forward(self, input_ids, attention_mask, position_ids, past_keys, past_values):
-        from edgeport.reference_models.decoder import run_layers
+    def attention_bias(self, attention_mask, new_tokens: int, dtype):
+        return padding_bias(attention_mask, new_tokens, dtype)
 
-        x = self.embed_tokens(input_ids)  # (B, S, H)
-        bias = padding_bias(attention_mask, input_ids.shape[1], x.dtype)  # (B, 1, S, P+S)
-        rope = self.rotary_emb(position_ids)
-        x, keys, values = run_layers(self.layers, x, past_keys, past_values, bias, rope)
-        return self.norm(x), keys, values
+
+_MIXED: dict = {}
+
+
+def mix_in(module: torch.nn.Module, mixin: type) -> None:
+    """module.__class__ becomes a subclass (mixin, original class); parameters and names unchanged."""
+    cls = type(module)
+    if mixin not in cls.__mro__:
+        key = (mixin, cls)
+        if key not in _MIXED:
+            _MIXED[key] = type(f"{mixin.__name__.replace('Mixin', '')}{cls.__name__}", (mixin, cls), {})
+        module.__class__ = _MIXED[key]
+
+
+def mix_out(module: torch.nn.Module, mixin: type) -> None:
+    """Undo `mix_in`: the module's class is the original again."""
+    cls = type(module)
+    if mixin in cls.__mro__ and cls.__bases__[0] is mixin:
+        module.__class__ = cls.__bases__[1]
+
+
+def _is_backbone(m) -> bool:
+    return callable(getattr(m, "attention_bias", None)) and hasattr(m, "sliding_window")
+
+
+def _is_attention(m) -> bool:
+    return callable(getattr(m, "project", None)) and hasattr(m, "o_proj") and hasattr(m, "kv_heads")
 
 
 def swap_attention(model: torch.nn.Module, form: str) -> list[str]:
     """Named, reversible swap: every Mistral-architecture backbone's attention runs as `form`.
 
     "gqa": through `attention_cached` (exported as GroupQueryAttention); "reference": as built.
-    Returns the swapped attention module names.
+    Returns the swapped attention module names; raises EdgeportError on an unknown form.
     """
     if form not in ("gqa", "reference"):
         raise EdgeportError(f"unknown attention form '{form}'; forms: gqa, reference")
     names = []
-    for module in model.modules():
-        if isinstance(module, MistralModel):
-            module.__class__ = OpMistralModel if form == "gqa" else MistralModel
-            window = module.sliding_window or -1
-            for name, m in module.named_modules():
-                if isinstance(m, GQAttention):
-                    m.__class__ = OpAttention if form == "gqa" else GQAttention
-                    if form == "gqa":
-                        m.window = window
-                    names.append(name)
+    for backbone in [m for m in model.modules() if _is_backbone(m)]:
+        (mix_in if form == "gqa" else mix_out)(backbone, OpBackboneMixin)
+        for name, m in backbone.named_modules():
+            if _is_attention(m):
+                (mix_in if form == "gqa" else mix_out)(m, OpAttentionMixin)
+                m.window = backbone.sliding_window or -1
+                names.append(name)
     return names
 
 
-@register_lowering(("mistral",), "onnx", "default")
-def lower_ort(ref, contract, out_dir, opts):
-    """onnxruntime: attention as com.microsoft.GroupQueryAttention (window = local_window_size)."""
-    from edgeport.export.decoders import export_onnx_decoder
+@contextlib.contextmanager
+def attention_swapped(model, form: str):
+    """`swap_attention(model, form)` for the duration of the block; yields the swapped module names."""
+    names = swap_attention(model, form)
+    try:
+        yield names
+    finally:
+        swap_attention(model, "reference")
 
-    return export_onnx_decoder(ref, contract, out_dir, opts, attention="gqa", moe_form=None)
+
+@contextlib.contextmanager
+def _gqa(model, ctx):
+    with attention_swapped(model, "gqa"):
+        yield model, {"attention": "gqa"}
 
 
-@register_lowering(("gpt2", "mistral", "mixtral"), "onnx", "generic")
-def lower_generic(ref, contract, out_dir, opts):
-    """Any runtime: plain ONNX ops (masked softmax attention with the exact window, dense MoE)."""
-    from edgeport.export.decoders import export_onnx_decoder
+GQA_SYMBOLICS = (("edgeport::attention_cached", _symbolic_gqa),)
 
-    return export_onnx_decoder(ref, contract, out_dir, opts, attention="reference", moe_form="dense")
+# onnxruntime: attention as com.microsoft.GroupQueryAttention (window = local_window_size).
+register_lowering("mistral", "onnx", "default", swap=_gqa, symbolics=GQA_SYMBOLICS,
+                  custom_opsets={MS_DOMAIN: 1})
+# Any runtime: plain ONNX ops (masked softmax attention with the exact window; mixtral: dense MoE).
+register_lowering(("gpt2", "mistral", "mixtral"), "onnx", "generic", converter={"attention": "reference"})

@@ -30,13 +30,14 @@ import io
 import logging
 from pathlib import Path
 
-from edgeport.export.lowerings import Lowered, register_lowering
+from edgeport.ops.registry import LoweringContext, register_lowering
 
 FAMILIES = ("bert", "megatron-bert")
 
 
 def fuse(path: Path, heads: int, width: int) -> list:
-    """Rewrite the ONNX file at `path` in place with onnxruntime's BERT fusions; returns the custom ops."""
+    """Rewrite the ONNX file at `path` in place with onnxruntime's BERT fusions; returns the custom ops
+    used as [{"domain", "op_type", "runtimes"}]. `heads`/`width`: attention heads and hidden size."""
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -51,23 +52,17 @@ def fuse(path: Path, heads: int, width: int) -> list:
     return [{"domain": "com.microsoft", "op_type": op, "runtimes": ["onnxruntime"]} for op in sorted(used)]
 
 
-def _generic(ref, contract, out_dir: Path, opts) -> Lowered:
-    from edgeport.export.onnx import export_onnx
-
-    return export_onnx(ref.model, contract, out_dir, opts.opset)
-
-
-@register_lowering(FAMILIES, "onnx", "default", fuses_weights=True)
-def ort_fused(ref, contract, out_dir: Path, opts) -> Lowered:
+def fuse_pass(path: Path, ctx: LoweringContext) -> dict:
+    """Graph pass: the fusions above on the exported file; a graph over 2 GB (external data) is left
+    unfused, since the optimizer would inline its weights. Returns converter notes."""
     import onnxruntime
 
-    lowered = _generic(ref, contract, out_dir, opts)
-    if (out_dir / (lowered.artifact + ".data")).exists():  # > 2 GB: the optimizer would inline the weights
-        return lowered
-    custom = fuse(out_dir / lowered.artifact, ref.config.num_attention_heads, ref.config.hidden_size)
-    converter = {**lowered.converter, "onnxruntime_fusions": onnxruntime.__version__,
-                 "route": "torch.onnx + onnxruntime.transformers.optimizer (bert, opt_level 0)"}
-    return Lowered(lowered.artifact, converter, custom)
+    if path.with_name(path.name + ".data").exists():
+        return {}
+    fuse(path, ctx.config.num_attention_heads, ctx.config.hidden_size)
+    return {"onnxruntime_fusions": onnxruntime.__version__,
+            "route": "torch.onnx + onnxruntime.transformers.optimizer (bert, opt_level 0)"}
 
 
-register_lowering(FAMILIES, "onnx", "generic")(_generic)
+register_lowering(FAMILIES, "onnx", "default", graph_passes=(fuse_pass,), fuses_weights=True)
+register_lowering(FAMILIES, "onnx", "generic")

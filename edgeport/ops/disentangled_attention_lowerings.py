@@ -1,7 +1,9 @@
 """DisentangledAttention lowerings: DeBERTa v1/v2/v3 on ONNX (generic, onnxruntime), TensorRT and TFLite.
 
 Every lowering works on a deep copy of the reference model (export validates against the untouched
-original) and is a named module swap (STYLE.md 5):
+original) and is a named module swap (STYLE.md 5).
+Each row below is a registered Lowering (edgeport/ops/registry.py): a swap, graph passes, or the custom-op
+library validation needs; edgeport/export applies them.
 
     target     name       what the graph holds for the scores op
     onnx       default    = fast
@@ -15,7 +17,7 @@ original) and is a named module swap (STYLE.md 5):
     onnx       mha        folded, then com.microsoft.MultiHeadAttention with the position terms and the
                           padding mask as attention_bias
     tensorrt   default    DisentangledAttention_TRT plugin nodes (domain trt.plugins; span, factor), proven on
-                          the CPU with an onnxruntime-extensions reference kernel (`reference_kernel_session`)
+                          the CPU with an onnxruntime-extensions reference kernel (`TRT_REFERENCE`)
     tflite     default    = generic: the reference as is through litert-torch, builtin ops only
     tflite     folded     folded + plain at the static shape (relative indices and rows constants);
                           opt-in: drifts up to 6e-4 in LiteRT (see tflite_folded)
@@ -53,8 +55,8 @@ onnxruntime CPU latency, deberta-v3-base architecture (random weights), text-cla
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,8 @@ import torch
 from torch import nn
 
 from edgeport.errors import EdgeportError
-from edgeport.export.lowerings import Lowered, register_lowering
-from edgeport.ops.disentangled_attention import DisentangledAttention, log_bucket
+from edgeport.ops.disentangled_attention import DisentangledAttention, disentangled_attention_torch, log_bucket
+from edgeport.ops.registry import CustomOpLibrary, register_lowering
 
 FAMILIES = ("deberta", "deberta-v2")
 TRT_DOMAIN = "trt.plugins"  # the domain onnxruntime's TensorRT EP and TensorRT's parser take plugin nodes in
@@ -270,16 +272,19 @@ class FoldedSelfAttention(nn.Module):
 
 
 def fold_attention(model: nn.Module, mode: str, static_len: int | None = None) -> nn.Module:
-    """A copy of `model` with every DisentangledSelfAttention replaced by FoldedSelfAttention."""
-    from edgeport.reference_models.deberta import DisentangledSelfAttention
+    """A copy of `model` with every disentangled self-attention replaced by FoldedSelfAttention.
 
+    Found by what they offer: an encoder has `rel_embedding()` and `layer`; each layer's
+    `attention.self` has `disentangled` (the scores op) and `position_kq(rel)`. Raises EdgeportError
+    when a layer has no relative attention.
+    """
     model = copy.deepcopy(model)
     for encoder in [m for m in model.modules() if hasattr(m, "rel_embedding") and hasattr(m, "layer")]:
         with torch.no_grad():
             rel = encoder.rel_embedding()  # (2k, H) after the v2 LayerNorm
         for layer in encoder.layer:
             att = layer.attention.self
-            if not isinstance(att, DisentangledSelfAttention) or not hasattr(att, "disentangled"):
+            if not hasattr(att, "disentangled") or not callable(getattr(att, "position_kq", None)):
                 raise EdgeportError("folded attention needs relative attention (relative_attention: true)")
             layer.attention.self = FoldedSelfAttention(att, rel, mode, static_len)
     return model.eval()
@@ -303,44 +308,29 @@ def _mha_optional_inputs(path: Path) -> int:
     return hits
 
 
-def _export_folded(ref, contract, out_dir: Path, opts, mode: str) -> Lowered:
-    from edgeport.export.onnx import export_onnx
+def _folded(mode: str):
+    """Swap: fold_attention(model, mode) on a copy (absolute-position DeBERTa: nothing to fold)."""
+    @contextlib.contextmanager
+    def swap(model, ctx):
+        if not has_relative_attention(model):
+            yield model, {"disentangled_attention": GENERIC_NOTE}
+        else:
+            yield fold_attention(model, mode, ctx.static_len), {"disentangled_attention": f"folded-{mode}"}
 
-    if not has_relative_attention(ref.model):  # absolute-position DeBERTa: nothing to fold
-        return onnx_generic(ref, contract, out_dir, opts)
-
-    lowered = export_onnx(fold_attention(ref.model, mode), contract, out_dir, opts.opset)
-    lowered.converter["disentangled_attention"] = f"folded-{mode}"
-    if mode == "mha":
-        n = _mha_optional_inputs(out_dir / lowered.artifact)
-        lowered.custom_ops = [{"domain": "com.microsoft", "op_type": "MultiHeadAttention", "count": n,
-                               "runtimes": ["onnxruntime"]}]
-    return lowered
+    return swap
 
 
-@register_lowering(FAMILIES, "onnx", "generic")
-def onnx_generic(ref, contract, out_dir, opts):
-    from edgeport.export.onnx import export_onnx
-
-    lowered = export_onnx(ref.model, contract, out_dir, opts.opset)
-    lowered.converter["disentangled_attention"] = "generic (Gather decomposition)"
-    return lowered
+def _mha_pass(path: Path, ctx) -> dict:
+    _mha_optional_inputs(path)
+    return {}
 
 
-@register_lowering(FAMILIES, "onnx", "plain")
-def onnx_folded_plain(ref, contract, out_dir, opts):
-    return _export_folded(ref, contract, out_dir, opts, "plain")
-
-
-@register_lowering(FAMILIES, "onnx", "fast")
-@register_lowering(FAMILIES, "onnx", "default")
-def onnx_folded_fast(ref, contract, out_dir, opts):
-    return _export_folded(ref, contract, out_dir, opts, "fast")
-
-
-@register_lowering(FAMILIES, "onnx", "mha")
-def onnx_folded_mha(ref, contract, out_dir, opts):
-    return _export_folded(ref, contract, out_dir, opts, "mha")
+GENERIC_NOTE = "generic (Gather decomposition)"
+register_lowering(FAMILIES, "onnx", "generic", converter={"disentangled_attention": GENERIC_NOTE})
+register_lowering(FAMILIES, "onnx", "plain", swap=_folded("plain"))
+register_lowering(FAMILIES, "onnx", "fast", swap=_folded("fast"))
+register_lowering(FAMILIES, "onnx", "default", swap=_folded("fast"))
+register_lowering(FAMILIES, "onnx", "mha", swap=_folded("mha"), graph_passes=(_mha_pass,))
 
 
 # ---------------------------------------------------------------- TensorRT plugin nodes
@@ -357,8 +347,6 @@ class _TrtPlugin(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c2c, c2p, p2c, span: int, factor: float, max_position: int):
-        from edgeport.ops.disentangled_attention import disentangled_attention_torch
-
         return disentangled_attention_torch(c2c, c2p, p2c, span, factor, max_position)
 
     @staticmethod
@@ -446,75 +434,46 @@ def _plugin_nodes_to_reference_domain(proto) -> int:
     return hits
 
 
-def reference_kernel_session(path, threads: int | None = None):
-    """An onnxruntime Session over a TensorRT-targeted graph, plugin nodes run by the reference kernel."""
-    import onnx
-    import onnxruntime as ort
+def _prepare_reference_kernel(proto) -> int:
+    """CustomOpLibrary.prepare: register the reference kernel, move plugin nodes to its domain."""
+    _register_reference_kernel()
+    return _plugin_nodes_to_reference_domain(proto)
+
+
+def _extensions_library() -> str:
     from onnxruntime_extensions import get_library_path
 
-    from edgeport.runtime.session import _ORT_TYPES, IOSpec, OrtSession, default_threads
-
-    _register_reference_kernel()
-    proto = onnx.load(str(path))
-    _plugin_nodes_to_reference_domain(proto)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or default_threads()
-    so.register_custom_ops_library(get_library_path())
-    sess = OrtSession.__new__(OrtSession)  # the runtime's Session (feed checks, run), another InferenceSession
-    sess.providers = ["CPUExecutionProvider"]
-    sess.sess = ort.InferenceSession(proto.SerializeToString(), so, providers=sess.providers)
-    sess.inputs = [IOSpec(i.name, _ORT_TYPES.get(i.type, i.type), list(i.shape)) for i in sess.sess.get_inputs()]
-    sess.outputs = [IOSpec(o.name, _ORT_TYPES.get(o.type, o.type), list(o.shape)) for o in sess.sess.get_outputs()]
-    return sess
+    return get_library_path()
 
 
-@register_lowering(FAMILIES, "tensorrt", "default")
-def tensorrt_plugin(ref, contract, out_dir, opts):
+# Validation runs TensorRT-targeted graphs in onnxruntime with this library (plugin nodes -> reference kernel).
+TRT_REFERENCE = CustomOpLibrary(prepare=_prepare_reference_kernel, library_path=_extensions_library)
+
+
+@contextlib.contextmanager
+def _trt_swap(model, ctx):
     """ONNX for TensorRT's parser: one DisentangledAttention_TRT node per layer where the plugin is exact."""
-    from edgeport.export.onnx import export_onnx
+    model, n = trt_plugins(model)
+    # v1 / unbucketed positions: the plugin's log buckets would change the result past span // 2
+    yield model, {"disentangled_attention": "DisentangledAttention_TRT plugin" if n else
+                  "decomposed (the plugin log-buckets positions; this model uses plain relative positions)"}
 
-    model, n = trt_plugins(ref.model)
-    lowered = export_onnx(model, contract, out_dir, opts.opset)
-    lowered.open_session = reference_kernel_session
-    if n:
-        lowered.custom_ops = [{"domain": TRT_DOMAIN, "op_type": TRT_OP, "count": n, "runtimes": ["tensorrt"],
-                               "attributes": ["span", "factor"]}]
-        lowered.converter["disentangled_attention"] = "DisentangledAttention_TRT plugin"
-    else:  # v1 / unbucketed positions: the plugin's log buckets would change the result past span // 2
-        lowered.converter["disentangled_attention"] = ("decomposed (the plugin log-buckets positions; this "
-                                                       "model uses plain relative positions)")
-    return lowered
+
+register_lowering(FAMILIES, "tensorrt", "default", swap=_trt_swap, validation=TRT_REFERENCE)
 
 
 # ---------------------------------------------------------------- TFLite (litert-torch, builtin ops)
 
-@register_lowering(FAMILIES, "tflite", "folded")
-def tflite_folded(ref, contract, out_dir, opts):
-    """Folded position projections and constant relative indices at the static shape.
-
-    Not the default: converted by litert-torch and run in LiteRT (XNNPACK), the folded graph drifts
-    2.6e-4 (v3, multiple-choice 1 x 24, not every run) to 6e-4 (v1, fill-mask 2 x 20) from the
-    reference, while torch runs the same folded module to 3e-7 (cause not found); the generic graph
-    matches to 5e-7."""
-    from edgeport.export.tflite import export_tflite
-
-    folded = copy.copy(ref)
-    if has_relative_attention(ref.model):
-        folded.model = fold_attention(ref.model, "plain", static_len=opts.seq_len)
-    lowered = export_tflite(folded, contract, out_dir, opts.batch, opts.seq_len)
-    lowered.converter["disentangled_attention"] = "folded-plain"
-    return lowered
-
-
-@register_lowering(FAMILIES, "tflite", "generic")
-@register_lowering(FAMILIES, "tflite", "default")
-def tflite_generic(ref, contract, out_dir, opts):
-    from edgeport.export.tflite import export_tflite
-
-    lowered = export_tflite(ref, contract, out_dir, opts.batch, opts.seq_len)
-    lowered.converter["disentangled_attention"] = "generic"
-    return lowered
+# TFLite "folded": folded position projections and constant relative indices at the static shape.
+# Not the default: converted by litert-torch and run in LiteRT (XNNPACK), the folded graph drifts
+# 2.6e-4 (v3, multiple-choice 1 x 24, not every run) to 6e-4 (v1, fill-mask 2 x 20) from the
+# reference, while torch runs the same folded module to 3e-7 (cause not found); the generic graph
+# matches to 5e-7.
+register_lowering(FAMILIES, "tflite", "folded", swap=_folded("plain"))
+register_lowering(FAMILIES, "tflite", "generic", converter={"disentangled_attention": "generic"})
+register_lowering(FAMILIES, "tflite", "default", converter={"disentangled_attention": "generic"})
 
 
 def has_relative_attention(model: nn.Module) -> bool:
+    """True when any module of `model` is a DisentangledAttention scores op."""
     return any(isinstance(m, DisentangledAttention) for m in model.modules())

@@ -13,17 +13,23 @@ Two forms with one contract, tested against each other in tests/test_ref_decoder
 - `moe_dense`: a traceable decomposition correct for any routing: every expert runs on every token and
   the results are weighted by a dense (T, E) routing matrix that is zero off the top k.
 
-Lowerings: onnxruntime gets `com.microsoft.MoE` (the symbolic of `moe` below, registered for
-mixtral/onnx "default" and "moe-only"); every other target exports `moe_dense` (the "generic"
-lowering in ops/attention.py, TFLite, TensorRT).
+Lowerings (data, applied by edgeport/export): onnxruntime gets `com.microsoft.MoE` (the symbolic of `moe`
+below) through the swap `swap_moe(model, "op")`, registered for mixtral/onnx "default" (with
+GroupQueryAttention) and "moe-only"; every other target exports `moe_dense` (the "generic" lowering in
+ops/attention.py, TFLite, TensorRT). The swap finds MoE modules by what they offer: `stacked() ->
+(w1, w3, w2)`, `top_k` and a `moe(x, logits)` method (reference_models/mixtral.py's SparseMoe).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
-from edgeport.export.lowerings import register_lowering
+from edgeport.errors import EdgeportError
+from edgeport.ops.attention import MS_DOMAIN, GQA_SYMBOLICS, attention_swapped, mix_in, mix_out
+from edgeport.ops.registry import register_lowering
 
 
 def routing_weights(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,19 +108,53 @@ def _symbolic_ort_moe(g, x, router_logits, w1, w3, w2, top_k):
 
 
 def register_symbolics(opset: int):
+    """Register the com.microsoft.MoE symbolic of `moe` with torch.onnx at `opset`."""
     torch.onnx.register_custom_op_symbolic("edgeport::moe", _symbolic_ort_moe, opset)
 
 
-def _lowering(attention: str):
-    def lower(ref, contract, out_dir, opts):
-        from edgeport.export.decoders import export_onnx_decoder
+class OpMoeMixin:
+    """Mixed into an MoE module's class by the swap: `moe` runs the `edgeport::moe` custom op."""
 
-        return export_onnx_decoder(ref, contract, out_dir, opts, attention=attention, moe_form="op")
-
-    return lower
+    def moe(self, x, logits):
+        return moe(x, logits, *self.stacked(), self.top_k)
 
 
+MOE_FORMS = ("dense", "op")
+
+
+def swap_moe(model: torch.nn.Module, form: str) -> list[str]:
+    """Named, reversible module swap: every MoE module runs as `form` ("dense" as built | "op").
+
+    Parameters are kept (only the class changes). Returns the swapped module names; raises
+    EdgeportError on an unknown form.
+    """
+    if form not in MOE_FORMS:
+        raise EdgeportError(f"unknown MoE form '{form}'; forms: {', '.join(MOE_FORMS)}")
+    names = []
+    for name, m in model.named_modules():
+        if callable(getattr(m, "stacked", None)) and callable(getattr(m, "moe", None)) and hasattr(m, "top_k"):
+            (mix_in if form == "op" else mix_out)(m, OpMoeMixin)
+            names.append(name)
+    return names
+
+
+def _moe_op(attention: str):
+    @contextlib.contextmanager
+    def swap(model, ctx):
+        with attention_swapped(model, attention):
+            swap_moe(model, "op")
+            try:
+                yield model, {"attention": attention, "moe": "op"}
+            finally:
+                swap_moe(model, "dense")
+
+    return swap
+
+
+_MOE_SYMBOLICS = GQA_SYMBOLICS + (("edgeport::moe", _symbolic_ort_moe),)
 # onnxruntime: the MoE as com.microsoft.MoE and attention as GroupQueryAttention (the default);
 # "moe-only": the MoE op with the reference attention (plain ops), to measure the two apart.
-register_lowering("mixtral", "onnx", "default")(_lowering("gqa"))
-register_lowering("mixtral", "onnx", "moe-only")(_lowering("reference"))
+register_lowering("mixtral", "onnx", "default", swap=_moe_op("gqa"), symbolics=_MOE_SYMBOLICS,
+                  custom_opsets={MS_DOMAIN: 1})
+register_lowering("mixtral", "onnx", "moe-only", swap=_moe_op("reference"), symbolics=_MOE_SYMBOLICS,
+                  custom_opsets={MS_DOMAIN: 1})

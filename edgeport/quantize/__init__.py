@@ -100,7 +100,7 @@ def quantize_artifact(folder_or_artifact, scheme: str, out_dir=None, calibration
     or a bad --keep-float group.
     """
     from edgeport.quantize import policy
-    from edgeport.quantize.schemes import resolve
+    from edgeport.schemes import resolve
 
     m, folder = read_manifest(folder_or_artifact)
     if m.quantization:

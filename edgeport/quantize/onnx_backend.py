@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.quantize import graph
-from edgeport.quantize.schemes import Scheme
+from edgeport.schemes import Scheme
 
 TWO_GB = 2 * 1024**3
 

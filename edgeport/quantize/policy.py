@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from edgeport.errors import EdgeportError
 from edgeport.quantize import graph
-from edgeport.quantize.schemes import Scheme
+from edgeport.schemes import Scheme
 
 ALL_GROUPS = graph.GROUPS + ("experts",)
 TFLITE_GROUPS = ("embeddings", "ffn-down")  # what tflite_backend's recipes can keep in float
@@ -41,14 +41,9 @@ DEFAULTS = {
 }
 
 
-def kind(scheme: Scheme) -> str:
-    if scheme.weights in ("fp16", "int4"):
-        return scheme.weights
-    return scheme.activations  # int8-dynamic | int8-static
-
-
 def default_keep_float(target: str, scheme: Scheme) -> list:
-    return list(DEFAULTS.get((target, kind(scheme)), ((), ""))[0])
+    """The groups DEFAULTS keeps in float for (target, scheme kind); [] when none are listed."""
+    return list(DEFAULTS.get((target, scheme.kind), ((), ""))[0])
 
 
 def parse_keep_float(value, target: str, scheme: Scheme) -> list:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeport.quantize.schemes import Scheme
+from edgeport.schemes import Scheme
 
 # MoE input slots -> QMoE input slots (QMoE puts a scales input after each weight).
 _MOE_TO_QMOE = {0: 0, 1: 1, 2: 2, 3: 4, 4: 5, 5: 7, 6: 8, 7: 10}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeport.errors import EdgeportError
-from edgeport.quantize.schemes import Scheme
+from edgeport.schemes import Scheme
 
 # Full-integer quantization of every op collapsed all-MiniLM-L6-v2 (embedding cosine 0.146, 2.4x slower
 # than fp32): the additive attention mask (dtype-min at padded keys) sets the int8 range of the scores,

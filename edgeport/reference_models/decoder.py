@@ -130,12 +130,16 @@ class GQAttention(nn.Module):
         self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
 
-    def forward(self, x, bias, rope, past_k, past_v):
-        """x (B, S, hidden), past (B, KV, P, D) -> (out (B, S, hidden), present_k, present_v (B, KV, P+S, D))."""
+    def project(self, x, rope):
+        """x (B, S, hidden) -> q (B, H, S, D) and k (B, KV, S, D) rotated, v (B, KV, S, D)."""
         cos, sin = rope
         q = apply_rope(split_heads(self.q_proj(x), self.heads, self.head_dim), cos, sin)  # (B, H, S, D)
         k = apply_rope(split_heads(self.k_proj(x), self.kv_heads, self.head_dim), cos, sin)  # (B, KV, S, D)
-        v = split_heads(self.v_proj(x), self.kv_heads, self.head_dim)
+        return q, k, split_heads(self.v_proj(x), self.kv_heads, self.head_dim)
+
+    def forward(self, x, bias, rope, past_k, past_v):
+        """x (B, S, hidden), past (B, KV, P, D) -> (out (B, S, hidden), present_k, present_v (B, KV, P+S, D))."""
+        q, k, v = self.project(x, rope)
         k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, KV, P+S, D)
         out = attend(q, k, v, bias, 1.0 / math.sqrt(self.head_dim), self.heads // self.kv_heads)
         return self.o_proj(out), k, v

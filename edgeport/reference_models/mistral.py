@@ -137,10 +137,14 @@ class MistralModel(nn.Module):
 
     def forward(self, input_ids, attention_mask, position_ids, past_keys, past_values):
         x = self.embed_tokens(input_ids)  # (B, S, H)
-        bias = decoder_bias(attention_mask, input_ids.shape[1], self.sliding_window, x.dtype)  # (B, 1, S, P+S)
+        bias = self.attention_bias(attention_mask, input_ids.shape[1], x.dtype)  # (B, 1, S, P+S)
         rope = self.rotary_emb(position_ids)  # cos, sin (B, 1, S, D)
         x, keys, values = run_layers(self.layers, x, past_keys, past_values, bias, rope)
         return self.norm(x), keys, values
+
+    def attention_bias(self, attention_mask, new_tokens: int, dtype):
+        """(B, P+S) 1/0 mask -> (B, 1, S, P+S) additive bias: padding, causality and the sliding window."""
+        return decoder_bias(attention_mask, new_tokens, self.sliding_window, dtype)
 
 
 def build_decoder(cfg: MistralConfig, task: str, ffn: FFNFactory) -> DecoderForTask:

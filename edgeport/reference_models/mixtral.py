@@ -6,8 +6,8 @@ transformers 5 still writes (it fuses them into `mlp.experts.gate_up_proj` only 
 `model.layers.N.block_sparse_moe.experts.M.{w1,w2,w3}.weight` (gate (I, H), down (H, I), up (I, H)).
 
 The MoE runs as `ops.moe.moe_dense` (traceable, every expert on every token) by default;
-`swap_moe(model, "op")` switches every `block_sparse_moe` to the `edgeport::moe` custom op, and
-`swap_moe(model, "dense")` switches back.
+`swap_moe(model, "op")` (edgeport.ops.moe) switches every `block_sparse_moe` to the `edgeport::moe`
+custom op, and `swap_moe(model, "dense")` switches back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgeport.errors import EdgeportError
-from edgeport.ops.moe import moe, moe_dense
+from edgeport.ops.moe import moe_dense
 from edgeport.reference_models.decoder import DECODER_TASKS, DecoderForTask
 from edgeport.reference_models.mistral import MistralConfig, build_decoder
 from edgeport.reference_models.registry import register_family
@@ -84,31 +84,6 @@ class SparseMoe(nn.Module):
         B, S, H = x.shape
         flat = x.reshape(B * S, H)  # (T, H)
         return self.moe(flat, self.gate(flat)).reshape(B, S, H)
-
-
-class SparseMoeOp(SparseMoe):
-    """The same module running the `edgeport::moe` custom op (eager reference; export lowers it)."""
-
-    def moe(self, x, logits):
-        return moe(x, logits, *self.stacked(), self.top_k)
-
-
-MOE_FORMS = {"dense": SparseMoe, "op": SparseMoeOp}
-
-
-def swap_moe(model: nn.Module, form: str) -> list[str]:
-    """Named, reversible module swap: every `block_sparse_moe` runs as `form` ("dense" | "op").
-
-    Parameters are kept (only the class changes). Returns the swapped module names.
-    """
-    if form not in MOE_FORMS:
-        raise EdgeportError(f"unknown MoE form '{form}'; forms: {', '.join(MOE_FORMS)}")
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, SparseMoe) and name.endswith("block_sparse_moe"):
-            module.__class__ = MOE_FORMS[form]
-            names.append(name)
-    return names
 
 
 def moe_ffn(cfg: MixtralConfig):

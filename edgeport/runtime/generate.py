@@ -39,15 +39,9 @@ class OrtDecoder:
     def __init__(self, path, info: dict, threads: int | None = None):
         import onnxruntime as ort
 
-        from edgeport.runtime.session import default_threads
+        from edgeport.runtime.session import ort_session
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or default_threads()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise EdgeportError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:300]})") from None
+        self.sess = ort_session(path, threads, providers=["CPUExecutionProvider"])  # IOBinding on CPU memory
         self.ort, self.info = ort, info
         self.max_batch, self.prefill_len = None, None
 

@@ -16,6 +16,8 @@ from edgeport.errors import EdgeportError
 
 @dataclass
 class IOSpec:
+    """One artifact input or output as the backend reports it."""
+
     name: str
     dtype: str  # numpy dtype name
     shape: list  # ints; strings or None for dynamic dims
@@ -26,6 +28,7 @@ _ORT_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)
 
 
 def default_threads() -> int:
+    """Intra-op threads: $EDGEPORT_THREADS when set and non-zero, else every core."""
     return int(os.environ.get("EDGEPORT_THREADS", "0")) or (os.cpu_count() or 1)
 
 
@@ -56,23 +59,40 @@ class Session:
         return out
 
 
+def ort_session(model, threads: int | None = None, providers=None, custom_op_library: str | None = None):
+    """The one place an onnxruntime InferenceSession is opened.
+
+    model: a .onnx path (external data beside it is found) or a serialized ModelProto (bytes).
+    threads: intra-op threads (default `default_threads()`); providers: onnxruntime provider names, fastest
+    first (default: TensorRT, CUDA where this build has them, CPU last); custom_op_library: path of a shared
+    library of custom-op kernels (e.g. onnxruntime-extensions') registered before loading.
+    Raises EdgeportError when onnxruntime cannot load the model (one line, its first message line).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if custom_op_library:
+        so.register_custom_ops_library(custom_op_library)
+    available = ort.get_available_providers()
+    preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = providers or [p for p in preferred if p in available] or available
+    name = "<in-memory graph>" if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else name, so, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise EdgeportError(f"{name}: onnxruntime cannot load it ({str(e).splitlines()[0][:300]})") from None
+
+
 class OrtSession(Session):
+    """A Session over onnxruntime; arguments as `ort_session` (model: path or serialized ModelProto)."""
+
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers=None, threads: int | None = None):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or default_threads()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        # Fastest first: TensorRT and CUDA where this onnxruntime build has them, CPU always last.
-        preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-        self.providers = providers or [p for p in preferred if p in available] or available
-        try:
-            self.sess = ort.InferenceSession(str(path), so, providers=self.providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise EdgeportError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:300]})") from None
+    def __init__(self, path, providers=None, threads: int | None = None, custom_op_library: str | None = None):
+        self.sess = ort_session(path, threads, providers, custom_op_library)
+        self.providers = self.sess.get_providers()
         self.inputs = [IOSpec(i.name, _ORT_TYPES.get(i.type, i.type), list(i.shape)) for i in self.sess.get_inputs()]
         self.outputs = [IOSpec(o.name, _ORT_TYPES.get(o.type, o.type), list(o.shape)) for o in self.sess.get_outputs()]
 
@@ -129,7 +149,11 @@ def _clean(name: str) -> str:
 
 
 def open_session(path: str | Path, **kw) -> Session:
-    """A Session for an artifact file, chosen by its format (not its manifest)."""
+    """A Session for an artifact file, chosen by its format (not its manifest).
+
+    .onnx -> OrtSession (keywords: providers, threads, custom_op_library); .tflite -> LiteRTSession
+    (threads). Raises EdgeportError for a missing file, a TensorRT engine, or an unknown format.
+    """
     p = Path(path)
     if not p.is_file():
         raise EdgeportError(f"{p}: no such artifact file")

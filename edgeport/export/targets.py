@@ -1,0 +1,73 @@
+"""Targets as data: one row per target; nothing else in the export stage asks `target == ...`.
+
+    name       shapes   integer inputs  graph route                   validated by
+    onnx       dynamic  int64           torch.onnx (TorchScript)      onnxruntime (the runtime's Session)
+    tflite     static   int32           Keras 3 + TFLiteConverter,    LiteRT (the runtime's Session)
+                                        or litert-torch
+    tensorrt   dynamic  int64           torch.onnx with plugin nodes  onnxruntime + the lowering's reference
+                                        (a registered lowering only)  kernels for plugin nodes (no GPU here)
+
+A static target fixes batch and sequence at export time (`--batch`, `--seq-len`); its default length is
+the longest of DEFAULT_SEQ_LEN the model's positions allow (decoders: leaving room to decode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeport.errors import EdgeportError
+
+DEFAULT_SEQ_LEN = 128
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    static_shapes: bool  # batch and sequence fixed at export time
+    input_dtype: str  # numpy dtype of integer inputs (token ids, masks, positions)
+    route: str  # "onnx": a torch.onnx graph; "tflite": a .tflite flatbuffer
+    validated_by: str  # how parity is checked (recorded in the manifest's converter block)
+    needs_lowering: bool = False  # only families with a registered lowering export to it
+    manifest_notes: tuple = ()  # extra converter notes the manifest carries for this target
+
+
+TARGETS = {
+    "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime"),
+    "tflite": Target("tflite", True, "int32", "tflite", "litert"),
+    "tensorrt": Target("tensorrt", False, "int64", "onnx", "onnxruntime + reference kernels for plugin nodes",
+                       needs_lowering=True,
+                       manifest_notes=(("engine", "not built here: build on the GPU host with "
+                                                  "`trtexec --onnx=model.onnx`"),)),
+}
+
+
+def get_target(name: str) -> Target:
+    """The Target row; EdgeportError naming the known targets otherwise."""
+    if name not in TARGETS:
+        raise EdgeportError(f"unknown target '{name}'; targets: {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def fit_seq_len(target: Target, contract, asked: int | None) -> tuple[int, str | None]:
+    """-> (sequence length, a note when the default was shortened to fit the model).
+
+    A static target's length must fit the positions (decoders: a prefill leaving room to decode);
+    raises EdgeportError when an asked length does not. Dynamic targets keep the asked or default length
+    (it only sets the manifest's profile hints).
+    """
+    longest = contract.longest_static_len()
+    if asked is None:
+        if not target.static_shapes or longest >= DEFAULT_SEQ_LEN:
+            return DEFAULT_SEQ_LEN, None
+        what = "prefill length" if contract.kind == "decoder" else "length"
+        return longest, (f"--seq-len {longest}: the longest static {what} this model's {contract.max_positions} "
+                         "positions allow" + (" with room to decode" if contract.kind == "decoder" else "")
+                         + f" (default {DEFAULT_SEQ_LEN})")
+    if asked < 2:
+        raise EdgeportError("--seq-len must be >= 2 and --batch >= 1")
+    if target.static_shapes and asked > longest:
+        if contract.kind == "decoder":
+            raise EdgeportError(f"--seq-len is the prefill length and must leave room to decode: at most "
+                                f"{longest} for this model's {contract.max_positions} positions")
+        raise EdgeportError(f"--seq-len {asked} is longer than the model's {contract.max_positions} positions")
+    return asked, None
