@@ -134,8 +134,8 @@ def test_export_run_inspect_and_text_errors(tmp_path, qa_folder, run_cli):
     r = run_cli("inspect", str(out / "model.tflite"))
     assert r.returncode == 0 and "parity: pass over 4 checks" in r.stdout and "[1, 32]" in r.stdout
     assert_one_line_error(run_cli("run", str(out), "--question", "who?", "--text", "  "), "needs a context")
-    assert_one_line_error(run_cli("run", str(out), "--question", "who?", "--text", "bob " * 40),
-                          "longer than the 32 this artifact accepts")
+    r = run_cli("run", str(out), "--question", "who?", "--text", "bob " * 40)  # windows of 32 tokens
+    assert r.returncode == 0 and '"answer": "bob"' in r.stdout, r.stderr
     assert_one_line_error(run_cli("run", str(out), "--text", "alice met bob"), "needs --question")
     assert_one_line_error(run_cli("run", str(tmp_path / "nothing"), "--text", "x"), "no such file or folder")
     assert_one_line_error(run_cli("inspect", str(qa_folder)), "no edgeport.json")

@@ -145,8 +145,8 @@ class QuestionAnswering(Pipeline):
     def _check(self, question, context, top_k, max_answer_len, doc_stride, max_seq_len, max_question_len):
         """Validate options; returns (max_seq_len, doc_stride) with defaults filled in."""
         for name, value in (("question", question), ("context", context)):
-            if not isinstance(value, str) or not value:
-                raise EdgeportError(f"question-answering needs a non-empty {name} (a string)")
+            if not isinstance(value, str) or not value.strip():
+                raise EdgeportError(f"question-answering needs a {name}: a string that is not blank")
         for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len),
                             ("max_question_len", max_question_len)):
             if not isinstance(value, int) or value < 1:
@@ -170,14 +170,17 @@ class QuestionAnswering(Pipeline):
 
     def _windows(self, question: str, context: str, max_seq_len: int, doc_stride: int) -> list:
         """[CLS] question [SEP] context-window [SEP] encodings, first window first."""
-        tok = self._windower(max_seq_len, doc_stride)
-        try:
-            enc = tok.encode(question, context)
-        except Exception as e:  # tokenizers raises a bare Exception for impossible truncation
-            q = len(self.tokenizer.encode(question).ids)
+        whole = self.tokenizer.encode(question, context)
+        if len(whole.ids) <= max_seq_len:
+            return [whole]
+        q = len(self.tokenizer.encode(question, add_special_tokens=False).ids)
+        specials = self.tokenizer.post_processor.num_special_tokens_to_add(True) if self.tokenizer.post_processor else 0
+        room = max_seq_len - q - specials  # context tokens per window
+        if room <= doc_stride:  # tokenizers needs stride < room (it panics otherwise), as transformers fails
             raise EdgeportError(f"the question is {q} tokens: with max_seq_len {max_seq_len} and doc_stride "
-                                f"{doc_stride} no context fits ({str(e)[:120]}); shorten the question or "
-                                "lower doc_stride") from None
+                                f"{doc_stride} no context fits ({max(room, 0)} tokens left per window, more "
+                                "than doc_stride needed); shorten the question or lower doc_stride")
+        enc = self._windower(max_seq_len, doc_stride).encode(question, context)
         return [enc] + list(enc.overflowing)
 
     def _windower(self, max_seq_len: int, doc_stride: int):

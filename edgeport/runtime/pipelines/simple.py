@@ -9,8 +9,10 @@ from edgeport.runtime.pipelines.base import Pipeline, as_list, softmax
 
 
 class FillMask(Pipeline):
-    """`fill_mask(texts, top_k=5)` -> per text, per mask position, the top_k candidates
-    `{"token": str, "score": float}` (softmax over the vocabulary), best first.
+    """`fill_mask(texts, top_k=5)` -> the top_k candidates `{"token": str, "score": float}` (softmax
+    over the vocabulary), best first, for each mask. Shapes as transformers' fill-mask pipeline: a text
+    with one mask gives a flat list of candidates, a text with several masks a list per mask (in text
+    order); one string gives its result, a list of strings a list of results.
 
     Raises EdgeportError when the tokenizer has no mask token or a text lacks it.
     """
@@ -18,6 +20,7 @@ class FillMask(Pipeline):
     task = "fill-mask"
 
     def __call__(self, texts, top_k: int = 5):
+        single = isinstance(texts, str)
         texts = as_list(texts)
         mask_tok = self.manifest.tokenizer.mask_token
         mask_id = self.tokenizer.token_to_id(mask_tok) if mask_tok else None
@@ -34,8 +37,8 @@ class FillMask(Pipeline):
                 p = softmax(logits[r, pos].astype(np.float64))
                 best = np.argsort(-p)[:top_k]
                 row.append([{"token": self.tokenizer.id_to_token(int(t)), "score": float(p[t])} for t in best])
-            results.append(row)
-        return results
+            results.append(row[0] if len(row) == 1 else row)
+        return results[0] if single else results
 
 
 class TextClassification(Pipeline):

@@ -1,0 +1,102 @@
+"""`edgeport run ARTIFACT --text ...`: one pipeline call, its result printed as JSON. Cheap to import.
+
+Every task option belongs to the tasks in TASK_OPTIONS; an option the artifact's task does not use is
+refused (EdgeportError -> one line, exit 2), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+
+from edgeport.errors import EdgeportError
+
+QA = "question-answering"
+_TEXT_TASKS = ("fill-mask", "text-classification", "token-classification", "feature-extraction")
+# option dest -> (its flag, the tasks that use it)
+TASK_OPTIONS = {
+    "text_pair": ("--text-pair", ("text-classification",)),
+    "question": ("--question", (QA,)),
+    "top_k": ("--top-k", ("fill-mask", QA)),
+    "pooling": ("--pooling", ("feature-extraction",)),
+    "truncate": ("--truncate", _TEXT_TASKS),
+    "aggregation_strategy": ("--aggregation-strategy", ("token-classification",)),
+    "max_answer_len": ("--max-answer-len", (QA,)),
+    "doc_stride": ("--doc-stride", (QA,)),
+    "max_seq_len": ("--max-seq-len", (QA,)),
+    "max_question_len": ("--max-question-len", (QA,)),
+    "handle_impossible_answer": ("--handle-impossible-answer", (QA,)),
+    "align_to_words": ("--no-align-to-words", (QA,)),
+}
+
+
+def check_options(task: str, args) -> None:
+    """Refuse (EdgeportError) every option given on the command line that `task` does not use."""
+    for dest, (flag, tasks) in TASK_OPTIONS.items():
+        if getattr(args, dest, None) is not None and task not in tasks:
+            used = sorted(f for f, ts in TASK_OPTIONS.values() if task in ts)
+            raise EdgeportError(f"{flag} is not used by {task} artifacts (options for {task}: "
+                                f"{', '.join(used) or 'none besides --text'})")
+
+
+def _given(args, *dests) -> dict:
+    """Keyword arguments for the options given on the command line (pipeline defaults otherwise)."""
+    return {d: getattr(args, d) for d in dests if getattr(args, d) is not None}
+
+
+def run(args) -> object:
+    """The JSON-ready result of the artifact's pipeline on the command line's inputs."""
+    from edgeport.manifest import read_manifest
+    from edgeport.runtime import pipeline
+
+    manifest, _ = read_manifest(args.artifact)
+    check_options(manifest.task, args)
+    if manifest.task == QA and not args.question:
+        raise EdgeportError("question-answering needs --question (and --text, the context to answer from)")
+    p = pipeline(args.artifact, truncate=bool(args.truncate), threads=args.threads)
+    if p.task == QA:
+        return p(args.question, args.text, **_given(args, "top_k", "max_answer_len", "doc_stride", "max_seq_len",
+                                                    "max_question_len", "handle_impossible_answer",
+                                                    "align_to_words"))
+    if p.task == "fill-mask":
+        return p(args.text, **_given(args, "top_k"))
+    if p.task == "text-classification":
+        return p(args.text, pairs=args.text_pair)[0]
+    if p.task == "token-classification":
+        return p(args.text, **_given(args, "aggregation_strategy"))
+    if p.task == "feature-extraction":
+        pooling = args.pooling or "mean"
+        emb = p(args.text, pooling=pooling)[0]
+        return {"pooling": pooling, "dim": int(emb.shape[-1]),
+                "embedding": [round(float(x), 5) for x in emb.ravel()[:8]], "note": "first 8 values"}
+    return p(args.text)[0]
+
+
+def _cmd_run(args):
+    print(json.dumps(run(args), indent=2, ensure_ascii=False))
+
+
+def register(subparsers):
+    r = subparsers.add_parser("run", help="run an exported artifact on text (pipeline options as transformers')")
+    r.add_argument("artifact", help="export folder or its .onnx/.tflite")
+    r.add_argument("--text", required=True, help="input text (the context for question-answering)")
+    r.add_argument("--text-pair", help="second text of a sentence pair (text-classification)")
+    r.add_argument("--question", help="question (question-answering)")
+    r.add_argument("--top-k", type=int, help="fill-mask candidates (default 5); question-answering answers (default 1)")
+    r.add_argument("--pooling", choices=("mean", "cls"), help="feature-extraction pooling (default mean)")
+    r.add_argument("--aggregation-strategy", choices=("none", "simple", "first", "average", "max"),
+                   help="token-classification: group tokens into words/entities (default none)")
+    r.add_argument("--max-answer-len", type=int, help="question-answering: longest answer in tokens (default 15)")
+    r.add_argument("--doc-stride", type=int, help="question-answering: context tokens shared by consecutive "
+                   "windows of a long context (default min(max-seq-len / 2, 128))")
+    r.add_argument("--max-seq-len", type=int, help="question-answering: window length in tokens (default: the "
+                   "artifact's static length, else min(positions, 384))")
+    r.add_argument("--max-question-len", type=int, help="question-answering: question cut to this many tokens "
+                   "(default 64)")
+    r.add_argument("--handle-impossible-answer", action="store_true", default=None,
+                   help="question-answering: the empty answer competes (score: the [CLS] span)")
+    r.add_argument("--no-align-to-words", dest="align_to_words", action="store_false", default=None,
+                   help="question-answering: keep token spans instead of widening them to whole words")
+    r.add_argument("--truncate", action="store_true", default=None,
+                   help="cut text longer than the artifact accepts (not question-answering: it uses windows)")
+    r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    r.set_defaults(fn=_cmd_run)
