@@ -100,3 +100,12 @@ def matmul_rows(path, seq: int) -> list:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {i.name: np.ones((1, seq), np.int64) for i in sess.get_inputs()}
     return [int(np.prod(x.shape[:-1])) for x in sess.run(probes, feeds)]
+
+
+@pytest.fixture(scope="session")
+def serve_exports(tmp_path_factory):
+    """Serving tests: name -> tiny export folder (bert-tiny tasks, a MobileBERT TFLite, a GPT-2 decoder)."""
+    pytest.importorskip("fastapi")
+    from serve_helpers import make_exports
+
+    return make_exports(tmp_path_factory.mktemp("serve-exports"))

@@ -106,10 +106,16 @@ class ServedModel:
         return _split(p([t for pl in payloads for t in pl["texts"]], top_k=key[1]), payloads, "texts")
 
     def _run_token_classification(self, p, key, payloads):
-        return _split(p([t for pl in payloads for t in pl["texts"]]), payloads, "texts")
+        texts = [t for pl in payloads for t in pl["texts"]]
+        return _split(p(texts, aggregation_strategy=key[1]), payloads, "texts")
 
     def _run_question_answering(self, p, key, payloads):
-        return [[p(q, c) for q, c in zip(pl["questions"], pl["contexts"])] for pl in payloads]
+        _, top_k, max_answer_len, doc_stride, impossible = key
+        qs = [q for pl in payloads for q in pl["questions"]]
+        cs = [c for pl in payloads for c in pl["contexts"]]
+        out = p(qs, cs, top_k=top_k, max_answer_len=max_answer_len, doc_stride=doc_stride,
+                handle_impossible_answer=impossible)
+        return _split(out, payloads, "questions")
 
     def _run_embeddings(self, p, key, payloads):
         pooling, normalize = key[1], key[2]

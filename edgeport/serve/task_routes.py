@@ -50,9 +50,19 @@ class EmbeddingsIn(TextsIn):
     normalize: bool = Field(False, description="scale each embedding to unit L2 norm")
 
 
+class TokenClassificationIn(TextsIn):
+    aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = Field(
+        "simple", description="how word pieces group into entities (transformers' pipeline terms)")
+
+
 class QuestionAnsweringIn(BaseModel):
     question: Texts = Field(description="question(s)")
     context: Texts = Field(description="context(s) the answer is taken from, one per question")
+    top_k: int = Field(1, ge=1, le=20, description="answers per question (a list when above 1)")
+    max_answer_len: int = Field(15, ge=1, le=512, description="longest answer in tokens")
+    doc_stride: int | None = Field(None, ge=1, le=512, description="overlap of the windows a long context is "
+                                   "split into (default: the pipeline's)")
+    handle_impossible_answer: bool = Field(False, description="allow the empty answer")
 
 
 class GenerateIn(BaseModel):
@@ -113,7 +123,7 @@ def model_info(m) -> ModelInfo:
                      backend=m.backend, max_sequence_length=m.manifest.max_sequence_length, labels=m.manifest.labels)
 
 
-def _texts(state, body, task, key, extra=None):
+def _texts(state, body, key, extra=None):
     texts = as_list(body.inputs)
     state.check_rows(texts)
     return key, {"texts": texts, **(extra or {})}, len(texts)
@@ -127,7 +137,7 @@ def _classify(state, body):
         if len(pairs) != len(as_list(body.inputs)):
             raise ApiError(400, f"{len(as_list(body.inputs))} inputs but {len(pairs)} pairs")
         state.check_rows(pairs, "pair text")
-    return _texts(state, body, "text-classification", ("classify", pairs is not None), {"pairs": pairs or []})
+    return _texts(state, body, ("classify", pairs is not None), {"pairs": pairs or []})
 
 
 def _question_answering(state, body):
@@ -138,7 +148,8 @@ def _question_answering(state, body):
         raise ApiError(400, f"{len(qs)} questions but {len(cs)} contexts")
     state.check_rows(qs, "question")
     state.check_rows(cs, "context")
-    return ("question-answering",), {"questions": qs, "contexts": cs}, len(qs)
+    key = ("question-answering", body.top_k, body.max_answer_len, body.doc_stride, body.handle_impossible_answer)
+    return key, {"questions": qs, "contexts": cs}, len(qs)
 
 
 def _generate(state, body):
@@ -152,12 +163,12 @@ def _generate(state, body):
 # route -> (task, request model, prepare(state, body) -> (batch key, payload, rows), response builder)
 ROUTES = {
     "classify": ("text-classification", ClassifyIn, _classify, None),
-    "fill-mask": ("fill-mask", FillMaskIn, lambda st, b: _texts(st, b, "fill-mask", ("fill-mask", b.top_k)), None),
-    "token-classification": ("token-classification", TextsIn,
-                             lambda st, b: _texts(st, b, "token-classification", ("token-classification",)), None),
+    "fill-mask": ("fill-mask", FillMaskIn, lambda st, b: _texts(st, b, ("fill-mask", b.top_k)), None),
+    "token-classification": ("token-classification", TokenClassificationIn,
+                             lambda st, b: _texts(st, b, ("token-classification", b.aggregation_strategy)), None),
     "question-answering": ("question-answering", QuestionAnsweringIn, _question_answering, None),
     "embeddings": ("feature-extraction", EmbeddingsIn,
-                   lambda st, b: _texts(st, b, "feature-extraction", ("embeddings", b.pooling, b.normalize)),
+                   lambda st, b: _texts(st, b, ("embeddings", b.pooling, b.normalize)),
                    lambda model, out: EmbeddingsOut(model=model, dim=len(out[0]), embeddings=[v.tolist() for v in out])),
     "generate": ("text-generation", GenerateIn, _generate, lambda model, out: GenerateOut(model=model, results=out)),
 }
@@ -197,7 +208,7 @@ def router(state) -> APIRouter:
         return await handle(state, model, "fill-mask", body)
 
     @r.post("/models/{model}/token-classification", summary="Token classification (grouped entities)")
-    async def token_classification(model: str, body: TextsIn) -> ResultsOut:
+    async def token_classification(model: str, body: TokenClassificationIn) -> ResultsOut:
         return await handle(state, model, "token-classification", body)
 
     @r.post("/models/{model}/question-answering", summary="Extractive question answering")
