@@ -47,6 +47,9 @@ class TokenizerInfo:
     pad_token_id: int = 0
     mask_token: str | None = None
     extra_files: list = field(default_factory=list)
+    # "tokenizers": `file` is a tokenizer.json; "luke": the entity-aware LUKE/mLUKE files
+    # (edgeport/runtime/luke_tokenizer.py), `file` is entity_vocab.json
+    kind: str = "tokenizers"
 
 
 @dataclass

@@ -9,7 +9,10 @@ script builds a throwaway venv with that release and, inside it:
      mluke  a sentencepiece BPE model (identity normalisation, XLM-R's id layout: unk 0, <s> 1, </s> 2)
             + entity_vocab.json with language-prefixed names ("en:Tokyo"), as MLukeTokenizer reads them
      luke   a byte-level BPE (vocab.json + merges.txt, trained with `tokenizers`) + entity_vocab.json
-2. runs every case of CASES through the 4.57.6 tokenizer of each family and writes cases.json:
+2. saves a tiny mLUKE entity-classification checkpoint (random weights, seeded) with that tokenizer
+   into tests/golden/luke/mluke-tiny-entity-classification/: the export, pipeline and CLI tests and
+   the README example use it as a real checkpoint folder;
+3. runs every case of CASES through the 4.57.6 tokenizer of each family and writes cases.json:
      [{"name", "family", "task", "call": {the tokenizer's keyword arguments}, "init": {constructor
        overrides}, "expected": {output name: nested lists of ints}}]
 
@@ -218,6 +221,28 @@ def build_luke(folder: Path):
     tmp.rmdir()
 
 
+def build_checkpoint(folder: Path, tokenizer_folder: Path):
+    """A tiny LukeForEntityClassification over the mLUKE test vocabulary, saved with its tokenizer."""
+    import torch
+    from transformers import LukeConfig, LukeForEntityClassification, MLukeTokenizer
+
+    tok = MLukeTokenizer.from_pretrained(str(tokenizer_folder), task="entity_classification")
+    cfg = LukeConfig(vocab_size=len(tok), entity_vocab_size=len(ENTITIES["mluke"]), entity_emb_size=16,
+                     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                     max_position_embeddings=130, type_vocab_size=1,
+                     id2label={0: "person", 1: "location", 2: "organization"},
+                     label2id={"person": 0, "location": 1, "organization": 2})
+    torch.manual_seed(0)
+    model = LukeForEntityClassification(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # larger than the 0.02 init, so the labels' scores differ visibly
+        for _, t in sorted(model.state_dict().items()):
+            if t.is_floating_point():
+                t.add_(0.2 * torch.randn(t.shape, generator=g))
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tok.save_pretrained(str(folder))
+
+
 def run_case(folder: Path, family: str, task, call: dict, init: dict) -> dict:
     from transformers import LukeTokenizer, MLukeTokenizer
 
@@ -241,6 +266,7 @@ def make_all(out_dir: Path):
     out_dir.mkdir(parents=True, exist_ok=True)
     build_mluke(out_dir / "mluke")
     build_luke(out_dir / "luke")
+    build_checkpoint(out_dir / "mluke-tiny-entity-classification", out_dir / "mluke")
     cases = []
     for name, spec in CASES.items():
         families, task, call = spec[:3]
@@ -252,7 +278,7 @@ def make_all(out_dir: Path):
                           "call": c, "expected": expected})
     (out_dir / "cases.json").write_text(json.dumps(cases, ensure_ascii=False, indent=None) + "\n")
     (out_dir / "VERSIONS.json").write_text(json.dumps(
-        {"transformers": transformers.__version__, "made_by": "scripts/make_luke_golden.py"}, indent=1) + "\n")
+        {"transformers": transformers.__version__, "torch": __import__("torch").__version__, "made_by": "scripts/make_luke_golden.py"}, indent=1) + "\n")
     print(f"wrote {len(cases)} cases to {out_dir}")
 
 

@@ -277,9 +277,15 @@ class LukeForTask(nn.Module):
             names += ("entity_start_positions", "entity_end_positions")
         return names
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, entity_ids=None, entity_attention_mask=None,
-                entity_token_type_ids=None, entity_position_ids=None, entity_start_positions=None,
-                entity_end_positions=None):
+    def forward(self, *args, **feeds):
+        """Positional inputs in `input_names()` order (what exporters pass), or by keyword (any of the
+        names in the class docstring; absent ones as transformers treats them)."""
+        feeds.update(zip(self.input_names(), args))
+        return self._forward(**feeds)
+
+    def _forward(self, input_ids, attention_mask, token_type_ids=None, entity_ids=None, entity_attention_mask=None,
+                 entity_token_type_ids=None, entity_position_ids=None, entity_start_positions=None,
+                 entity_end_positions=None):
         if self.task == "multiple-choice":  # (B, C, S) -> rows (B*C, S) -> scores (B, C)
             B, C, S = input_ids.shape
             flat = [t.reshape(B * C, S) if t is not None else None for t in (input_ids, attention_mask, token_type_ids)]

@@ -4,12 +4,13 @@
 """
 
 from edgeport.runtime.pipelines.base import Encoded, Pipeline, softmax
+from edgeport.runtime.pipelines.entity import ENTITY_PIPELINES
 from edgeport.runtime.pipelines.qa import QuestionAnswering
 from edgeport.runtime.pipelines.simple import FeatureExtraction, FillMask, TextClassification
 from edgeport.runtime.pipelines.token_classification import TokenClassification
 
 PIPELINES = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,
-                                 FeatureExtraction)}
+                                 FeatureExtraction, *ENTITY_PIPELINES)}
 
 __all__ = ["PIPELINES", "Pipeline", "Encoded", "softmax", "FillMask", "TextClassification",
            "TokenClassification", "QuestionAnswering", "FeatureExtraction"]

@@ -1,0 +1,328 @@
+"""LUKE / mLUKE export: the entity inputs' contract, their sample feeds, the parity grid, the tokenizer files.
+
+Inputs (int64 for ONNX, int32 for TFLite), dims as the manifest records them:
+
+    input_ids, attention_mask[, token_type_ids]           (batch, sequence)
+    entity_ids, entity_attention_mask[,
+      entity_token_type_ids]                              (batch, entities)
+    entity_position_ids                                   (batch, entities, mention)   -1 = no position
+    entity_start_positions, entity_end_positions          (batch, entities)   entity-span-classification
+
+ONNX keeps every one of those axes dynamic; TFLite fixes them at export time (entities: 1 for
+entity-classification, 2 for entity-pair-classification, STATIC_ENTITIES otherwise; mention: the
+tokenizer's max_mention_length). Word-only tasks (text/token classification, question answering,
+multiple choice) export the plain encoder contract. Parity is checked over word and entity lengths
+(`grid`), with padded words and padded entities in the padded rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeport.errors import EdgeportError, ParityError
+from edgeport.manifest import ParityCheck, TensorSpec, TokenizerInfo
+
+STATIC_ENTITIES = 16  # TFLite entity slots for span classification, fill-mask and feature-extraction
+DEFAULT_MENTION = 30  # transformers' LukeTokenizer default max_mention_length
+MIN_ENTITIES = {"entity-pair-classification": 2}  # the head reads entities 0 and 1
+TOKENIZER_FILES = ("sentencepiece.bpe.model", "vocab.json", "merges.txt", "entity_vocab.json",
+                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+_DIMS = {"sequence": ("batch", "sequence"), "entities": ("batch", "entities"),
+         "mention": ("batch", "entities", "mention")}
+_INPUT_AXES = {"entity_position_ids": "mention"}  # others: entity_* -> entities, word inputs -> sequence
+
+
+def input_dims(name: str) -> tuple:
+    """Symbolic dims of one LUKE input."""
+    kind = _INPUT_AXES.get(name) or ("entities" if name.startswith("entity_") else "sequence")
+    return _DIMS[kind]
+
+
+@dataclass
+class EntityContract:
+    """The I/O contract of a LUKE task graph with entity inputs (the encoder Contract's interface:
+    names, dynamic axes, sample args, manifest specs, tolerance)."""
+
+    inputs: list
+    output_dims: dict  # output name -> dims (ints or symbolic names)
+    vocab_size: int
+    entity_vocab_size: int
+    type_vocab_size: int
+    max_positions: int  # word positions the model can embed (RoBERTa: the table minus pad + 1)
+    pad_token_id: int
+    min_entities: int = 1
+    static_entities: int = STATIC_ENTITIES
+    mention: int = DEFAULT_MENTION
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    kind = "entity-encoder"
+    share_transposed: bool = True
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> list:
+        return list(self.output_dims)
+
+    input_names = property(lambda self: list(self.inputs))
+    output_names = property(lambda self: list(self.output_dims))
+
+    def dynamic_axes(self) -> dict:
+        axes = {n: dict(enumerate(input_dims(n))) for n in self.inputs}
+        for name, dims in self.output_dims.items():
+            axes[name] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
+        return axes
+
+    def sample_args(self) -> tuple:
+        """torch int64 feeds at batch 2, length 16, 3 entities, one padded row (what torch.onnx traces)."""
+        feeds = sample_feeds(self, 2, 16, max(3, self.min_entities), padded_rows=1)
+        return tuple(torch.from_numpy(feeds[n]) for n in self.inputs)
+
+    def _fix(self, static) -> dict:
+        if not static:
+            return {}
+        batch, seq = static[:2]
+        return {"batch": batch, "sequence": seq, "entities": self.static_entities, "mention": self.mention}
+
+    def input_specs(self, dtype: str, batch=None, seq=None) -> list:
+        fix = self._fix((batch, seq) if batch else None)
+        return [TensorSpec(n, dtype, [fix.get(d, d) for d in input_dims(n)]) for n in self.inputs]
+
+    def output_specs(self, batch=None, seq=None) -> list:
+        fix = self._fix((batch, seq) if batch else None)
+        return [TensorSpec(n, "float32", [fix.get(d, d) if isinstance(d, str) else d for d in dims])
+                for n, dims in self.output_dims.items()]
+
+    def io_specs(self, dtype: str, static: tuple | None) -> tuple:
+        fix = static or (None, None)
+        return self.input_specs(dtype, *fix), self.output_specs(*fix)
+
+    def longest_static_len(self) -> int:
+        return self.max_positions
+
+
+def entity_contract(ref, mention: int | None = None) -> EntityContract:
+    """The contract of a loaded LUKE reference whose task reads entities (ENTITY_INPUT_TASKS)."""
+    cfg, task = ref.config, ref.task
+    H, L = cfg.hidden_size, cfg.num_labels
+    outs = {
+        "feature-extraction": {"last_hidden_state": ["batch", "sequence", H],
+                               "entity_last_hidden_state": ["batch", "entities", H]},
+        "fill-mask": {"logits": ["batch", "sequence", cfg.vocab_size],
+                      "entity_logits": ["batch", "entities", cfg.entity_vocab_size]},
+        "entity-classification": {"logits": ["batch", L]},
+        "entity-pair-classification": {"logits": ["batch", L]},
+        "entity-span-classification": {"logits": ["batch", "entities", L]},
+    }[task]
+    static_e = {"entity-classification": 1, "entity-pair-classification": 2}.get(task, STATIC_ENTITIES)
+    return EntityContract(list(ref.model.input_names()), outs, cfg.vocab_size, cfg.entity_vocab_size,
+                          cfg.type_vocab_size, cfg.max_position_embeddings - cfg.pad_token_id - 1, cfg.pad_token_id,
+                          MIN_ENTITIES.get(task, 1), static_e, mention or tokenizer_mention(ref.folder))
+
+
+def tokenizer_mention(folder) -> int:
+    """max_mention_length from the checkpoint's tokenizer_config.json (default 30)."""
+    cfg = Path(folder) / "tokenizer_config.json" if folder is not None else None
+    if cfg is not None and cfg.is_file():
+        return int(json.loads(cfg.read_text(encoding="utf-8")).get("max_mention_length") or DEFAULT_MENTION)
+    return DEFAULT_MENTION
+
+
+def sample_feeds(c: EntityContract, batch: int, seq: int, entities: int, padded_rows: int, seed: int = 0) -> dict:
+    """Random words and entities. Padded rows (the last `padded_rows`) keep a shorter word prefix
+    and pad their last entity slot (id [PAD] 0, mask 0, positions -1, start/end 0). Every real
+    entity mentions 1-3 real word positions (the first is never <s> at 0), -1 beyond."""
+    rng = np.random.default_rng(seed + 7919 * batch + 31 * seq + entities)
+    ids = rng.integers(c.pad_token_id + 1, c.vocab_size, size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), np.int64)
+    ent_ids = rng.integers(1, c.entity_vocab_size, size=(batch, entities), dtype=np.int64)
+    ent_mask = np.ones((batch, entities), np.int64)
+    pos = np.full((batch, entities, c.mention), -1, np.int64)
+    starts, ends = np.zeros((batch, entities), np.int64), np.zeros((batch, entities), np.int64)
+    for r in range(batch):
+        keep = seq if r < batch - padded_rows else max(2, seq // (2 + r))
+        mask[r, keep:], ids[r, keep:] = 0, c.pad_token_id
+        real = entities - (1 if r >= batch - padded_rows and entities > c.min_entities else 0)
+        ent_mask[r, real:], ent_ids[r, real:] = 0, 0
+        for e in range(real):
+            a = int(rng.integers(1, max(2, keep - 1)))
+            n = int(min(rng.integers(1, 4), keep - a, c.mention))
+            pos[r, e, :n] = np.arange(a, a + n)
+            starts[r, e], ends[r, e] = a, a + n - 1
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
+             "entity_ids": ent_ids, "entity_attention_mask": ent_mask, "entity_token_type_ids": np.zeros_like(ent_ids),
+             "entity_position_ids": pos, "entity_start_positions": starts, "entity_end_positions": ends}
+    if c.type_vocab_size > 1:
+        feeds["token_type_ids"][:, seq // 2:] = 1
+    return {n: feeds[n] for n in c.inputs}
+
+
+def grid(c: EntityContract, static: tuple | None) -> list:
+    """(batch, seq, entities, padded_rows): each word length with two entity counts, batch 1 unpadded
+    and batch 3 with two padded rows. Static artifacts: their one shape, unpadded and padded."""
+    if static:
+        batch, seq = static[:2]
+        return [(batch, seq, c.static_entities, 0), (batch, seq, c.static_entities, batch)]
+    lengths = [s for s in (8, 37, 128) if s <= c.max_positions] or [c.max_positions]
+    e0 = c.min_entities
+    points = []
+    for i, s in enumerate(lengths):
+        points += [(1, s, e0 + i, 0), (3, s, e0 + 2 + i, 2)]
+    return points
+
+
+def check(model, session, c: EntityContract, points: list) -> list:
+    """Every output at every grid point vs the reference; ParityError names the worst miss."""
+    from edgeport.export.validate import raise_on_misses
+
+    checks = []
+    for batch, seq, ents, padded in points:
+        feeds = sample_feeds(c, batch, seq, ents, padded)
+        with torch.inference_mode():
+            want = model(**{n: torch.from_numpy(v) for n, v in feeds.items()})
+        got = session.run(feeds)
+        for name, w in zip(c.outputs, want):
+            w = w.float().numpy()
+            if name not in got:
+                raise ParityError(f"artifact has no output '{name}' (it has {', '.join(got)})")
+            if got[name].shape != w.shape:
+                raise ParityError(f"shape mismatch on '{name}' at [batch, sequence, entities] {[batch, seq, ents]}: "
+                                  f"artifact {list(got[name].shape)}, reference {list(w.shape)}")
+            diff = float(np.max(np.abs(got[name].astype(np.float64) - w)))
+            tol = c.atol + c.rtol * float(np.max(np.abs(w)))
+            checks.append(ParityCheck(name, [batch, seq, ents], padded, diff, tol, bool(diff <= tol)))
+    return raise_on_misses(checks, "[batch, sequence, entities]")
+
+
+def write_tokenizer(folder: Path | None, out: Path) -> TokenizerInfo | None:
+    """Copy the LUKE/mLUKE tokenizer files (runtime/luke_tokenizer.py reads them); None when the
+    checkpoint has none (a preset)."""
+    if folder is None or not (Path(folder) / "entity_vocab.json").is_file():
+        return None
+    from edgeport.runtime.luke_tokenizer import LukeTokenizer
+
+    tok = LukeTokenizer.from_folder(folder)  # refuses incomplete files before they are shipped
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (Path(folder) / name).is_file():
+            shutil.copy2(Path(folder) / name, out / name)
+            copied.append(name)
+    mask = "<mask>" if "<mask>" in tok.specials else None
+    return TokenizerInfo(file="entity_vocab.json", pad_token_id=tok.pad_id, mask_token=mask, extra_files=copied,
+                         kind="luke")
+
+
+# ---- the LUKE route: convert, validate, write the folder ----------------------------------------------
+
+def to_onnx(model, c: EntityContract, out_dir: Path, opset: int) -> dict:
+    """torch.onnx (TorchScript) with every word, entity and mention axis dynamic -> out_dir/model.onnx.
+    Tied weights are stored once (onnx.share_transposed_weights). Returns the converter notes."""
+    import onnx
+
+    from edgeport.export.onnx import share_transposed_weights
+
+    path = out_dir / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints
+        torch.onnx.export(model, c.sample_args(), str(path), input_names=c.input_names, output_names=c.output_names,
+                          dynamic_axes=c.dynamic_axes(), opset_version=opset, dynamo=False, do_constant_folding=True)
+    proto = onnx.load(str(path))
+    if share_transposed_weights(proto):
+        onnx.save_model(proto, str(path))
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as e:
+        raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset, "exporter": "torch.onnx (TorchScript)"}
+
+
+class Int32Feeds(torch.nn.Module):
+    """For litert-torch: int32 keyword inputs -> the model's int64 inputs; outputs as a name -> tensor dict."""
+
+    def __init__(self, model: torch.nn.Module, c: EntityContract):
+        super().__init__()
+        self.model, self.inputs, self.outputs = model, list(c.inputs), list(c.outputs)
+
+    def forward(self, **feeds):
+        return dict(zip(self.outputs, self.model(*[feeds[n].long() for n in self.inputs])))
+
+
+def to_tflite(model, c: EntityContract, out_dir: Path, batch: int, seq: int) -> dict:
+    """litert-torch at the static shape (batch, seq, c.static_entities, c.mention), int32 inputs,
+    TFLite builtin ops -> out_dir/model.tflite. EdgeportError when litert-torch is missing or fails."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import litert_torch
+    except ImportError:
+        raise EdgeportError("TFLite export of luke needs litert-torch: pip install 'edgeport[tflite]'") from None
+    feeds = sample_feeds(c, batch, seq, c.static_entities, padded_rows=0)
+    sample = {n: torch.from_numpy(v).to(torch.int32) for n, v in feeds.items()}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            litert_torch.convert(Int32Feeds(model, c).eval(), (), sample_kwargs=sample).export(str(out_dir / "model.tflite"))
+    except Exception as e:  # torch.export / MLIR errors: long, many types
+        raise EdgeportError(f"litert-torch could not convert luke: {type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0][:300]}") from None
+    return {"torch": torch.__version__, "litert_torch": getattr(litert_torch, "__version__", "unknown"),
+            "route": "litert-torch (torch.export -> TFLite builtins)",
+            "static_shape": {"batch": batch, "sequence": seq, "entities": c.static_entities, "mention": c.mention},
+            "input_dtype": "int32"}
+
+
+def export_luke(ref, target: str, out: Path, steps, seq_len: int | None = None, batch: int = 1,
+                opset: int = 17) -> Path:
+    """Export a LUKE reference whose task reads entities to `target` ("onnx" dynamic, "tflite" static),
+    validate it over `grid`, copy the tokenizer files, write edgeport.json into `out` (atomically).
+    seq_len: TFLite's static length (default: 128, or the longest the positions allow). Raises
+    EdgeportError on bad input and ParityError on a tolerance miss (then nothing is written)."""
+    import edgeport
+    from edgeport.export.onnx import artifact_files
+    from edgeport.manifest import Manifest, atomic_output_dir, sha256_of
+    from edgeport.runtime.session import open_session
+
+    if target not in ("onnx", "tflite"):
+        raise EdgeportError(f"luke exports to onnx or tflite, not '{target}'")
+    c = entity_contract(ref)
+    static = None
+    if target == "tflite":
+        seq_len = seq_len or min(128, c.max_positions)
+        if seq_len > c.max_positions:
+            raise EdgeportError(f"--seq-len {seq_len} is longer than the model's {c.max_positions} positions")
+        static = (batch, seq_len)
+    with atomic_output_dir(out) as tmp:
+        with steps.step(f"exporting luke {ref.task} to {target}"):
+            converter = to_tflite(ref.model, c, tmp, batch, seq_len) if static else to_onnx(ref.model, c, tmp, opset)
+            artifact = "model.tflite" if static else "model.onnx"
+            files = artifact_files(tmp, artifact)
+        with steps.step("writing tokenizer files"):
+            tok = write_tokenizer(ref.folder, tmp)
+            if tok is None:
+                steps.note("warning: no LUKE tokenizer files (entity_vocab.json ...); the runtime pipelines need them")
+        with steps.step("validating against the reference over word and entity lengths"):
+            checks = check(ref.model, open_session(tmp / artifact), c, grid(c, static))
+            worst = max(checks, key=lambda x: x.max_abs_diff)
+            steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
+                       f"({worst.output} at [batch, sequence, entities] {worst.shape})")
+        with steps.step("writing edgeport.json"):
+            ins, outs = c.io_specs("int32" if static else "int64", static)
+            m = Manifest(family=ref.family.name, task=ref.task, target=target, artifact=artifact, inputs=ins,
+                         outputs=outs, max_sequence_length=seq_len if static else c.max_positions,
+                         static_shapes=static is not None,
+                         labels=ref.config.labels() if ref.task.endswith("classification") else None,
+                         tokenizer=tok, converter=converter, source=ref.source, random_weights=ref.random_weights,
+                         sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
+                         parity=checks, parity_passed=True, edgeport_version=edgeport.__version__)
+            (tmp / "edgeport.json").write_text(m.to_json())
+    if not steps.quiet:
+        print(f"wrote {out}/{artifact}", flush=True)
+    return out

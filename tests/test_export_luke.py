@@ -1,0 +1,145 @@
+"""LUKE artifacts vs the reference over word and entity lengths (ONNX dynamic, TFLite static), their
+manifest, the entity pipelines and `edgeport run --entity-spans`.
+
+Checkpoint: tests/golden/luke/mluke-tiny-entity-classification, a tiny LukeForEntityClassification
+saved by transformers 4.57.6 with its MLukeTokenizer files (scripts/make_luke_golden.py).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeport.errors import EdgeportError
+from edgeport.export.luke import export_luke
+from edgeport.progress import Steps
+from edgeport.reference_models import load_reference
+from edgeport.runtime import pipeline
+from edgeport.runtime.luke_tokenizer import LukeTokenizer
+
+CKPT = Path(__file__).parent / "golden" / "luke" / "mluke-tiny-entity-classification"
+TEXT = "Beyoncé lives in Los Angeles."
+BEYONCE, LOS_ANGELES = (0, 7), (17, 28)
+
+
+def reference(model: str, task: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random heads / preset weights
+        return load_reference(model, task)
+
+
+def export(tmp_path, model, task, target, **kw) -> Path:
+    ref = reference(model, task)
+    return export_luke(ref, target, tmp_path / f"{task}-{target}", Steps(4, quiet=True), **kw)
+
+
+@pytest.fixture(scope="module")
+def onnx_ec(tmp_path_factory):
+    return export(tmp_path_factory.mktemp("luke"), str(CKPT), "entity-classification", "onnx")
+
+
+@pytest.fixture(scope="module")
+def tflite_ec(tmp_path_factory):
+    return export(tmp_path_factory.mktemp("luke"), str(CKPT), "entity-classification", "tflite", seq_len=24)
+
+
+def test_onnx_manifest_records_entity_inputs_and_grid(onnx_ec):
+    m = json.loads((onnx_ec / "edgeport.json").read_text())
+    dims = {i["name"]: i["shape"] for i in m["inputs"]}
+    assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"],
+                    "entity_ids": ["batch", "entities"], "entity_attention_mask": ["batch", "entities"],
+                    "entity_position_ids": ["batch", "entities", "mention"]}
+    shapes = {tuple(p["shape"]) for p in m["parity"]}
+    assert len({s[1] for s in shapes}) >= 3 and len({s[2] for s in shapes}) >= 3  # word and entity lengths vary
+    assert any(p["padded_rows"] for p in m["parity"]) and m["parity_passed"]
+    assert m["tokenizer"]["kind"] == "luke" and "sentencepiece.bpe.model" in m["tokenizer"]["extra_files"]
+    assert m["labels"] == {"0": "person", "1": "location", "2": "organization"}
+
+
+@pytest.mark.parametrize("task", ["entity-pair-classification", "entity-span-classification", "fill-mask",
+                                  "feature-extraction"])
+def test_onnx_every_entity_task_passes_the_grid(tmp_path, task):
+    out = export(tmp_path, "luke-tiny", task, "onnx")
+    m = json.loads((out / "edgeport.json").read_text())
+    assert m["parity_passed"] and len(m["parity"]) >= 6
+    assert max(p["max_abs_diff"] for p in m["parity"]) < 1e-4
+    names = [i["name"] for i in m["inputs"]]
+    assert ("entity_start_positions" in names) == (task == "entity-span-classification")
+
+
+def test_pipeline_matches_transformers_on_runtime_tokenizer_ids(onnx_ec):
+    """The ONNX pipeline's scores vs transformers 5.23's LukeForEntityClassification on the same ids."""
+    transformers = pytest.importorskip("transformers")
+    got = pipeline(onnx_ec)(TEXT, LOS_ANGELES)
+    assert got["entity"] == "Los Angeles" and set(got["scores"]) == {"person", "location", "organization"}
+    enc = LukeTokenizer.from_folder(CKPT, task="entity_classification")(TEXT, entity_spans=[LOS_ANGELES])
+    hf = transformers.LukeForEntityClassification.from_pretrained(str(CKPT)).eval()
+    with torch.no_grad():
+        logits = hf(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits[0].double().numpy()
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    want = {hf.config.id2label[i]: float(v) for i, v in enumerate(p)}
+    assert max(abs(got["scores"][k] - want[k]) for k in want) < 1e-5
+
+
+def test_tflite_is_static_builtin_and_agrees_with_onnx(onnx_ec, tflite_ec):
+    from edgeport.export.tflite import op_names
+
+    m = json.loads((tflite_ec / "edgeport.json").read_text())
+    dims = {i["name"]: i["shape"] for i in m["inputs"]}
+    assert dims["entity_position_ids"] == [1, 1, 30] and dims["input_ids"] == [1, 24] and m["parity_passed"]
+    assert not [op for op in op_names(tflite_ec / "model.tflite") if op.lower().startswith("flex")]
+    a, b = pipeline(onnx_ec)(TEXT, BEYONCE), pipeline(tflite_ec)(TEXT, BEYONCE)
+    assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-5
+
+
+def span_checkpoint(folder: Path) -> Path:
+    """The golden checkpoint's config and tokenizer with a transformers 5.23 span-classification head."""
+    import shutil
+
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LukeConfig.from_pretrained(str(CKPT))
+    torch.manual_seed(0)
+    transformers.LukeForEntitySpanClassification(cfg).save_pretrained(str(folder))
+    for f in CKPT.iterdir():
+        if f.suffix != ".safetensors" and f.name != "config.json":
+            shutil.copy2(f, folder / f.name)
+    return folder
+
+
+def test_span_classification_runs_in_groups(tmp_path):
+    out = export(tmp_path, str(span_checkpoint(tmp_path / "ckpt")), "entity-span-classification", "onnx")
+    p = pipeline(out)
+    spans = [(0, 7), (8, 13), (14, 16), (17, 20), (17, 28), (21, 28)]
+    all_at_once = p(TEXT, spans)
+    assert [r["entity"] for r in all_at_once] == ["Beyoncé", "lives", "in", "Los", "Los Angeles", "Angeles"]
+    p.tokenizer.max_entity_length = 4  # the same spans in groups of 4 and 2
+    grouped = p(TEXT, spans)
+    assert [r["span"] for r in grouped] == [list(s) for s in spans]
+    assert [r["score"] for r in grouped[:4]] != [r["score"] for r in all_at_once[:4]]  # entities attend to each other
+
+
+@pytest.mark.parametrize("spans, message", [([(0, 70)], "outside the text"), ([(3, 3)], "empty or reversed"),
+                                            ([(0, 7), (17, 28)], "one entity span")])
+def test_pipeline_refuses_bad_spans(onnx_ec, spans, message):
+    with pytest.raises(EdgeportError, match=message):
+        pipeline(onnx_ec)(TEXT, spans)
+
+
+def test_pipeline_refuses_a_span_beyond_the_static_length(tflite_ec):
+    long_text = "Tokyo is big. " * 8 + "Beyoncé lives in Los Angeles."
+    start = long_text.index("Los Angeles")
+    with pytest.raises(EdgeportError, match="longer than the 24"):
+        pipeline(tflite_ec)(long_text, (start, start + 11))
+    with pytest.raises(EdgeportError, match="cut off at 24 tokens"):
+        pipeline(tflite_ec, truncate=True)(long_text, (start, start + 11))
+
+
+def test_word_only_tasks_keep_the_encoder_contract():
+    ref = reference("luke-tiny", "text-classification")
+    assert ref.model.input_names() == ("input_ids", "attention_mask")
