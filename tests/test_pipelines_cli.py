@@ -99,3 +99,26 @@ def test_qa_options_from_the_command_line(capsys, qa_export, name, flags):
     got, expected = (got, expected) if isinstance(expected, list) else ([got], [expected])
     assert [(g["answer"], g["start"], g["end"]) for g in got] == [(e["answer"], e["start"], e["end"]) for e in expected]
     assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], rel=1e-4, abs=1e-7)
+
+
+def test_fill_mask_shapes(capsys, mobilebert_ckpt, tmp_path):
+    """One text with one mask: a flat list of candidates (Python and CLI), as transformers' fill-mask;
+    several masks: a list per mask; a list of texts: a list of those."""
+    from edgeport.errors import EdgeportError
+    from edgeport.runtime import pipeline
+
+    folder, _ = mobilebert_ckpt("fill-mask")
+    out = export(str(folder), target="onnx", task="fill-mask", quiet=True, out_dir=tmp_path / "fm")
+    fill = pipeline(out)
+    one = fill("the [MASK] sat on the mat.", top_k=3)
+    assert [sorted(c) for c in one] == [["score", "token"]] * 3
+    cli = run_json(capsys, out, "--text", "the [MASK] sat on the mat.", "--top-k", "3")
+    assert [c["token"] for c in cli] == [c["token"] for c in one]
+    assert [c["score"] for c in cli] == pytest.approx([c["score"] for c in one], rel=1e-6)
+    two = fill(["the [MASK] sat on the [MASK].", "the [MASK] sat on the mat."], top_k=2)
+    assert len(two) == 2 and len(two[0]) == 2 and len(two[0][0]) == 2 and isinstance(two[0][0][0], dict)
+    alone = fill("the [MASK] sat on the mat.", top_k=2)
+    assert [c["token"] for c in two[1]] == [c["token"] for c in alone]
+    assert [c["score"] for c in two[1]] == pytest.approx([c["score"] for c in alone], rel=1e-4)
+    with pytest.raises(EdgeportError, match="top_k must be"):
+        fill("the [MASK] sat.", top_k=0)

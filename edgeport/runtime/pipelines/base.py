@@ -17,6 +17,8 @@ from edgeport.manifest import Manifest
 
 @dataclass
 class Encoded:
+    """Tokenized rows padded into the artifact's inputs."""
+
     feeds: dict  # name -> (B, S) arrays, already in the artifact's dtypes
     lengths: list  # real (unpadded) length per row
     encodings: list  # tokenizers.Encoding per row (offsets, sequence ids, word ids)

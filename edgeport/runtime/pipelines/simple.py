@@ -20,6 +20,8 @@ class FillMask(Pipeline):
     task = "fill-mask"
 
     def __call__(self, texts, top_k: int = 5):
+        if not isinstance(top_k, int) or top_k < 1:
+            raise EdgeportError(f"top_k must be an integer >= 1 (got {top_k!r})")
         single = isinstance(texts, str)
         texts = as_list(texts)
         mask_tok = self.manifest.tokenizer.mask_token
