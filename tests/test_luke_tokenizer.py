@@ -107,3 +107,17 @@ def test_batch_arrays_have_the_model_shapes():
     assert out["entity_position_ids"][1, 1].tolist() == [-1] * 5  # the padded entity
     assert (out["entity_position_ids"] < S).all()
     assert out["entity_end_positions"].shape == (B, 2)
+
+
+def test_tokenizer_is_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgeport.runtime.luke_tokenizer import LukeTokenizer; "
+            f"LukeTokenizer.from_folder({str(GOLDEN / 'mluke')!r}, task='entity_classification')"
+            "('Tokyo is big.', entity_spans=[(0, 5)]); "
+            f"LukeTokenizer.from_folder({str(GOLDEN / 'luke')!r})('Tokyo is big.', entity_spans=[(0, 5)]); "
+            "bad = [m for m in ('torch', 'tensorflow', 'transformers') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
