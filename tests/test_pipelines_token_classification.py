@@ -77,10 +77,12 @@ def test_default_is_none_and_words_come_from_the_text(ner):
     assert got == pipes["onnx"]([TEXTS[0]])[0]
     assert_same_entities(got, transformers.pipeline("token-classification", model=model, tokenizer=tok,
                                                     device="cpu")(TEXTS[0]))
-    for ent in got:
-        assert ent["entity"] != "O" and "index" in ent
-        if ent["word"] in ("[UNK]", "\U0001f600"):
-            assert ent["word"] == "\U0001f600" == TEXTS[0][ent["start"]:ent["end"]]
+    assert all(ent["entity"] != "O" for ent in got)
+    every = pipes["onnx"](TEXTS[0], ignore_labels=())
+    emoji = [ent for ent in every if TEXTS[0][ent["start"]:ent["end"]] == "\U0001f600"]
+    assert len(emoji) == 1 and emoji[0]["word"] == "\U0001f600"  # not the literal [UNK]
+    assert [ent["word"] for ent in every[:3]] == ["d", "##o", "##s"]  # "none": the vocabulary's tokens
+    assert [(ent["start"], ent["end"]) for ent in every[:3]] == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_ignore_labels_and_bad_strategy(ner):
