@@ -65,8 +65,8 @@ TOKENIZER_CONFIGS = {
 }
 TOKENIZER_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<pad>", "<unk>", "<s>", "</s>", "<mask>",
                     ".", ",", "!", "?", "'", "-", "\u4efb", "\u52a1", "\u4efb\u52a1", "##\u52a1", "m\u00f6chte",
-                    "mochte", "caf\u00e9", "cafe", "Caf\u00e9", "Cafe", "Hello", "hello", "World", "world", "na\u00efve",
-                    "naive", "\u00f6", "\u00e9", "##\u00f6", "##\u00e9", "\U0001f600"]
+                    "mochte", "caf\u00e9", "cafe", "Caf\u00e9", "Cafe", "Hello", "hello", "World", "world",
+                    "na\u00efve", "naive", "\u00f6", "\u00e9", "##\u00f6", "##\u00e9", "\U0001f600"]
                    + list(string.ascii_letters) + ["##" + c for c in string.ascii_letters])
 TOKENIZER_TEXTS = [
     "Hello World", "m\u00f6chte", "M\u00d6CHTE caf\u00e9", "Caf\u00e9 na\u00efve", "\u4efb\u52a1", "abc\u4efb\u52a1def",
