@@ -143,3 +143,29 @@ def test_pipeline_refuses_a_span_beyond_the_static_length(tflite_ec):
 def test_word_only_tasks_keep_the_encoder_contract():
     ref = reference("luke-tiny", "text-classification")
     assert ref.model.input_names() == ("input_ids", "attention_mask")
+
+
+def test_cli_export_and_run_with_entity_spans(tmp_path, capsys):
+    from edgeport.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["export", "--model", str(CKPT), "-o", str(out), "-q"]) == 0  # default task: entity-classification
+    capsys.readouterr()
+    assert main(["run", str(out), "--text", TEXT, "--entity-spans", "17:28"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["entity"] == "Los Angeles" and got["label"] in got["scores"]
+    assert got == pipeline(out)(TEXT, LOS_ANGELES)
+    for argv, message in ((["--entity-spans", "17:40"], "outside the text"), ([], "needs --entity-spans"),
+                          (["--entity-spans", "17-28"], "not START:END"),
+                          (["--entity-spans", "0:7", "--top-k", "2"], "--top-k is not used")):
+        assert main(["run", str(out), "--text", TEXT, *argv]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_what_luke_entity_graphs_lack(capsys):
+    from edgeport.cli import main
+
+    assert main(["export", "--model", "luke-tiny", "--target", "tensorrt", "-q"]) == 2
+    assert "onnx or tflite" in capsys.readouterr().err
+    assert main(["export", "--model", "luke-tiny", "--quantize", "int8", "-q"]) == 2
+    assert "--quantize" in capsys.readouterr().err

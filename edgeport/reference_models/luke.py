@@ -264,6 +264,11 @@ class LukeForTask(nn.Module):
         elif task != "feature-extraction":
             raise EdgeportError(f"unknown task '{task}' for luke")
 
+    @property
+    def reads_entities(self) -> bool:
+        """True when the task graph takes entity inputs (export: edgeport/export/luke.py's contract)."""
+        return self.task in ENTITY_INPUT_TASKS
+
     def head_prefixes(self) -> tuple:
         return self.HEAD_PREFIXES
 

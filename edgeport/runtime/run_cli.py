@@ -12,13 +12,15 @@ from edgeport.errors import EdgeportError
 
 QA = "question-answering"
 _TEXT_TASKS = ("fill-mask", "text-classification", "token-classification", "feature-extraction")
+ENTITY_TASKS = ("entity-classification", "entity-pair-classification", "entity-span-classification")  # LUKE
 # option dest -> (its flag, the tasks that use it)
 TASK_OPTIONS = {
     "text_pair": ("--text-pair", ("text-classification",)),
     "question": ("--question", (QA,)),
     "top_k": ("--top-k", ("fill-mask", QA)),
     "pooling": ("--pooling", ("feature-extraction",)),
-    "truncate": ("--truncate", _TEXT_TASKS),
+    "truncate": ("--truncate", _TEXT_TASKS + ENTITY_TASKS),
+    "entity_spans": ("--entity-spans", ENTITY_TASKS),
     "aggregation_strategy": ("--aggregation-strategy", ("token-classification",)),
     "max_answer_len": ("--max-answer-len", (QA,)),
     "doc_stride": ("--doc-stride", (QA,)),
@@ -57,6 +59,12 @@ def run(args) -> object:
         return p(args.question, args.text, **_given(args, "top_k", "max_answer_len", "doc_stride", "max_seq_len",
                                                     "max_question_len", "handle_impossible_answer",
                                                     "align_to_words"))
+    if p.task in ENTITY_TASKS:
+        from edgeport.runtime.pipelines.entity import parse_spans
+
+        if not args.entity_spans:
+            raise EdgeportError(f"{p.task} needs --entity-spans START:END[,START:END...] (character offsets)")
+        return p(args.text, parse_spans(args.entity_spans))
     if p.task == "fill-mask":
         return p(args.text, **_given(args, "top_k"))
     if p.task == "text-classification":
@@ -96,6 +104,8 @@ def register(subparsers):
                    help="question-answering: the empty answer competes (score: the [CLS] span)")
     r.add_argument("--no-align-to-words", dest="align_to_words", action="store_false", default=None,
                    help="question-answering: keep token spans instead of widening them to whole words")
+    r.add_argument("--entity-spans", metavar="S:E,...", help="LUKE entity tasks: character spans of the entities "
+                   "(end exclusive), e.g. 0:7 (entity), 0:7,17:28 (head, tail), or every candidate span")
     r.add_argument("--truncate", action="store_true", default=None,
                    help="cut text longer than the artifact accepts (not question-answering: it uses windows)")
     r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
