@@ -160,6 +160,8 @@ def test_cli_export_and_run_with_entity_spans(tmp_path, capsys):
                           (["--entity-spans", "0:7", "--top-k", "2"], "--top-k is not used")):
         assert main(["run", str(out), "--text", TEXT, *argv]) == 2
         assert message in capsys.readouterr().err
+    assert main(["quantize", str(out), "--scheme", "int8", "-o", str(tmp_path / "q")]) == 2
+    assert "not supported yet" in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
 def test_cli_refuses_what_luke_entity_graphs_lack(capsys):

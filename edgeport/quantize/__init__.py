@@ -105,6 +105,8 @@ def quantize_artifact(folder_or_artifact, scheme: str, out_dir=None, calibration
     m, folder = read_manifest(folder_or_artifact)
     if m.quantization:
         raise EdgeportError(f"{folder} is already quantized ({m.quantization.get('tag')}); quantize its float export")
+    if any(s.name.startswith("entity_") for s in m.inputs):  # calibration and checks feed words only
+        raise EdgeportError(f"{folder}: quantizing {m.family} {m.task} (entity inputs) is not supported yet")
     sch = resolve(scheme, m.target, m.task)
     keep = policy.parse_keep_float(keep_float, m.target, sch)
     out = Path(out_dir) if out_dir else folder.parent / f"{folder.name}-{sch.tag}"
