@@ -171,3 +171,17 @@ def test_cli_refuses_what_luke_entity_graphs_lack(capsys):
     assert "onnx or tflite" in capsys.readouterr().err
     assert main(["export", "--model", "luke-tiny", "--quantize", "int8", "-q"]) == 2
     assert "--quantize" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, target", [("text-classification", "onnx"), ("token-classification", "onnx"),
+                                          ("question-answering", "onnx"), ("multiple-choice", "onnx"),
+                                          ("text-classification", "tflite")])
+def test_word_only_tasks_export_through_the_encoder_route(tmp_path, task, target):
+    from edgeport.export import export as export_any
+
+    out = export_any("luke-tiny", target=target, task=task, out_dir=tmp_path / "o", quiet=True,
+                     seq_len=32 if target == "tflite" else None)
+    m = json.loads((out / "edgeport.json").read_text())
+    assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"] or target == "tflite"
+    assert {i["name"] for i in m["inputs"]} == {"input_ids", "attention_mask"}
+    assert m["parity_passed"] and max(p["max_abs_diff"] for p in m["parity"]) < 1e-4
