@@ -52,6 +52,9 @@ QA_CASES = [
     ("long-short-windows", "Where is the cat?", LONG, {"max_seq_len": 40, "doc_stride": 10, "top_k": 3,
                                                        "handle_impossible_answer": True}),
     ("long-unaligned", "Who lives in France?", LONG, {"align_to_words": False, "max_answer_len": 4}),
+    ("accents-emoji", "Where?", "Zo\u00eb met Ren\u00e9e at the caf\u00e9 \U0001f600 in Paris.", {"top_k": 4}),
+    ("tiny-context-top-k", "who?", "Bob", {"top_k": 5}),
+    ("tiny-context-impossible", "who?", "Bob sat.", {"top_k": 8, "handle_impossible_answer": True}),
 ]
 
 TOKENIZER_CONFIGS = {
