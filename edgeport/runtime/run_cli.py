@@ -84,6 +84,7 @@ def _cmd_run(args):
 
 
 def register(subparsers):
+    """Add the `run` subcommand to `edgeport`'s subparsers (cli.COMMAND_MODULES)."""
     r = subparsers.add_parser("run", help="run an exported artifact on text (pipeline options as transformers')")
     r.add_argument("artifact", help="export folder or its .onnx/.tflite")
     r.add_argument("--text", required=True, help="input text (the context for question-answering)")
