@@ -47,6 +47,12 @@ def _cmd_inspect(a):
         print(f"  tokenizer: {m.tokenizer.file}; max sequence length {m.max_sequence_length}")
 
 
+def _route_note(target, fam) -> str:
+    if target.route != "tflite":
+        return ""
+    return " (Keras route)" if fam.keras_build else " (litert-torch route)"
+
+
 def _cmd_list(a):
     from edgeport.export import TARGETS
     from edgeport.export.lowerings import lowerings_for
@@ -56,10 +62,8 @@ def _cmd_list(a):
         print(f"{name}")
         print(f"  presets: {', '.join(fam.presets)}")
         print(f"  tasks:   {', '.join(fam.tasks)} (default {fam.default_task})")
-        targets = [t + (" (Keras route)" if t == "tflite" and fam.keras_build else
-                        " (litert-torch route)" if t == "tflite" else "") for t in fam.targets]
-        if lowerings_for(name, "tensorrt"):
-            targets.append("tensorrt")
+        targets = [t + _route_note(TARGETS[t], fam) for t in fam.targets]
+        targets += [t for t, tgt in TARGETS.items() if tgt.needs_lowering and lowerings_for(name, t)]
         lows = lowerings_for(name, "onnx")
         print(f"  targets: {', '.join(targets)}" + (f"; onnx lowerings: {', '.join(lows)}" if lows else ""))
     print(f"targets known: {', '.join(TARGETS)}")

@@ -28,6 +28,8 @@ BLOCK_SIZES = (16, 32, 64, 128)
 
 @dataclass(frozen=True)
 class Scheme:
+    """A quantization scheme by its axes; compare with SUPPORTED[target] to know if a target takes it."""
+
     weights: str  # stored weight type
     activations: str  # what the matmuls compute on: float, or int8 quantized at run time / calibrated
     granularity: str  # one scale per tensor, per output channel, or per block of `block_size` inputs

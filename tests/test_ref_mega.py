@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edgeport.reference_models import load_reference
-from edgeport.reference_models.blocks import TASK_OUTPUTS
+from edgeport.reference_models.heads import TASK_HEADS
 from edgeport.reference_models.registry import get_family
 
 GOLDEN = Path(__file__).parent / "golden" / "mega"
@@ -41,7 +41,7 @@ def run(model, g: dict, length: int) -> tuple:
 
 
 def expected(g: dict, task: str, length: int) -> list:
-    names = ("last_hidden_state",) if task == "feature-extraction" else TASK_OUTPUTS[task]
+    names = ("last_hidden_state",) if task == "feature-extraction" else TASK_HEADS[task].outputs
     return [g[f"{n}_{length}"] for n in names]
 
 

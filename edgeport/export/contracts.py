@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import TensorSpec
-from edgeport.reference_models.blocks import TASK_OUTPUTS
+from edgeport.reference_models.heads import head_for, output_dims
 from edgeport.reference_models.decoder import DECODER_INPUTS, DECODER_TASK_OUTPUTS
 
 DEFAULT_OPSET = 17  # every op the encoders and decoders need; onnxruntime 1.20+ runs it
@@ -42,10 +42,12 @@ class Contract:
 
     @property
     def input_names(self) -> list:
+        """Input names in forward() order."""
         return list(self.inputs)
 
     @property
     def output_names(self) -> list:
+        """Output names in the model's return order."""
         return list(self.outputs)
 
     def dynamic_axes(self) -> dict:
@@ -65,10 +67,12 @@ class Contract:
         return tuple(torch.from_numpy(feeds[n]) for n in self.inputs)
 
     def input_specs(self, dtype: str, batch=None, seq=None) -> list:
+        """Manifest TensorSpecs of the inputs (`dtype`: int64 or int32); batch/seq fix those axes."""
         fix = {"batch": batch or "batch", "sequence": seq or "sequence"}
         return [TensorSpec(n, dtype, [fix.get(d, d) for d in self.input_dims]) for n in self.inputs]
 
     def output_specs(self, batch=None, seq=None) -> list:
+        """Manifest TensorSpecs of the float32 outputs; batch/seq fix those axes."""
         fix = {"batch": batch or "batch", "sequence": seq or "sequence"}
         return [TensorSpec(n, "float32", [fix.get(d, d) if isinstance(d, str) else d for d in dims])
                 for n, dims in self.output_dims.items()]
@@ -92,16 +96,8 @@ def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Cont
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if type_vocab > 0 else [])
     if input_names is not None:
         inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tuple(input_names)]
-    input_dims = ["batch", "choices", "sequence"] if task == "multiple-choice" else ["batch", "sequence"]
-    dims = {
-        "feature-extraction": {"last_hidden_state": ["batch", "sequence", hidden_size]},
-        "fill-mask": {"logits": ["batch", "sequence", cfg.vocab_size]},
-        "text-classification": {"logits": ["batch", cfg.num_labels]},
-        "token-classification": {"logits": ["batch", "sequence", cfg.num_labels]},
-        "question-answering": {"start_logits": ["batch", "sequence"], "end_logits": ["batch", "sequence"]},
-        "multiple-choice": {"logits": ["batch", "choices"]},
-    }[task]
-    assert tuple(dims) == TASK_OUTPUTS[task]
+    input_dims = ["batch", "choices", "sequence"] if head_for(task).choices else ["batch", "sequence"]
+    dims = output_dims(task, cfg, hidden_size)
     # MEGA calls it max_positions; a family with neither has no table limit we know of
     max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_positions", None) or 512
     return Contract(inputs, input_dims, list(dims), dims, cfg.vocab_size, type_vocab, max_pos)
@@ -128,18 +124,22 @@ class DecoderContract:
 
     @property
     def input_names(self) -> list:
+        """input_ids, attention_mask, position_ids, past_keys, past_values."""
         return list(DECODER_INPUTS)
 
     @property
     def output_names(self) -> list:
+        """logits, present_keys, present_values."""
         return list(DECODER_TASK_OUTPUTS["text-generation"])
 
     def dims(self, cache_axis: str, seq: str = "sequence") -> dict:
+        """Dims of ids/positions (B, S), the cache (L, B, KV, `cache_axis`, D) and logits (B, S, V)."""
         cache = [self.layers, "batch", self.kv_heads, cache_axis, self.head_dim]
         return {"input_ids": ["batch", seq], "position_ids": ["batch", seq], "past_keys": cache,
                 "past_values": cache, "logits": ["batch", seq, self.vocab_size]}
 
     def dynamic_axes(self) -> dict:
+        """torch.onnx dynamic_axes: batch, sequence, past and total (past + sequence)."""
         cache_in, cache_out = {1: "batch", 3: "past"}, {1: "batch", 3: "total"}
         return {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
                 "position_ids": {0: "batch", 1: "sequence"}, "past_keys": cache_in, "past_values": cache_in,

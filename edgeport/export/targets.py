@@ -22,6 +22,8 @@ DEFAULT_SEQ_LEN = 128
 
 @dataclass(frozen=True)
 class Target:
+    """One target's row (see the module docstring's table)."""
+
     name: str
     static_shapes: bool  # batch and sequence fixed at export time
     input_dtype: str  # numpy dtype of integer inputs (token ids, masks, positions)

@@ -52,6 +52,8 @@ class CustomOpLibrary:
 
 @dataclass(frozen=True)
 class Lowering:
+    """One registered lowering of (family, target, name): the fields of the module docstring."""
+
     family: str
     target: str  # onnx | tflite | tensorrt
     name: str

@@ -79,6 +79,13 @@ def _signature_feeds(src: Path, feeds: list) -> tuple:
 
 
 def quantize_tflite(src: Path, dst: Path, scheme: Scheme, keep_float: list, calib: list) -> dict:
+    """Quantize the .tflite at `src` into `dst` with ai-edge-quantizer (recipe_for(scheme, keep_float)).
+
+    keep_float: policy group names kept in float (embeddings, ffn-down); calib: feed dicts {input name:
+    int array (1, S)} for int8-static calibration (ignored otherwise). Returns converter notes
+    {ai_edge_quantizer version, tool, calibration_samples}. Raises EdgeportError when ai-edge-quantizer
+    is missing, or int8-static has no calibration feeds.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         from ai_edge_quantizer import quantizer

@@ -16,24 +16,15 @@ from torch import nn
 
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
-from edgeport.reference_models.config import ModelConfig
+from edgeport.reference_models.config import EncoderConfig
+from edgeport.reference_models.heads import head_for
 from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 
 @dataclass
-class BertConfig(ModelConfig):
+class BertConfig(EncoderConfig):
     model_type = "bert"
     pre_layer_norm: ClassVar[bool] = False  # False: BERT's post-LN; True: MegatronBERT's pre-LN layout
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
     position_embedding_type: str = "absolute"  # "relative_key*" configs predate transformers 5: refused
     tie_word_embeddings: bool = True  # the MLM decoder reuses the word embeddings (untied: refused)
 
@@ -236,7 +227,7 @@ def check_tied(cfg: BertConfig, task: str):
 def build_bert(cfg: BertConfig, task: str) -> EncoderForTask:
     """BERT or MegatronBERT (by `cfg.pre_layer_norm`) for `task`, under HF's prefix `bert`."""
     check_tied(cfg, task)
-    pooled_only = task in ("text-classification", "multiple-choice")
+    pooled_only = head_for(task).reads == "pooled"
     backbone = Bert(cfg, pooler=pooled_only, cls_only=pooled_only)
     mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None
     model = EncoderForTask("bert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm)

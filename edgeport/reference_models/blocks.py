@@ -1,4 +1,4 @@
-"""Blocks shared by the encoder families: activations, attention, task heads."""
+"""Blocks shared by the encoder families: activations, attention, the task-model wrapper (heads: heads.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeport.errors import EdgeportError
+from edgeport.reference_models.heads import head_for
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -22,6 +23,7 @@ ACTIVATIONS = {
 
 
 def activation(name: str):
+    """The activation function named by an HF config (`hidden_act`); EdgeportError for unknown names."""
     if name not in ACTIVATIONS:
         raise EdgeportError(f"activation '{name}' is not supported; supported: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
@@ -55,40 +57,32 @@ def attention(q, k, v, bias, num_heads: int):
     return torch.matmul(probs, v).transpose(1, 2).reshape(B, S, HD)
 
 
-# Output names per task: the export contracts and the runtime's post-processing rely on them.
-TASK_OUTPUTS = {
-    "feature-extraction": ("last_hidden_state",),
-    "fill-mask": ("logits",),
-    "text-classification": ("logits",),
-    "token-classification": ("logits",),
-    "question-answering": ("start_logits", "end_logits"),
-    "multiple-choice": ("logits",),  # inputs (B, C, S) -> logits (B, C)
-}
-
-
 class EncoderForTask(nn.Module):
-    """A backbone under `prefix` (HF's attribute name, so checkpoint keys match) plus a task head.
+    """A backbone under `prefix` (HF's attribute name, so checkpoint keys match) plus the task's head
+    (heads.py): the registry's default module under its transformers name, or the family's own chain
+    `heads[task] = [(attribute, module), ...]` applied in order (`mlm_head`: the fill-mask head as `cls`).
 
-    The backbone returns (sequence_output (B, S, H), pooled_output (B, H) or None).
+    `encode(...)` returns (sequence_output (B, S, H), pooled_output (B, H) or None); by default the
+    backbone's own return. Multiple-choice inputs (B, C, S) run as (B*C, S) rows -> logits (B, C).
     """
 
     HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
 
     def __init__(self, prefix: str, backbone: nn.Module, task: str, hidden_size: int, num_labels: int,
-                 mlm_head: nn.Module | None = None):
+                 mlm_head: nn.Module | None = None, heads: dict | None = None):
         super().__init__()
-        self.prefix, self.task = prefix, task
+        self.prefix, self.task, self.head = prefix, task, head_for(task)
         self.add_module(prefix, backbone)
-        if task in ("text-classification", "token-classification"):
-            self.classifier = nn.Linear(hidden_size, num_labels)
-        elif task == "question-answering":
-            self.qa_outputs = nn.Linear(hidden_size, 2)
-        elif task == "multiple-choice":
-            self.classifier = nn.Linear(hidden_size, 1)  # one score per (question, choice) row
-        elif task == "fill-mask":
-            self.cls = mlm_head
-        elif task != "feature-extraction":
-            raise EdgeportError(f"unknown task '{task}'")
+        chain = dict(heads or {}).get(task)
+        if chain is None and task == "fill-mask" and mlm_head is not None:
+            chain = [("cls", mlm_head)]
+        if chain is None and self.head.module is not None:
+            chain = [(self.head.attr, self.head.module(hidden_size, num_labels))]
+        if chain is None and self.head.attr is not None:
+            raise EdgeportError(f"task '{task}' needs the family's own head module")
+        self.head_chain = [name for name, _ in chain or ()]
+        for name, module in chain or ():
+            self.add_module(name, module)
 
     @property
     def backbone(self) -> nn.Module:
@@ -97,20 +91,17 @@ class EncoderForTask(nn.Module):
     def head_prefixes(self) -> tuple:
         return self.HEAD_PREFIXES + (f"{self.prefix}.pooler.",)
 
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
+        """-> (sequence_output (B, S, H), pooled_output (B, H) or None)."""
+        return self.backbone(input_ids, attention_mask, token_type_ids)
+
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        if self.task == "multiple-choice":  # (B, C, S) -> rows (B*C, S) -> scores (B, C)
+        if self.head.choices:  # (B, C, S) -> rows (B*C, S)
             B, C, S = input_ids.shape
-            flat = [t.reshape(B * C, S) if t is not None else None for t in (input_ids, attention_mask, token_type_ids)]
-            _, pooled = self.backbone(*flat)
-            return (self.classifier(pooled).view(B, C),)
-        seq, pooled = self.backbone(input_ids, attention_mask, token_type_ids)
-        if self.task == "feature-extraction":
-            return (seq,)
-        if self.task == "text-classification":
-            return (self.classifier(pooled),)
-        if self.task == "token-classification":
-            return (self.classifier(seq),)
-        if self.task == "question-answering":
-            start, end = self.qa_outputs(seq).unbind(-1)  # (B, S) each
-            return (start, end)
-        return (self.cls(seq),)
+            input_ids, attention_mask, token_type_ids = (t.reshape(B * C, S) if t is not None else None
+                                                         for t in (input_ids, attention_mask, token_type_ids))
+        seq, pooled = self.encode(input_ids, attention_mask, token_type_ids)
+        y = pooled if self.head.reads == "pooled" else seq
+        for name in self.head_chain:
+            y = getattr(self, name)(y)
+        return (y.view(B, C),) if self.head.choices else self.head.finish(y)

@@ -47,3 +47,21 @@ class ModelConfig:
 
     def labels(self) -> dict:
         return {str(i): lab for i, lab in (self.id2label or {0: "LABEL_0", 1: "LABEL_1"}).items()}
+
+
+@dataclass
+class EncoderConfig(ModelConfig):
+    """Fields every BERT-like encoder family shares (bert and its derivatives, mobilebert, deberta);
+    defaults are BERT-base's, and a family re-declares only the defaults that differ. MEGA keeps its
+    own config: no attention heads, no hidden_act, `max_positions` instead of max_position_embeddings."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768  # width of the residual stream between blocks
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072  # feed-forward width
+    hidden_act: str = "gelu"  # blocks.ACTIVATIONS name
+    max_position_embeddings: int = 512  # the position table's length: the longest input
+    type_vocab_size: int = 2  # 0: no token type embedding, the model takes no token_type_ids
+    initializer_range: float = 0.02  # std of random-preset weights
+    layer_norm_eps: float = 1e-12

@@ -183,18 +183,16 @@ class ConvBertForTask(EncoderForTask):
     def __init__(self, cfg: ConvBertConfig, task: str):
         backbone = ConvBert(cfg)
         backbone.cls_only = task == "text-classification"
-        super().__init__("convbert", backbone, task, cfg.hidden_size, cfg.num_labels)
-        if task == "text-classification":
-            self.classifier = ClassificationHead(cfg)
-        elif task == "fill-mask":
-            self.generator_predictions = GeneratorPredictions(cfg)
-            self.generator_lm_head = TiedDecoder(backbone.embeddings.word_embeddings)
+        heads = {task: HEADS[task](cfg, backbone)} if task in HEADS else None
+        super().__init__("convbert", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        if self.task != "fill-mask":
-            return super().forward(input_ids, attention_mask, token_type_ids)
-        seq, _ = self.backbone(input_ids, attention_mask, token_type_ids)
-        return (self.generator_lm_head(self.generator_predictions(seq)),)  # (B, S, V)
+
+# ConvBERT's own heads (heads.py defaults for the other tasks): task -> (cfg, backbone) -> [(attribute, module)]
+HEADS = {
+    "text-classification": lambda cfg, bb: [("classifier", ClassificationHead(cfg))],
+    "fill-mask": lambda cfg, bb: [("generator_predictions", GeneratorPredictions(cfg)),
+                                  ("generator_lm_head", TiedDecoder(bb.embeddings.word_embeddings))],
+}
 
 
 def _init_extra(model: nn.Module, std: float):

@@ -16,8 +16,9 @@ from torch import nn
 
 from edgeport.errors import EdgeportError
 from edgeport.ops.disentangled_attention import DisentangledAttention
-from edgeport.reference_models.blocks import activation, init_weights
-from edgeport.reference_models.config import ModelConfig
+from edgeport.reference_models.blocks import EncoderForTask, activation, init_weights
+from edgeport.reference_models.config import EncoderConfig
+from edgeport.reference_models.heads import head_for
 from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 TASKS = ENCODER_TASKS + ("multiple-choice",)
@@ -27,19 +28,12 @@ HEAD_PREFIXES = ("cls.", "lm_predictions.", "pooler.", "classifier.", "qa_output
 
 
 @dataclass
-class DebertaConfig(ModelConfig):
+class DebertaConfig(EncoderConfig):
     """Defaults are transformers' DebertaConfig defaults: keys missing from config.json mean these."""
 
     model_type = "deberta"
     vocab_size: int = 50265
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    max_position_embeddings: int = 512
     type_vocab_size: int = 0  # 0: no token type embedding, the model takes no token_type_ids
-    initializer_range: float = 0.02
     layer_norm_eps: float = 1e-7
     relative_attention: bool = False  # disentangled c2p/p2c terms from a relative-position table
     max_relative_positions: int = -1  # < 1: max_position_embeddings (normalised in __post_init__)
@@ -357,68 +351,41 @@ class ContextPooler(nn.Module):
         return self.act(self.dense(seq[:, 0]))  # (B, H)
 
 
-class DebertaForTask(nn.Module):
-    """The backbone under `deberta` plus one task head, with transformers' head names.
-
-    multiple-choice takes (B, C, S) inputs, runs (B*C, S) rows and returns logits (B, C).
+class DebertaForTask(EncoderForTask):
+    """The backbone under `deberta` plus one task head (heads.py), with transformers' head names: the
+    MLM head as `cls` (legacy v1 checkpoints) or `lm_predictions`; pooled heads read `pooler` ([CLS] ->
+    dense -> pooler_hidden_act). multiple-choice takes (B, C, S) inputs and returns logits (B, C).
     """
 
-    prefix = "deberta"
+    HEAD_PREFIXES = HEAD_PREFIXES
 
     def __init__(self, cfg: DebertaConfig, backbone: Deberta, task: str):
-        super().__init__()
         if task not in TASKS:
             raise EdgeportError(f"unknown task '{task}'")
-        self.task, self.input_names = task, cfg.input_names
-        self.deberta = backbone
-        word = backbone.embeddings.word_embeddings
-        if task == "fill-mask":
-            if not cfg.tie_word_embeddings:
-                raise EdgeportError("fill-mask with tie_word_embeddings=false is not supported")
-            if cfg.legacy:
-                self.cls = LegacyMLMHead(cfg, word)
-            else:
-                self.lm_predictions = MLMHead(cfg, word)
-        elif task in ("text-classification", "multiple-choice"):
+        heads = {"fill-mask": [mlm_head(cfg, backbone.embeddings.word_embeddings)]} if task == "fill-mask" else None
+        super().__init__("deberta", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
+        self.input_names = cfg.input_names
+        if self.head.reads == "pooled":
             self.pooler = ContextPooler(cfg)
-            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels if task == "text-classification" else 1)
-        elif task == "token-classification":
-            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
-        elif task == "question-answering":
-            self.qa_outputs = nn.Linear(cfg.hidden_size, 2)
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.deberta
 
     def head_prefixes(self) -> tuple:
         return HEAD_PREFIXES
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        if self.task == "multiple-choice":
-            return self._multiple_choice(input_ids, attention_mask, token_type_ids)
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
         seq = self.deberta(input_ids, attention_mask, token_type_ids)  # (B, S, H)
-        if self.task == "feature-extraction":
-            return (seq,)
-        if self.task == "fill-mask":
-            return ((self.cls if hasattr(self, "cls") else self.lm_predictions)(seq),)
-        if self.task == "text-classification":
-            return (self.classifier(self.pooler(seq)),)
-        if self.task == "token-classification":
-            return (self.classifier(seq),)
-        start, end = self.qa_outputs(seq).unbind(-1)  # (B, S) each
-        return (start, end)
+        return seq, (self.pooler(seq) if self.head.reads == "pooled" else None)
 
-    def _multiple_choice(self, input_ids, attention_mask, token_type_ids):
-        B, C, S = input_ids.shape
-        flat = [t.reshape(B * C, S) if t is not None else None for t in (input_ids, attention_mask, token_type_ids)]
-        seq = self.deberta(*flat)  # (B*C, S, H)
-        return (self.classifier(self.pooler(seq)).view(B, C),)
+
+def mlm_head(cfg: DebertaConfig, word: nn.Embedding) -> tuple:
+    """(attribute, module) of the MLM head tied to `word`; EdgeportError for an untied config."""
+    if not cfg.tie_word_embeddings:
+        raise EdgeportError("fill-mask with tie_word_embeddings=false is not supported")
+    return ("cls", LegacyMLMHead(cfg, word)) if cfg.legacy else ("lm_predictions", MLMHead(cfg, word))
 
 
 def build_task_model(cfg: DebertaConfig, task: str, backbone_cls) -> DebertaForTask:
     backbone = backbone_cls(cfg)
-    backbone.cls_only = task in ("text-classification", "multiple-choice")
+    backbone.cls_only = head_for(task).reads == "pooled"
     model = DebertaForTask(cfg, backbone, task)
     init_weights(model, cfg.initializer_range)
     return model.eval()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeport.errors import EdgeportError
-from edgeport.reference_models.blocks import activation, init_weights
+from edgeport.reference_models.blocks import EncoderForTask, activation, init_weights
 from edgeport.reference_models.config import ModelConfig
 from edgeport.reference_models.registry import register_family
 
@@ -411,49 +411,39 @@ class ClassificationHead(nn.Module):
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.num_labels)
 
-    def forward(self, seq):
-        return self.out_proj(torch.tanh(self.dense(seq[:, 0])))  # (B, num_labels)
+    def forward(self, first):  # (B, H) first token
+        return self.out_proj(torch.tanh(self.dense(first)))  # (B, num_labels)
 
 
-class MegaForTask(nn.Module):
-    """The backbone under `mega` plus HF's head for the task; outputs as in blocks.TASK_OUTPUTS."""
+class MegaForTask(EncoderForTask):
+    """The backbone under `mega` plus HF's head for the task (heads.py); pooled heads read the first token."""
 
-    prefix = "mega"
+    HEAD_PREFIXES = ("mlm_head.", "dense.", "classifier.", "qa_outputs.")
 
     def __init__(self, cfg: MegaConfig, task: str):
-        super().__init__()
         if task not in TASKS:
             raise EdgeportError(f"mega has no task '{task}'; tasks: {', '.join(TASKS)}")
-        self.task = task
-        self.mega = Mega(cfg)
-        if task == "fill-mask":
-            if cfg.add_lm_hidden_dense_layer:
-                self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-            self.mlm_head = MLMHead(cfg, self.mega.embedding_layer.word_embeddings)
-        elif task == "text-classification":
-            self.classifier = ClassificationHead(cfg)
-        elif task == "token-classification":
-            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
-        elif task == "question-answering":
-            self.qa_outputs = nn.Linear(cfg.hidden_size, 2)
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.mega
+        backbone = Mega(cfg)
+        heads = {task: HEADS[task](cfg, backbone)} if task in HEADS else None
+        super().__init__("mega", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
 
     def head_prefixes(self) -> tuple:
-        return ("mlm_head.", "dense.", "classifier.", "qa_outputs.")
+        return self.HEAD_PREFIXES
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
         seq = self.mega(input_ids, attention_mask, token_type_ids)  # (B, L, H)
-        if self.task == "feature-extraction":
-            return (seq,)
-        if self.task == "fill-mask":
-            return (self.mlm_head(torch.tanh(self.dense(seq)) if hasattr(self, "dense") else seq),)
-        if self.task == "question-answering":
-            start, end = self.qa_outputs(seq).unbind(-1)  # (B, L) each
-            return (start, end)
-        return (self.classifier(seq),)
+        return seq, seq[:, 0]
+
+
+def _mlm(cfg: MegaConfig, backbone: Mega) -> list:
+    """HF's MegaForMaskedLM: an optional dense + tanh, then the tied MLM head."""
+    dense = [("dense", nn.Linear(cfg.hidden_size, cfg.hidden_size)), ("dense_act", nn.Tanh())]
+    return (dense if cfg.add_lm_hidden_dense_layer else []) + \
+        [("mlm_head", MLMHead(cfg, backbone.embedding_layer.word_embeddings))]
+
+
+# MEGA's own heads (heads.py defaults for the other tasks): task -> (cfg, backbone) -> [(attribute, module)]
+HEADS = {"fill-mask": _mlm, "text-classification": lambda cfg, bb: [("classifier", ClassificationHead(cfg))]}
 
 
 @register_family("mega", config=MegaConfig, presets=PRESETS, tasks=TASKS, default_task="fill-mask")

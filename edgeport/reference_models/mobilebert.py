@@ -13,25 +13,21 @@ from torch import nn
 
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
-from edgeport.reference_models.config import ModelConfig
+from edgeport.reference_models.config import EncoderConfig
+from edgeport.reference_models.heads import head_for
 from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 NORMALIZATIONS = ("no_norm", "layer_norm")
 
 
 @dataclass
-class MobileBertConfig(ModelConfig):
+class MobileBertConfig(EncoderConfig):
     model_type = "mobilebert"
-    vocab_size: int = 30522
     hidden_size: int = 512  # width between blocks (the "inter-block" size)
     num_hidden_layers: int = 24
     num_attention_heads: int = 4
     intermediate_size: int = 512
     hidden_act: str = "relu"
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
     embedding_size: int = 128  # word embedding width before the trigram transformation
     trigram_input: bool = True  # concat embeddings of tokens i+1, i, i-1 before projecting
     use_bottleneck: bool = True  # project hidden_size -> intra_bottleneck_size inside each block
@@ -289,7 +285,7 @@ class MLMHead(nn.Module):
                  tasks=ENCODER_TASKS + ("multiple-choice",),
                  keras_build="edgeport.reference_models.mobilebert_keras:build_keras")
 def build(cfg: MobileBertConfig, task: str) -> EncoderForTask:
-    backbone = MobileBert(cfg, pooler=task in ("text-classification", "multiple-choice"))
+    backbone = MobileBert(cfg, pooler=head_for(task).reads == "pooled")
     mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None
     model = EncoderForTask("mobilebert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm)
     init_weights(model, cfg.initializer_range)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from edgeport.errors import EdgeportError
@@ -14,6 +14,8 @@ ENCODER_TASKS = ("feature-extraction", "fill-mask", "text-classification", "toke
 
 @dataclass
 class Family:
+    """A registered family: how to read its config, build its task models, and what it offers."""
+
     name: str  # edgeport id, e.g. "mobilebert"
     config_cls: type  # typed config; `from_hf(dict)` reads an HF config.json
     build: Callable  # build(config, task) -> torch.nn.Module (the reference model for that task)
@@ -21,9 +23,10 @@ class Family:
     tasks: tuple
     presets: dict  # preset name -> HF-style config dict
     default_task: str
-    keras_build: Callable | None = None  # build_keras(config, task, state_dict, batch, seq) for TF routes
+    # "module:function" of build_keras(config, task, state_dict, batch, seq), imported only by the TFLite
+    # route (so listing families never imports TensorFlow); None: TFLite goes through litert-torch.
+    keras_build: str | None = None
     targets: tuple = ("onnx", "tflite")
-    notes: dict = field(default_factory=dict)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -64,11 +67,13 @@ def _load_all():
 
 
 def families() -> dict[str, Family]:
+    """{family id: Family} of every family module (imported once)."""
     _load_all()
     return dict(_FAMILIES)
 
 
 def get_family(name: str) -> Family:
+    """The Family by edgeport id; EdgeportError naming the known ones otherwise."""
     fams = families()
     if name not in fams:
         raise EdgeportError(f"unknown family '{name}'; known: {', '.join(sorted(fams))}")
@@ -76,16 +81,9 @@ def get_family(name: str) -> Family:
 
 
 def family_for_model_type(model_type: str) -> Family:
+    """The Family loading HF `model_type`; EdgeportError naming the supported families otherwise."""
     for fam in families().values():
         if model_type in fam.model_types:
             return fam
     raise EdgeportError(f"model_type '{model_type}' is not supported; supported families: "
                         f"{', '.join(sorted(families()))}")
-
-
-def find_preset(name: str):
-    """(family, preset config dict) for a preset name, or None."""
-    for fam in families().values():
-        if name in fam.presets:
-            return fam, fam.presets[name]
-    return None

@@ -34,6 +34,9 @@ def positions_from_mask(mask: np.ndarray, new_tokens: int) -> np.ndarray:
 
 
 class OrtDecoder:
+    """One ONNX graph for prefill and decode; the present keys/values stay onnxruntime OrtValues and are
+    bound back as the next past (int64 ids/mask/positions)."""
+
     backend = "onnxruntime"
 
     def __init__(self, path, info: dict, threads: int | None = None):
@@ -71,6 +74,9 @@ class OrtDecoder:
 
 
 class LiteRTDecoder:
+    """`prefill` (B, Sp) and `decode` (B, 1) signatures over a static rolling cache of C slots (int32
+    feeds, static batch: smaller batches are padded with masked rows)."""
+
     backend = "litert"
 
     def __init__(self, path, info: dict, threads: int | None = None):
@@ -124,6 +130,14 @@ class LiteRTDecoder:
 
 
 def open_decoder(path, info: dict, threads: int | None = None):
+    """The decoder backend for an artifact file: OrtDecoder (.onnx, growing cache bound through IOBinding)
+    or LiteRTDecoder (.tflite, prefill/decode signatures over a static cache).
+
+    info: the manifest's `decoder` block (layers, kv_heads, head_dim, static_cache, ...); threads: CPU
+    threads (default: all cores). Both give reset(batch), step(ids, new_mask, positions) -> logits
+    (B, S, V) float32 and cache() -> (keys, values) (L, B, KV, slots, D). Raises EdgeportError for
+    another file type or an artifact the backend cannot load.
+    """
     p = Path(path)
     if p.suffix == ".tflite":
         return LiteRTDecoder(p, info, threads)
@@ -136,6 +150,8 @@ def open_decoder(path, info: dict, threads: int | None = None):
 
 @dataclass
 class Sampling:
+    """Sampling settings; `check()` raises EdgeportError on values out of range."""
+
     temperature: float = 0.0  # 0: greedy (argmax)
     top_k: int = 0  # 0: no top-k cut
     top_p: float = 1.0  # nucleus: smallest set of tokens whose probability reaches top_p
