@@ -112,17 +112,16 @@ class EntityContract:
 
 def entity_contract(ref, mention: int | None = None) -> EntityContract:
     """The contract of a loaded LUKE reference whose task reads entities (ENTITY_INPUT_TASKS)."""
-    cfg, task = ref.config, ref.task
-    H, L = cfg.hidden_size, cfg.num_labels
-    outs = {
+    from edgeport.reference_models.heads import output_dims
+
+    cfg, task, H = ref.config, ref.task, ref.config.hidden_size
+    own = {  # LUKE's outputs beyond the shared heads' (reference_models/luke.py ENTITY_OUTPUTS)
         "feature-extraction": {"last_hidden_state": ["batch", "sequence", H],
                                "entity_last_hidden_state": ["batch", "entities", H]},
         "fill-mask": {"logits": ["batch", "sequence", cfg.vocab_size],
                       "entity_logits": ["batch", "entities", cfg.entity_vocab_size]},
-        "entity-classification": {"logits": ["batch", L]},
-        "entity-pair-classification": {"logits": ["batch", L]},
-        "entity-span-classification": {"logits": ["batch", "entities", L]},
-    }[task]
+    }
+    outs = own[task] if task in own else output_dims(task, cfg, H)
     static_e = {"entity-classification": 1, "entity-pair-classification": 2}.get(task, STATIC_ENTITIES)
     return EntityContract(list(ref.model.input_names()), outs, cfg.vocab_size, cfg.entity_vocab_size,
                           cfg.type_vocab_size, cfg.max_position_embeddings - cfg.pad_token_id - 1, cfg.pad_token_id,

@@ -26,18 +26,30 @@ from torch import nn
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.bert import BertConfig, Embeddings, Intermediate, Pooler, ResidualOutput
 from edgeport.reference_models.blocks import activation, additive_mask, attention, init_weights
+from edgeport.reference_models.heads import head_for, register_head
 from edgeport.reference_models.registry import ENCODER_TASKS, register_family
+
+# LUKE's entity heads (transformers' LukeForEntity*Classification), in the shared head registry. They read
+# the entity states: the first entity, the first two concatenated, or every entity with the word states
+# at its mention's first and last token.
+register_head("entity-classification", outputs=("logits",), reads="entities", attr="classifier",
+              module=lambda hidden, labels: nn.Linear(hidden, labels),
+              dims=lambda cfg, h: {"logits": ["batch", cfg.num_labels]})
+register_head("entity-pair-classification", outputs=("logits",), reads="entities", attr="classifier",
+              module=lambda hidden, labels: nn.Linear(2 * hidden, labels, bias=False),
+              dims=lambda cfg, h: {"logits": ["batch", cfg.num_labels]})
+register_head("entity-span-classification", outputs=("logits",), reads="entities", attr="classifier",
+              module=lambda hidden, labels: nn.Linear(3 * hidden, labels),
+              dims=lambda cfg, h: {"logits": ["batch", "entities", cfg.num_labels]})
 
 ENTITY_TASKS = ("entity-classification", "entity-pair-classification", "entity-span-classification")
 TASKS = ENCODER_TASKS + ("multiple-choice",) + ENTITY_TASKS
 # Tasks whose graph reads entities (the others are RoBERTa-like and take words only).
 ENTITY_INPUT_TASKS = ("feature-extraction", "fill-mask") + ENTITY_TASKS
-TASK_OUTPUTS = {
+# LUKE's own outputs where they differ from the shared heads': entity states and entity predictions too.
+ENTITY_OUTPUTS = {
     "feature-extraction": ("last_hidden_state", "entity_last_hidden_state"),
     "fill-mask": ("logits", "entity_logits"),
-    "entity-classification": ("logits",),
-    "entity-pair-classification": ("logits",),
-    "entity-span-classification": ("logits",),
 }
 
 
@@ -233,8 +245,9 @@ class LukeForTask(nn.Module):
     entity_attention_mask[, entity_token_type_ids] (B, E), entity_position_ids (B, E, M);
     entity-span-classification also entity_start_positions, entity_end_positions (B, E).
     token_type_ids appear only when type_vocab_size > 1 (LUKE's checkpoints have 1).
-    Outputs (float32) per TASK_OUTPUTS / blocks.TASK_OUTPUTS: entity-classification and
-    entity-pair-classification logits (B, labels), entity-span-classification (B, E, labels).
+    Outputs (float32): ENTITY_OUTPUTS for feature-extraction and fill-mask (with entity inputs; the
+    word output alone without them), else the shared head registry's (heads.py): entity-classification
+    and entity-pair-classification logits (B, labels), entity-span-classification (B, E, labels).
     """
 
     prefix = "luke"
@@ -247,22 +260,14 @@ class LukeForTask(nn.Module):
         super().__init__()
         self.task, self.cfg = task, cfg
         self.luke = Luke(cfg, pooler=task in ("text-classification", "multiple-choice"))
-        H, L = cfg.hidden_size, cfg.num_labels
+        if task not in TASKS:
+            raise EdgeportError(f"unknown task '{task}' for luke; tasks: {', '.join(TASKS)}")
+        self.head = head_for(task)
         if task == "fill-mask":
             self.lm_head = LMHead(cfg)
             self.entity_predictions = EntityPredictionHead(cfg, self.luke.entity_embeddings.entity_embeddings)
-        elif task in ("text-classification", "token-classification", "entity-classification"):
-            self.classifier = nn.Linear(H, L)
-        elif task == "multiple-choice":
-            self.classifier = nn.Linear(H, 1)
-        elif task == "question-answering":
-            self.qa_outputs = nn.Linear(H, 2)
-        elif task == "entity-pair-classification":
-            self.classifier = nn.Linear(2 * H, L, bias=False)
-        elif task == "entity-span-classification":
-            self.classifier = nn.Linear(3 * H, L)
         elif task != "feature-extraction":
-            raise EdgeportError(f"unknown task '{task}' for luke")
+            self.add_module(self.head.attr, self.head.module(cfg.hidden_size, cfg.num_labels))
 
     @property
     def reads_entities(self) -> bool:
@@ -291,7 +296,7 @@ class LukeForTask(nn.Module):
     def _forward(self, input_ids, attention_mask, token_type_ids=None, entity_ids=None, entity_attention_mask=None,
                  entity_token_type_ids=None, entity_position_ids=None, entity_start_positions=None,
                  entity_end_positions=None):
-        if self.task == "multiple-choice":  # (B, C, S) -> rows (B*C, S) -> scores (B, C)
+        if self.head.choices:  # (B, C, S) -> rows (B*C, S) -> scores (B, C)
             B, C, S = input_ids.shape
             flat = [t.reshape(B * C, S) if t is not None else None for t in (input_ids, attention_mask, token_type_ids)]
             return (self.classifier(self.luke(*flat)[2]).view(B, C),)
@@ -307,21 +312,23 @@ class LukeForTask(nn.Module):
             return (words,) if ents is None else (words, ents)
         if t == "fill-mask":
             return (self.lm_head(words),) if ents is None else (self.lm_head(words), self.entity_predictions(ents))
-        if t == "text-classification":
-            return (self.classifier(pooled),)
-        if t == "token-classification":
-            return (self.classifier(words),)
-        if t == "question-answering":
-            start, end = self.qa_outputs(words).unbind(-1)  # (B, S) each
-            return (start, end)
-        if t == "entity-classification":
-            return (self.classifier(ents[:, 0]),)
-        if t == "entity-pair-classification":
-            return (self.classifier(torch.cat([ents[:, 0], ents[:, 1]], dim=-1)),)
-        H = words.shape[-1]
-        start = torch.gather(words, 1, starts.unsqueeze(-1).expand(-1, -1, H))  # (B, E, H)
-        end = torch.gather(words, 1, ends.unsqueeze(-1).expand(-1, -1, H))
-        return (self.classifier(torch.cat([start, end, ents], dim=-1)),)  # (B, E, labels)
+        if self.head.reads == "entities":
+            return (self.classifier(entity_features(t, words, ents, starts, ends)),)
+        y = pooled if self.head.reads == "pooled" else words
+        return self.head.finish(getattr(self, self.head.attr)(y))
+
+
+def entity_features(task: str, words, ents, starts, ends):
+    """What each entity head classifies: the first entity (B, H); the first two (B, 2H); per entity the
+    word states at its mention's first and last token and its own state (B, E, 3H)."""
+    if task == "entity-classification":
+        return ents[:, 0]
+    if task == "entity-pair-classification":
+        return torch.cat([ents[:, 0], ents[:, 1]], dim=-1)
+    H = words.shape[-1]
+    start = torch.gather(words, 1, starts.unsqueeze(-1).expand(-1, -1, H))  # (B, E, H)
+    end = torch.gather(words, 1, ends.unsqueeze(-1).expand(-1, -1, H))
+    return torch.cat([start, end, ents], dim=-1)
 
 
 @register_family("luke", config=LukeConfig, presets=PRESETS, tasks=TASKS, default_task="entity-classification")
