@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qa_cases import CASES, CLS_BOOST, CLS_BOOSTED  # noqa: E402
+from qa_cases import CASES, CLS_BOOST, CLS_BOOSTED
 
-import edgeport.runtime as rt  # noqa: E402
+import edgeport.runtime as rt
 
 
 def token_info(tokenizer, text: str) -> dict:

@@ -46,8 +46,8 @@ CASES = [
      "I 🙂 love 🍕 pizza from Napoli 🇮🇹, and my score was 💯 out of 💯.", 3, False),
     ("astral_math", "Which letter?", "The symbol 𝔘 is a fraktur U; 𝒜 is script A and 😀 is a face.", 2, False),
     ("punctuation", "How much was it?",
-     "It cost $3.50 (plus 7% tax) — i.e., about €3.20… \"Cheap!\", said the U.S.A.-born e-mail writer; "
-     "[see p. 12] {ok} <tag> a/b c\\d #hash @at ~tilde ^caret `tick` _under_ |pipe|.", 3, False),
+     ("It cost $3.50 (plus 7% tax) — i.e., about €3.20… \"Cheap!\", said the U.S.A.-born e-mail writer; "
+      "[see p. 12] {ok} <tag> a/b c\\d #hash @at ~tilde ^caret `tick` _under_ |pipe|."), 3, False),
     ("quotes", "Who said it?", "„Ja“, sagte sie. «Oui», dit-il. “Yes,” she said. 'Fine' — he replied.", 2, False),
     ("unknown_words", "What is a qwxzptlk?",
      "A qwxzptlk is a zzzxxyqq found near the frobnicated vvvvwwww of Xqzkjh.", 3, False),

@@ -41,7 +41,8 @@ async function load() {
   const info = {variant, precision: manifest.precision, sizeMiB: Number(mib), seqLen: engine.converter.maxSeqLen,
     threads: self.crossOriginIsolated ? threads : 1, randomWeights: manifest.random_weights};
   $('model-line').textContent = `${manifest.family} ${manifest.precision} · ${mib} MiB · ${info.seqLen} tokens` +
-    ` · ${info.threads} thread(s)${manifest.random_weights ? ' · random weights' : ''}`;
+    ` · ${info.threads} thread(s)`;
+  $('weights-note').hidden = !manifest.random_weights;
   return {engine, info};
 }
 
@@ -78,13 +79,16 @@ function render(context, answers) {
 
 function setup(state) {
   for (const a of document.querySelectorAll('#variants a')) a.classList.toggle('current', a.dataset.variant === variant);
-  $('sample').replaceChildren(...SAMPLES.map((s, k) => new Option(s.title, k)));
+  const custom = new Option('Your own passage', 'custom');
+  $('sample').replaceChildren(...SAMPLES.map((s, k) => new Option(s.title, k)), custom);
   const pick = () => {
     const s = SAMPLES[$('sample').value];
+    if (!s) return;
     $('passage').value = s.passage;
     $('question').value = s.question;
   };
   $('sample').addEventListener('change', pick);
+  $('passage').addEventListener('input', () => { $('sample').value = 'custom'; });
   pick();
   $('ask').addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -115,5 +119,19 @@ window.qaDemo = {
   /** Answers like the Ask button, with options {topK, maxAnswerLen, handleImpossibleAnswer}. */
   async ask(question, context, opts) {
     return (await loaded).engine.answer(question, context, opts);
+  },
+  /** Milliseconds of each of `n` model runs on the first window of (question, context): the benchmark. */
+  async timeModel(question, context, n) {
+    const {engine} = await loaded;
+    const f = engine.converter.convert(question, context)[0];
+    const all = {input_ids: f.inputIds, attention_mask: f.attentionMask, token_type_ids: f.tokenTypeIds};
+    const feeds = Object.fromEntries(engine.inputNames.map((k) => [k, all[k]]));
+    const times = [];
+    for (let k = 0; k < n; k++) {
+      const t0 = performance.now();
+      await engine.model.run(feeds);
+      times.push(performance.now() - t0);
+    }
+    return times;
   },
 };

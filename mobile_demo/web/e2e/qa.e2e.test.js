@@ -10,6 +10,7 @@ import {test} from 'node:test';
 import assert from 'node:assert/strict';
 import {existsSync, readFileSync} from 'node:fs';
 import {startServer} from '../serve.mjs';
+import {CHROMIUM_FLAGS} from './flags.mjs';
 
 const configPath = process.env.E2E_CONFIG;
 const config = configPath ? JSON.parse(readFileSync(configPath, 'utf8')) : null;
@@ -18,8 +19,6 @@ const skip = !config ? 'E2E_CONFIG not set (tests/test_mobile_demo.py sets it)' 
   !existsSync(chromiumPath) ? `no Chromium at ${chromiumPath} (apt-get install chromium)` :
   !existsSync(new URL('../litert/wasm/', import.meta.url)) ? 'LiteRT.js not copied into litert/ (node setup.mjs)' : false;
 
-export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-  '--disable-component-update', '--no-first-run', '--disable-sync'];
 
 /** Answers agree: same text and offsets, scores within `rtol` (Wasm and native XNNPACK round differently). */
 function assertSameAnswers(at, expected, got, rtol) {
@@ -65,6 +64,7 @@ test('the phone page answers like the Python pipeline', {skip, timeout: 300_000}
     assert.deepEqual(foreign, [], 'the page fetched something from another origin');
   } finally {
     await browser.close();
+    server.closeAllConnections();
     server.close();
   }
 });
