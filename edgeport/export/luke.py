@@ -17,12 +17,8 @@ multiple choice) export the plain encoder contract. Parity is checked over word 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,59 +219,24 @@ def write_tokenizer(folder: Path | None, out: Path) -> TokenizerInfo | None:
 # ---- the LUKE route: convert, validate, write the folder ----------------------------------------------
 
 def to_onnx(model, c: EntityContract, out_dir: Path, opset: int) -> dict:
-    """torch.onnx (TorchScript) with every word, entity and mention axis dynamic -> out_dir/model.onnx.
-    Tied weights are stored once (onnx.share_transposed_weights). Returns the converter notes."""
-    import onnx
+    """The shared ONNX converter (onnx.export_onnx: tied weights stored once, external data over 2 GB)
+    with every word, entity and mention axis dynamic -> out_dir/model.onnx; the converter notes."""
+    from edgeport.export.onnx import export_onnx
 
-    from edgeport.export.onnx import share_transposed_weights
-
-    path = out_dir / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints
-        torch.onnx.export(model, c.sample_args(), str(path), input_names=c.input_names, output_names=c.output_names,
-                          dynamic_axes=c.dynamic_axes(), opset_version=opset, dynamo=False, do_constant_folding=True)
-    proto = onnx.load(str(path))
-    if share_transposed_weights(proto):
-        onnx.save_model(proto, str(path))
-    try:
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as e:
-        raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset, "exporter": "torch.onnx (TorchScript)"}
-
-
-class Int32Feeds(torch.nn.Module):
-    """For litert-torch: int32 keyword inputs -> the model's int64 inputs; outputs as a name -> tensor dict."""
-
-    def __init__(self, model: torch.nn.Module, c: EntityContract):
-        super().__init__()
-        self.model, self.inputs, self.outputs = model, list(c.inputs), list(c.outputs)
-
-    def forward(self, **feeds):
-        return dict(zip(self.outputs, self.model(*[feeds[n].long() for n in self.inputs])))
+    return export_onnx(model, c, out_dir, opset).converter
 
 
 def to_tflite(model, c: EntityContract, out_dir: Path, batch: int, seq: int) -> dict:
     """litert-torch at the static shape (batch, seq, c.static_entities, c.mention), int32 inputs,
     TFLite builtin ops -> out_dir/model.tflite. EdgeportError when litert-torch is missing or fails."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import litert_torch
-    except ImportError:
-        raise EdgeportError("TFLite export of luke needs litert-torch: pip install 'edgeport[tflite]'") from None
+    from edgeport.export.tflite_torch import Int32Named, _convert
+
     feeds = sample_feeds(c, batch, seq, c.static_entities, padded_rows=0)
     sample = {n: torch.from_numpy(v).to(torch.int32) for n, v in feeds.items()}
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            litert_torch.convert(Int32Feeds(model, c).eval(), (), sample_kwargs=sample).export(str(out_dir / "model.tflite"))
-    except Exception as e:  # torch.export / MLIR errors: long, many types
-        raise EdgeportError(f"litert-torch could not convert luke: {type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:300]}") from None
-    return {"torch": torch.__version__, "litert_torch": getattr(litert_torch, "__version__", "unknown"),
-            "route": "litert-torch (torch.export -> TFLite builtins)",
-            "static_shape": {"batch": batch, "sequence": seq, "entities": c.static_entities, "mention": c.mention},
-            "input_dtype": "int32"}
+    wrapped = Int32Named(model, c).eval()
+    converter = _convert("luke", lambda lt: lt.convert(wrapped, (), sample_kwargs=sample), out_dir / "model.tflite")
+    return {**converter, "input_dtype": "int32",
+            "static_shape": {"batch": batch, "sequence": seq, "entities": c.static_entities, "mention": c.mention}}
 
 
 def export_luke(ref, target: str, out: Path, steps, seq_len: int | None = None, batch: int = 1,
