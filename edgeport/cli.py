@@ -70,6 +70,7 @@ def _cmd_list(a):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The `edgeport` argument parser: export, run, inspect, list, and the commands of COMMAND_MODULES."""
     p = argparse.ArgumentParser(prog="edgeport", description="Export transformer models, validated, and run them.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -114,6 +115,8 @@ COMMAND_MODULES = ("edgeport.runtime.run_cli", "edgeport.quantize.commands", "ed
 
 
 def main(argv=None) -> int:
+    """Run the CLI on `argv` (default sys.argv[1:]); returns the exit status: 0, 2 on EdgeportError (one line
+    on stderr), 130 on Ctrl-C."""
     args = parser().parse_args(argv)
     try:
         args.fn(args)

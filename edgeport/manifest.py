@@ -20,10 +20,14 @@ from edgeport.errors import EdgeportError
 
 MANIFEST_NAME = "edgeport.json"
 FORMAT_VERSION = 1
+# protobuf's message limit: an ONNX graph with more weight bytes keeps them in <artifact>.data beside it
+TWO_GB = 2 * 1024**3
 
 
 @dataclass
 class TensorSpec:
+    """One artifact input or output as the manifest records it."""
+
     name: str
     dtype: str  # numpy dtype name: "int64", "int32", "float32"
     shape: list  # ints, or strings for symbolic dims ("batch", "sequence")
@@ -43,6 +47,8 @@ class ParityCheck:
 
 @dataclass
 class TokenizerInfo:
+    """The tokenizer shipped in the export folder and the ids the runtime pads and masks with."""
+
     file: str = "tokenizer.json"  # a `tokenizers` JSON file in the artifact folder
     pad_token_id: int = 0
     mask_token: str | None = None
@@ -54,6 +60,8 @@ class TokenizerInfo:
 
 @dataclass
 class Manifest:
+    """edgeport.json: what an artifact is, how to feed it, and how it compared with its reference."""
+
     family: str
     task: str
     target: str  # onnx | tflite | tensorrt
@@ -79,10 +87,12 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
+        """The manifest as indented JSON text (dataclasses as dicts)."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict) -> "Manifest":
+        """A Manifest from parsed edgeport.json; nested specs, tokenizer and parity become dataclasses."""
         d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}

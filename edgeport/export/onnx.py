@@ -15,8 +15,8 @@ import torch
 
 from edgeport.errors import EdgeportError
 from edgeport.export.lowerings import Lowered
+from edgeport.manifest import TWO_GB
 
-TWO_GB = 2 * 1024**3  # protobuf's message limit: larger graphs keep their weights in model.onnx.data
 # Custom-op domains -> the runtimes that run their nodes (the manifest's custom_ops[].runtimes).
 DOMAIN_RUNTIMES = {"com.microsoft": ["onnxruntime"], "trt.plugins": ["tensorrt"]}
 

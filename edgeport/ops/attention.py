@@ -142,6 +142,7 @@ class OpBackboneMixin:
     window are the op's job)."""
 
     def attention_bias(self, attention_mask, new_tokens: int, dtype):
+        """(B, P+S) mask -> (B, 1, S, P+S) padding-only bias (0 / dtype-min)."""
         return padding_bias(attention_mask, new_tokens, dtype)
 
 

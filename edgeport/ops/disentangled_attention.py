@@ -137,6 +137,7 @@ class DisentangledAttention(nn.Module):
         self.span, self.factor, self.max_position = int(span), float(factor), int(max_position)
 
     def extra_repr(self):
+        """span, factor and max_position, for print(model)."""
         return f"span={self.span}, factor={self.factor:.6g}, max_position={self.max_position}"
 
     def forward(self, c2c, c2p=None, p2c=None):  # (N, S, S), (N, S, 2k) | None, (N, S, 2k) | None

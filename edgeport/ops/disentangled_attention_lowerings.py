@@ -20,37 +20,10 @@ library validation needs; edgeport/export applies them.
                           the CPU with an onnxruntime-extensions reference kernel (`TRT_REFERENCE`)
     tflite     default    = generic: the reference as is through litert-torch, builtin ops only
     tflite     folded     folded + plain at the static shape (relative indices and rows constants);
-                          opt-in: drifts up to 6e-4 in LiteRT (see tflite_folded)
+                          opt-in: drifts up to 6e-4 in LiteRT (see the TFLite registrations below)
 
-Where the time goes (onnxruntime profiling, SessionOptions.enable_profiling, per-op totals, deberta-v3-base,
-S = 128, 2 threads): in every form the six dense MatMuls per layer take ~75%. onnxruntime already
-constant-folds the position projections and the LayerNorm'd rel embeddings of the generic graph (10 MatMuls
-per layer, not 12), so folding them gains nothing by itself. What differs is the position terms: generic
-multiplies q by all 2k = 512 table rows per layer and then GatherElements over (S, 2k); plain multiplies
-only the 255 reachable rows but then gathers columns of the (N, S, 255) activations, and onnxruntime's
-Gather on the last axis is slow (it cost more than the MatMuls it saved). fast gathers the small constant
-table instead (12 x 256 x 64 per term) and multiplies once: half the position FLOPs of generic and Optimum,
-no activation Gather, no (N, S, S) index tensors.
-Tried and dropped: onnxruntime.transformers.optimizer's BERT fusions (edgeport.ops.bert_attention.fuse) on
-the fast graph find SkipLayerNormalization x24 and BiasGelu (no Attention): 0.88x Optimum vs 0.86x without
-(no gain within noise; onnxruntime's load-time passes already fuse BiasGelu and FusedMatMul). The remaining
-1.6k nodes are mostly shape arithmetic (Shape/Gather/Unsqueeze/Concat) and the per-layer distance tables
-(onnxruntime does not merge the 12 identical copies): small kernels, not measured to matter here.
-
-onnxruntime CPU latency, deberta-v3-base architecture (random weights), text-classification, batch 1,
-2 threads, each contender in its own process (benchmarks/bench_deberta.py, idle machine, one run):
-    S = 128: eager 314 ms | fast 134 (0.43x eager, 0.86x Optimum) | generic 143 (0.92x) | plain 176 (1.13x)
-        | mha 177 (1.14x) | Optimum 156; two more runs (two processes per contender): fast 0.96x, 0.90x
-    S = 512: Optimum 865 | fast 851 (0.98x) | generic 855 (0.99x) | plain 1472 (1.70x) | mha 1468 (1.70x)
-    (Earlier numbers here, 0.80-0.86x at 128, timed every contender call by call in one process; an idle
-    onnxruntime pool spins after each run and slowed whichever session ran next, Optimum's included.)
-    At S > k the fast form multiplies 2S > 2k gathered rows (twice generic's position FLOPs at S = 512),
-    which its saved GatherElements only just pays for. MultiHeadAttention with a full (B, H, S, S)
-    attention_bias is slower on CPU than MatMul + Softmax.
-    Goal (0.75x Optimum at 128): not reached. The fast graph does ~22 GFLOP at S = 128 (with the [CLS]-only
-    last layer); 0.75x Optimum is 117 ms here, i.e. 190 GFLOP/s with every non-MatMul op free, while
-    onnxruntime's fp32 MatMul peaks at 175-205 GFLOP/s on this CPU (benchmarks/bench_peak.py). Profile of
-    fast at 128: MatMul + FusedMatMul 83%, skew Slices 4%, bias Adds 2.5%, shape arithmetic ~5%.
+Why "fast" is the default, profiles and measured latencies: benchmarks/deberta_notes.md
+(benchmarks/bench_deberta.py reproduces them).
 """
 
 from __future__ import annotations
@@ -215,6 +188,7 @@ class FoldedSelfAttention(nn.Module):
         return idx - lo, back - lo, rows
 
     def position_bias(self, q, k):  # (B, H, S, D) each -> (B, H, S, S) scaled position terms
+        """q, k (B, H, S, D) -> (B, H, S, S) scaled c2p + p2c terms over the reachable table rows."""
         B, H, S, _ = q.shape
         if self.static_len is not None:
             torch._check(S == self.static_len, lambda: f"built for length {self.static_len}, got {S}")
@@ -252,6 +226,7 @@ class FoldedSelfAttention(nn.Module):
         return out.view(B, H, S, S)
 
     def fast_attention(self, q, k, v, pair_mask):  # (B, S, A) each (q pre-scaled), (B, 1, S, S) -> (B, S, A)
+        """q (pre-scaled), k, v (B, S, A), pair_mask (B, 1, S, S) bool -> (B, S, A)."""
         B, S, _ = q.shape
         qh, kh, vh = (t.view(B, S, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, S, D)
         scores = torch.matmul(qh, kh.transpose(-1, -2)) + self.distance_bias(qh, kh)  # (B, H, S, S)

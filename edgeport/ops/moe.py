@@ -116,6 +116,7 @@ class OpMoeMixin:
     """Mixed into an MoE module's class by the swap: `moe` runs the `edgeport::moe` custom op."""
 
     def moe(self, x, logits):
+        """x (T, H), router logits (T, E) -> (T, H) through the `edgeport::moe` custom op."""
         return moe(x, logits, *self.stacked(), self.top_k)
 
 

@@ -3,7 +3,7 @@
     from edgeport.quantize import quantize_artifact
     out = quantize_artifact("edgeport-out/minilm-onnx", "int8")   # -> edgeport-out/minilm-onnx-int8-dyn-pc
 
-Schemes (schemes.py): fp16, int8, int8-static, int4 and their variants, resolved per target against an
+Schemes (edgeport/schemes.py): fp16, int8, int8-static, int4 and their variants, resolved per target against an
 explicit supported list. Backends: onnx_backend.py (onnx, tensorrt), tflite_backend.py. What stays in
 float: policy.py. Every artifact is compared with its float source on held-out real text (evaluate.py;
 decoders: perplexity.py) and the report goes into the manifest's `quantization.accuracy`. A decoder's

@@ -23,6 +23,7 @@ def _cmd_quantize(a):
 
 
 def register(subparsers) -> None:
+    """Add `edgeport quantize` to the CLI's subparsers (cheap: imports nothing of the quantizers)."""
     import argparse
 
     q = subparsers.add_parser("quantize", help="quantize an exported artifact (fp16, int8, int8-static, int4)",

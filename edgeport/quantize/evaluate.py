@@ -41,6 +41,8 @@ def _pooled(outs: list, name: str) -> np.ndarray:
 
 
 def embedding_metrics(ref: list, got: list, name: str) -> dict:
+    """Mean-pooled, L2-normalised embeddings of output `name`: min/mean cosine float vs quantized and
+    nearest-neighbour top-1 agreement."""
     a, b = _pooled(ref, name), _pooled(got, name)
     cos = (a * b).sum(axis=1)  # (N,)
     return {"embedding_cosine_min": float(cos.min()), "embedding_cosine_mean": float(cos.mean()),
@@ -62,6 +64,8 @@ def _nearest(e: np.ndarray) -> np.ndarray:
 
 
 def argmax_agreement(ref: list, got: list, names: list) -> float:
+    """Fraction of positions whose argmax over the last axis agrees between float (`ref`) and quantized
+    (`got`) outputs `names`."""
     hits = total = 0
     for r, g in zip(ref, got):
         for n in names:

@@ -76,6 +76,7 @@ def match_ffn_down(model) -> list:
 
 
 def match_op_types(model, op_types) -> list:
+    """Names of the nodes of an onnx ModelProto whose op_type is in `op_types`."""
     return [n.name for n in model.graph.node if n.op_type in op_types]
 
 
@@ -134,6 +135,7 @@ def ensure_node_names(model) -> None:
 
 
 def nodes_in(model, groups) -> list:
+    """Sorted node names of every group in `groups` (MATCHERS keys); KeyError for an unknown group."""
     names = []
     for g in groups:
         names += MATCHERS[g](model)
@@ -141,4 +143,5 @@ def nodes_in(model, groups) -> list:
 
 
 def weight_bytes(model) -> int:
+    """Bytes of the graph's initializers (raw data, or the serialized size)."""
     return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeport.errors import EdgeportError
+from edgeport.manifest import TWO_GB
 from edgeport.quantize import graph
 from edgeport.schemes import Scheme
-
-TWO_GB = 2 * 1024**3
 
 
 def _load(path: Path):
@@ -100,6 +99,8 @@ def _unique_node_names(model) -> None:
 
 
 def int8_dynamic(model, scheme: Scheme, exclude: list, embeddings: bool, tmp: Path):
+    """onnxruntime's quantize_dynamic on `model` (int8 weights per `scheme.granularity`, 7-bit range),
+    leaving `exclude` nodes float; embeddings quantized when `embeddings`. Returns the quantized ModelProto."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = tmp / "in.onnx", tmp / "out.onnx"

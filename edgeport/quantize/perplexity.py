@@ -68,6 +68,8 @@ def nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
 
 
 def perplexity(decoder, tokens: np.ndarray, window: int = WINDOW) -> float:
+    """exp(mean next-token NLL) of a runtime decoder over `tokens` (1-D int ids) in windows of `window`
+    tokens."""
     x, y = windows(tokens, window)
     total = sum(nll_sum(logits, y[rows]) for rows, logits in window_logits(decoder, x))
     return math.exp(total / y.size)

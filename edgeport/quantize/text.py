@@ -60,6 +60,7 @@ def passages(half: str) -> str:
 
 
 def read_text_file(path) -> list:
+    """Lines of 3 words or more (whitespace collapsed) from a text file; EdgeportError when missing or empty."""
     p = Path(path)
     if not p.is_file():
         raise EdgeportError(f"{p}: calibration text file not found")

@@ -15,6 +15,8 @@ from edgeport.reference_models.registry import Family, families, family_for_mode
 
 @dataclass
 class Reference:
+    """A loaded reference model and where it came from (what export needs besides the module)."""
+
     family: Family
     config: object  # the family's typed config
     model: object  # torch.nn.Module in eval mode
@@ -26,6 +28,7 @@ class Reference:
 
 
 def all_presets() -> dict:
+    """{preset name: Family} over every registered family."""
     return {p: fam for fam in families().values() for p in fam.presets}
 
 

@@ -23,12 +23,15 @@ from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 @dataclass
 class BertConfig(EncoderConfig):
+    """BERT's config.json fields (transformers' BertConfig names and defaults); MegatronBERT and ConvBERT
+    extend it."""
     model_type = "bert"
     pre_layer_norm: ClassVar[bool] = False  # False: BERT's post-LN; True: MegatronBERT's pre-LN layout
     position_embedding_type: str = "absolute"  # "relative_key*" configs predate transformers 5: refused
     tie_word_embeddings: bool = True  # the MLM decoder reuses the word embeddings (untied: refused)
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         super().validate()
         activation(self.hidden_act)
         if self.hidden_size % self.num_attention_heads:
@@ -70,6 +73,7 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention with query/key/value projections (hidden -> hidden)."""
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.heads = cfg.num_attention_heads
@@ -117,6 +121,7 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
+    """dense (hidden -> intermediate) + hidden_act."""
     def __init__(self, cfg: BertConfig, linear: Linear = nn.Linear):
         super().__init__()
         self.dense = linear(cfg.hidden_size, cfg.intermediate_size)
@@ -127,6 +132,7 @@ class Intermediate(nn.Module):
 
 
 class Layer(nn.Module):
+    """One encoder layer: attention, intermediate and output (post-LN, or pre-LN for MegatronBERT)."""
     def __init__(self, cfg: BertConfig, self_attention: nn.Module | None = None, linear: Linear = nn.Linear):
         super().__init__()
         self.attention = Attention(cfg, self_attention)
@@ -158,6 +164,7 @@ class Encoder(nn.Module):
 
 
 class Pooler(nn.Module):
+    """tanh(dense([CLS])): (B, S, H) -> (B, H)."""
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
@@ -220,6 +227,7 @@ class MLMHead(nn.Module):
 
 
 def check_tied(cfg: BertConfig, task: str):
+    """EdgeportError for fill-mask with an untied MLM decoder (not supported)."""
     if task == "fill-mask" and not cfg.tie_word_embeddings:
         raise EdgeportError("config: tie_word_embeddings=false (an untied MLM decoder) is not supported")
 
@@ -238,4 +246,6 @@ def build_bert(cfg: BertConfig, task: str) -> EncoderForTask:
 @register_family("bert", config=BertConfig, presets=PRESETS, default_task="feature-extraction",
                  tasks=ENCODER_TASKS + ("multiple-choice",))
 def build(cfg: BertConfig, task: str) -> EncoderForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     return build_bert(cfg, task)

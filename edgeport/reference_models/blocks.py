@@ -86,9 +86,12 @@ class EncoderForTask(nn.Module):
 
     @property
     def backbone(self) -> nn.Module:
+        """The backbone module (registered under `prefix`)."""
         return getattr(self, self.prefix)
 
     def head_prefixes(self) -> tuple:
+        """Checkpoint key prefixes that belong to heads (kept as they are; missing ones are warned about, not
+        fatal)."""
         return self.HEAD_PREFIXES + (f"{self.prefix}.pooler.",)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):

@@ -31,6 +31,8 @@ class Source:
 
 
 def read_config(folder: Path) -> dict:
+    """config.json of an HF model folder as a dict; EdgeportError when missing, not JSON, or without
+    model_type."""
     cfg = folder / "config.json"
     if not cfg.is_file():
         raise EdgeportError(f"{folder}: no config.json; expected a Hugging Face model folder")
@@ -95,6 +97,8 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """Every weight of the folder (safetensors or pytorch_model.bin, sharded or not) by key; EdgeportError on
+    a missing shard or a corrupt file."""
     sd: dict[str, torch.Tensor] = {}
     for f in _weight_files(folder):
         if not f.is_file():

@@ -43,9 +43,11 @@ class ModelConfig:
 
     @property
     def num_labels(self) -> int:
+        """Classification labels: len(id2label), else 2 (transformers' default)."""
         return len(self.id2label) if self.id2label else 2
 
     def labels(self) -> dict:
+        """{"index": label} for the manifest (LABEL_0, LABEL_1 when the config names none)."""
         return {str(i): lab for i, lab in (self.id2label or {0: "LABEL_0", 1: "LABEL_1"}).items()}
 
 

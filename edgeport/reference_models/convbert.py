@@ -22,6 +22,8 @@ from edgeport.reference_models.registry import register_family
 
 @dataclass
 class ConvBertConfig(BertConfig):
+    """ConvBERT's config.json fields on top of BERT's (head_ratio, conv_kernel_size, num_groups,
+    embedding_size)."""
     model_type = "convbert"
     embedding_size: int = 768  # embedding width; projected to hidden_size when they differ
     head_ratio: int = 2  # num_attention_heads / head_ratio heads attend, as many are convolutions
@@ -30,13 +32,16 @@ class ConvBertConfig(BertConfig):
 
     @property
     def attn_heads(self) -> int:
+        """Self-attention heads: num_attention_heads // head_ratio (at least 1), transformers' rule."""
         return max(1, self.num_attention_heads // self.head_ratio)  # transformers' rule
 
     @property
     def head_size(self) -> int:
+        """Width of one attention head."""
         return self.hidden_size // self.attn_heads // 2
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         ModelConfig.validate(self)  # not BertConfig's: heads need not divide hidden_size here
         activation(self.hidden_act)
         if self.head_ratio < 1 or self.conv_kernel_size % 2 == 0:
@@ -204,6 +209,8 @@ def _init_extra(model: nn.Module, std: float):
 
 @register_family("convbert", config=ConvBertConfig, presets=PRESETS, default_task="fill-mask")
 def build(cfg: ConvBertConfig, task: str) -> ConvBertForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     check_tied(cfg, task)
     model = ConvBertForTask(cfg, task)
     init_weights(model, cfg.initializer_range)

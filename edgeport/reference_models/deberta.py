@@ -56,6 +56,7 @@ class DebertaConfig(EncoderConfig):
         self.pooler_hidden_size = self.pooler_hidden_size or self.hidden_size
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         super().validate()
         bad = [t for t in self.pos_att_type if t not in POS_ATT_TYPES]
         if bad:
@@ -70,10 +71,12 @@ class DebertaConfig(EncoderConfig):
 
     @property
     def head_size(self) -> int:
+        """Width of one attention head: hidden_size // num_attention_heads."""
         return self.hidden_size // self.num_attention_heads
 
     @property
     def scale_factor(self) -> int:
+        """1 + number of position terms (c2p, p2c): the divisor inside the attention scale."""
         return 1 + len(self.pos_att_type)
 
     @property
@@ -149,6 +152,7 @@ class DenseNorm(nn.Module):
 
 
 class Intermediate(nn.Module):
+    """dense (hidden -> intermediate) + hidden_act."""
     def __init__(self, cfg):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
@@ -184,6 +188,7 @@ class DisentangledSelfAttention(nn.Module):
             self.factor = factor
 
     def scores(self, q, k, rel):
+        """q, k (B, H, S, D) and the relative embeddings (2k, H) or None -> (B*H, S, S) scaled scores."""
         B, H, S, _ = q.shape
         c2c = torch.matmul(q, k.transpose(-1, -2))  # (B, H, S, S)
         if not hasattr(self, "disentangled"):
@@ -216,16 +221,19 @@ class V1SelfAttention(DisentangledSelfAttention):
             self.pos_q_proj = nn.Linear(H, H)
 
     def qkv(self, x):
+        """x (B, S, hidden) -> q, k, v (B, H, S, D) from the packed in_proj with the q/v biases."""
         q, k, v = heads_first(self.in_proj(x), self.heads).chunk(3, dim=-1)  # (B, H, S, D) each
         return q + heads_first(self.q_bias[None], self.heads), k, v + heads_first(self.v_bias[None], self.heads)
 
     def position_kq(self, rel):
+        """rel (2k, H) -> (pos_key, pos_query) (H, 2k, D) each, or None for an absent term."""
         pos_key = heads_first(self.pos_proj(rel), self.heads) if hasattr(self, "pos_proj") else None
         pos_query = heads_first(self.pos_q_proj(rel), self.heads) if hasattr(self, "pos_q_proj") else None
         return pos_key, pos_query
 
 
 class Attention(nn.Module):
+    """Self-attention + output dense/LayerNorm; with `rows`, only the first rows go on (cls_only)."""
     def __init__(self, cfg, self_attention_cls):
         super().__init__()
         self.self = self_attention_cls(cfg)
@@ -240,6 +248,7 @@ class Attention(nn.Module):
 
 
 class Layer(nn.Module):
+    """One encoder layer: attention, intermediate, output."""
     def __init__(self, cfg, self_attention_cls):
         super().__init__()
         self.attention = Attention(cfg, self_attention_cls)
@@ -263,9 +272,11 @@ class Encoder(nn.Module):
             self.rel_embeddings = nn.Embedding(2 * cfg.span, cfg.hidden_size)
 
     def rel_embedding(self):
+        """The relative-position table (2k, H), or None without relative attention."""
         return self.rel_embeddings.weight if hasattr(self, "rel_embeddings") else None  # (2k, H)
 
     def after_first_layer(self, embedded, h, mask):
+        """Hook after layer 0 (v1: identity; v2 adds its convolution)."""
         return h  # DeBERTa-v2 adds its convolution here
 
     def forward(self, x, mask, last_rows: int | None = None):  # (B, S, H), (B, S) float 1/0
@@ -369,9 +380,11 @@ class DebertaForTask(EncoderForTask):
             self.pooler = ContextPooler(cfg)
 
     def head_prefixes(self) -> tuple:
+        """Checkpoint key prefixes of the heads (cls., lm_predictions., pooler., classifier., qa_outputs.)."""
         return HEAD_PREFIXES
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):
+        """-> (sequence (B, S, H), pooled (B, H) for pooled heads else None)."""
         seq = self.deberta(input_ids, attention_mask, token_type_ids)  # (B, S, H)
         return seq, (self.pooler(seq) if self.head.reads == "pooled" else None)
 
@@ -384,6 +397,7 @@ def mlm_head(cfg: DebertaConfig, word: nn.Embedding) -> tuple:
 
 
 def build_task_model(cfg: DebertaConfig, task: str, backbone_cls) -> DebertaForTask:
+    """DebertaForTask over `backbone_cls` (v1 or v2) for `task`, random-initialised, eval mode."""
     backbone = backbone_cls(cfg)
     backbone.cls_only = head_for(task).reads == "pooled"
     model = DebertaForTask(cfg, backbone, task)
@@ -393,4 +407,6 @@ def build_task_model(cfg: DebertaConfig, task: str, backbone_cls) -> DebertaForT
 
 @register_family("deberta", config=DebertaConfig, presets=PRESETS, tasks=TASKS, default_task="fill-mask")
 def build(cfg: DebertaConfig, task: str) -> DebertaForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     return build_task_model(cfg, task, Deberta)

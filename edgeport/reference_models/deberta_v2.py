@@ -44,6 +44,7 @@ class DebertaV2Config(DebertaConfig):
         self.attention_head_size = self.attention_head_size or self.hidden_size // self.num_attention_heads
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         super().validate()
         norms = [n.strip() for n in self.norm_rel_ebd.lower().split("|")]
         if any(n not in REL_EMBEDDING_NORMS for n in norms):
@@ -60,18 +61,22 @@ class DebertaV2Config(DebertaConfig):
 
     @property
     def head_size(self) -> int:
+        """Width of one attention head."""
         return self.attention_head_size
 
     @property
     def span(self) -> int:
+        """k: relative distances covered, position_buckets when bucketed, else max_relative_positions."""
         return self.position_buckets or self.max_relative_positions
 
     @property
     def bucket_max_position(self) -> int:
+        """max_relative_positions when positions are log-bucketed, else -1."""
         return self.max_relative_positions if self.position_buckets else 0
 
     @property
     def rel_layer_norm(self) -> bool:
+        """True when the relative embeddings go through a LayerNorm (norm_rel_ebd layer_norm)."""
         return "layer_norm" in self.norm_rel_ebd.lower()
 
 
@@ -111,9 +116,12 @@ class V2SelfAttention(DisentangledSelfAttention):
                 self.pos_query_proj = nn.Linear(H, A)
 
     def qkv(self, x):
+        """x (B, S, hidden) -> q, k, v (B, H, S, D)."""
         return tuple(heads_first(p(x), self.heads) for p in (self.query_proj, self.key_proj, self.value_proj))
 
     def position_kq(self, rel):  # (2k, H) -> (H, 2k, D) each, or None
+        """rel (2k, H) -> (pos_key, pos_query) (H, 2k, D) each, or None; shared key projections when
+        share_att_key."""
         key_proj = self.key_proj if self.share_att_key else getattr(self, "pos_key_proj", None)
         query_proj = self.query_proj if self.share_att_key else getattr(self, "pos_query_proj", None)
         pos_key = heads_first(key_proj(rel), self.heads) if "c2p" in self.pos_att_type else None
@@ -138,6 +146,7 @@ class ConvLayer(nn.Module):
 
 
 class V2Encoder(Encoder):
+    """DeBERTa-v2's encoder: LayerNorm'd relative embeddings and the optional nGiE convolution after layer 0."""
     self_attention_cls = V2SelfAttention
 
     def __init__(self, cfg: DebertaV2Config):
@@ -148,17 +157,22 @@ class V2Encoder(Encoder):
             self.conv = ConvLayer(cfg)
 
     def rel_embedding(self):
+        """The relative-position table (2k, H), LayerNorm'd when configured, or None."""
         rel = super().rel_embedding()  # (2k, H)
         return self.LayerNorm(rel) if rel is not None and hasattr(self, "LayerNorm") else rel
 
     def after_first_layer(self, embedded, h, mask):
+        """The nGiE convolution over the embeddings, added to layer 0's output (when configured)."""
         return self.conv(embedded, h, mask) if hasattr(self, "conv") else h
 
 
 class DebertaV2(Deberta):
+    """DeBERTa with the v2 encoder."""
     encoder_cls = V2Encoder
 
 
 @register_family("deberta-v2", config=DebertaV2Config, presets=PRESETS, tasks=TASKS, default_task="fill-mask")
 def build(cfg: DebertaV2Config, task: str) -> DebertaForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     return build_task_model(cfg, task, DebertaV2)

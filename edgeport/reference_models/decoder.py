@@ -59,6 +59,7 @@ class RotaryEmbedding(nn.Module):
 
 
 def rotate_half(x):
+    """x (..., D) -> (..., D): [-x2, x1] over the two halves of the last axis (RoPE's rotate-half)."""
     half = x.shape[-1] // 2
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
@@ -181,9 +182,11 @@ class DecoderForTask(nn.Module):
 
     @property
     def backbone(self) -> nn.Module:
+        """The backbone module (registered under `prefix`)."""
         return getattr(self, self.prefix)
 
     def head_prefixes(self) -> tuple:
+        """Checkpoint key prefixes of the task heads (lm_head., score.)."""
         return self.HEAD_PREFIXES
 
     def empty_cache(self, batch: int, dtype=torch.float32, device=None):

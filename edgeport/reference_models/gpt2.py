@@ -28,11 +28,15 @@ EXTRA_ACTIVATIONS = {"gelu_fast": lambda x: F.gelu(x, approximate="tanh")}
 
 
 def gpt2_activation(name: str):
+    """GPT-2's activation_function names (gelu_new, gelu_fast, ...) -> the function; EdgeportError when
+    unknown."""
     return EXTRA_ACTIVATIONS[name] if name in EXTRA_ACTIVATIONS else activation(name)
 
 
 @dataclass
 class GPT2Config(ModelConfig):
+    """GPT-2's config.json fields (transformers' GPT2Config names and defaults; MegatronGPT2 checkpoints
+    too)."""
     model_type = "gpt2"
     vocab_size: int = 50257
     n_positions: int = 1024  # learned position embeddings: the longest sequence (past + new)
@@ -49,6 +53,7 @@ class GPT2Config(ModelConfig):
     tie_word_embeddings: bool = True
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         super().validate()
         gpt2_activation(self.activation_function)
         if self.n_embd % self.n_head:
@@ -81,6 +86,7 @@ class Conv1D(nn.Module):
 
 
 class Attention(nn.Module):
+    """Causal self-attention with the packed c_attn projection and a KV cache."""
     def __init__(self, cfg: GPT2Config, layer_idx: int):
         super().__init__()
         self.heads, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
@@ -97,6 +103,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """c_fc -> activation -> c_proj."""
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         inner = cfg.n_inner or 4 * cfg.n_embd
@@ -109,6 +116,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then h + mlp(ln_2(h))."""
     def __init__(self, cfg: GPT2Config, layer_idx: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
@@ -123,6 +131,8 @@ class Block(nn.Module):
 
 
 class GPT2Model(nn.Module):
+    """Token + learned position embeddings, blocks, ln_f; the decoder backbone contract of
+    decoder.DecoderForTask."""
     def __init__(self, cfg: GPT2Config):
         super().__init__()
         self.cache_dims = (cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head)
@@ -133,6 +143,7 @@ class GPT2Model(nn.Module):
 
     @property
     def input_embeddings(self) -> nn.Embedding:
+        """The token embedding (wte), which the tied lm_head reuses."""
         return self.wte
 
     def forward(self, input_ids, attention_mask, position_ids, past_keys, past_values):
@@ -144,6 +155,8 @@ class GPT2Model(nn.Module):
 
 @register_family("gpt2", config=GPT2Config, presets=PRESETS, tasks=DECODER_TASKS, default_task="text-generation")
 def build(cfg: GPT2Config, task: str) -> DecoderForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     model = DecoderForTask("transformer", GPT2Model(cfg), task, cfg.n_embd, cfg.vocab_size, cfg.num_labels,
                            cfg.tie_word_embeddings)
     init_weights(model, cfg.initializer_range)

@@ -33,6 +33,7 @@ TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classi
 
 @dataclass
 class MegaConfig(ModelConfig):
+    """MEGA's config.json fields (transformers 4.57.6's MegaConfig names and defaults)."""
     model_type = "mega"
     vocab_size: int = 30522
     hidden_size: int = 128
@@ -67,6 +68,7 @@ class MegaConfig(ModelConfig):
 
     def validate(self):
         # The base check rejects negative ints; chunk_size uses -1 for "none", so check by hand.
+        """EdgeportError naming the first value that cannot build a model."""
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
                      "ema_projection_size", "shared_representation_size", "nffn_hidden_size", "max_positions"):
             if getattr(self, name) <= 0:
@@ -86,6 +88,7 @@ class MegaConfig(ModelConfig):
 
     @property
     def chunk(self) -> int | None:
+        """Chunk length when chunking is on, else None."""
         return self.chunk_size if self.use_chunking else None
 
 
@@ -147,6 +150,7 @@ class BatchNorm(nn.Module):
 
 
 class SequenceNorm(nn.Module):
+    """The configured normalisation (layernorm, scalenorm, rmsnorm, batchnorm) over (B, L, H)."""
     def __init__(self, cfg: MegaConfig, eps: float = 1e-5):
         super().__init__()
         kind, h, affine = cfg.normalization_type, cfg.hidden_size, cfg.norm_affine
@@ -176,6 +180,8 @@ class Layout:
 
 
 def layout(attention_mask: torch.Tensor, cfg: MegaConfig) -> Layout:
+    """attention_mask (B, L) 1/0 -> the Layout (chunk positions, blocked/allowed pairs, lengths) every layer
+    shares."""
     pos = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (L,)
     chunk, local = (pos // cfg.chunk, pos % cfg.chunk) if cfg.chunk else (pos * 0, pos)
     same = chunk[:, None] == chunk[None, :]  # (L, L) same chunk
@@ -215,6 +221,7 @@ class RotaryRelativePositionalBias(nn.Module):
         self.b_param = nn.Parameter(torch.randn(1, z) * cfg.initializer_range)
 
     def rotate(self, v, sin, cos):  # v (1, Z); sin, cos (L, Z/2) -> (L, Z)
+        """v (1, Z) rotated by sin/cos (L, Z/2) -> (L, Z)."""
         v1, v2 = v.chunk(2, dim=-1)
         return torch.cat([v1 * cos - v2 * sin, v2 * cos + v1 * sin], dim=-1)
 
@@ -249,6 +256,7 @@ class MultiDimensionDampedEma(nn.Module):
         self.residual_weight = nn.Parameter(torch.randn(h) * cfg.ema_gamma_omega_range)  # omega
 
     def kernel(self, steps):  # steps (L,) float 0..L-1 -> (D, L)
+        """steps (L,) -> the EMA kernel (D, L) over time lags 0..L-1."""
         p = torch.sigmoid(self.damping_factor)  # (D, N, 1)
         q = 1.0 - p * torch.sigmoid(self.decay_factor)
         k = (p * self.ema_expansion_matrix) * torch.exp(steps * torch.log(q))  # (D, N, L)
@@ -258,12 +266,14 @@ class MultiDimensionDampedEma(nn.Module):
         return k
 
     def lag_kernel(self, steps):  # steps (L,) -> (H, 2L - 1): weights of lags t - m = -(L-1) .. L-1
+        """steps (L,) -> (H, 2L - 1) weights of lags -(L-1)..L-1 (bidirectional: both directions)."""
         k = self.kernel(steps)  # (D, L)
         fwd, bwd = k.chunk(2, dim=0) if self.bidirectional else (k, torch.zeros_like(k))
         # [bwd[L-1] .. bwd[1] | fwd[0] + bwd[0] | fwd[1] .. fwd[L-1]]: bwd weighs later tokens
         return torch.cat([bwd[:, 1:].flip(-1), fwd[:, :1] + bwd[:, :1], fwd[:, 1:]], dim=-1)
 
     def toeplitz(self, x):  # x (B, L, H): only its length is used -> (H, L, L), y[:, t] = T[:, t] @ x[:, :]
+        """x (B, L, H) (its length only) -> (H, L, L) Toeplitz matrix T, y[:, t] = T[:, t] @ x."""
         pos = torch.arange(x.shape[1], device=x.device)  # (L,)
         lags = pos[:, None] - pos[None, :] + pos[-1]  # (L, L): t - m + L - 1, in 0 .. 2L - 2
         # One Gather of whole rows (lag-major table, axis 0), then one transpose: onnxruntime's Gather
@@ -280,10 +290,12 @@ class MultiDimensionDampedEma(nn.Module):
 # ---- the layer -----------------------------------------------------------------------------------
 
 def laplace(x, mu=0.707107, sigma=0.282095):
+    """MEGA's laplace attention function: 0.5 * (1 + erf((x - mu) / (sigma sqrt 2)))."""
     return 0.5 * (1.0 + torch.erf((x - mu) / (sigma * math.sqrt(2.0))))
 
 
 class MovingAverageGatedAttention(nn.Module):
+    """MEGA's layer: damped EMA, single-head gated attention with relative bias, gated residual."""
     def __init__(self, cfg: MegaConfig):
         super().__init__()
         h, e, z = cfg.hidden_size, cfg.intermediate_size, cfg.shared_representation_size
@@ -301,6 +313,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.rel_pos_bias = bias_cls(cfg)
 
     def weights(self, q, k, lay: Layout):  # q, k (B, L, Z) -> (B, L, L)
+        """q, k (B, L, Z) -> attention weights (B, L, L) (softmax, laplace or relu2 by the config)."""
         bias = self.rel_pos_bias(lay.local)  # (L, L)
         if self.cfg.attention_activation == "softmax":
             scores = torch.matmul(q * self.sizes[2] ** -0.5, k.transpose(1, 2)) + bias
@@ -326,6 +339,7 @@ class MovingAverageGatedAttention(nn.Module):
 
 
 class NormalizedFeedForwardNetwork(nn.Module):
+    """fc1 -> activation -> fc2 with a residual, normalised before or after."""
     def __init__(self, cfg: MegaConfig):
         super().__init__()
         self.prenorm = cfg.normalize_before_ffn
@@ -340,6 +354,7 @@ class NormalizedFeedForwardNetwork(nn.Module):
 
 
 class Block(nn.Module):
+    """One MEGA layer: moving-average gated attention, then the normalised FFN when configured."""
     def __init__(self, cfg: MegaConfig):
         super().__init__()
         self.mega_layer = MovingAverageGatedAttention(cfg)
@@ -368,6 +383,7 @@ class Embeddings(nn.Module):
 
 
 class Mega(nn.Module):
+    """The MEGA backbone: embeddings and blocks; (B, L) ids -> (B, L, H)."""
     def __init__(self, cfg: MegaConfig):
         super().__init__()
         self.cfg = cfg
@@ -428,9 +444,11 @@ class MegaForTask(EncoderForTask):
         super().__init__("mega", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
 
     def head_prefixes(self) -> tuple:
+        """Checkpoint key prefixes of the heads (mlm_head., dense., classifier., qa_outputs.)."""
         return self.HEAD_PREFIXES
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):
+        """-> (sequence (B, L, H), first token (B, H))."""
         seq = self.mega(input_ids, attention_mask, token_type_ids)  # (B, L, H)
         return seq, seq[:, 0]
 
@@ -448,6 +466,8 @@ HEADS = {"fill-mask": _mlm, "text-classification": lambda cfg, bb: [("classifier
 
 @register_family("mega", config=MegaConfig, presets=PRESETS, tasks=TASKS, default_task="fill-mask")
 def build(cfg: MegaConfig, task: str) -> MegaForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     model = MegaForTask(cfg, task)
     init_weights(model, cfg.initializer_range)  # Linear/Embedding; MEGA's own parameters init themselves
     return model.eval()

@@ -19,6 +19,7 @@ from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 @dataclass
 class MegatronBertConfig(BertConfig):
+    """MegatronBERT's config: BERT's fields with the pre-LayerNorm layout."""
     model_type = "megatron-bert"
     pre_layer_norm: ClassVar[bool] = True
     vocab_size: int = 29056  # the cased Megatron vocabulary
@@ -40,4 +41,6 @@ PRESETS = {
 @register_family("megatron-bert", config=MegatronBertConfig, presets=PRESETS, default_task="fill-mask",
                  tasks=ENCODER_TASKS + ("multiple-choice",))
 def build(cfg: MegatronBertConfig, task: str) -> EncoderForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     return build_bert(cfg, task)

@@ -22,6 +22,7 @@ from edgeport.reference_models.registry import register_family
 
 @dataclass
 class MistralConfig(ModelConfig):
+    """Mistral's config.json fields (transformers' MistralConfig names and defaults)."""
     model_type = "mistral"
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -40,6 +41,7 @@ class MistralConfig(ModelConfig):
 
     @classmethod
     def from_hf(cls, d: dict) -> "MistralConfig":
+        """As ModelConfig.from_hf; an explicit null sliding_window means full causal attention."""
         d = dict(d)
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
         kind = rope.get("rope_type", rope.get("type", "default"))
@@ -54,13 +56,16 @@ class MistralConfig(ModelConfig):
 
     @property
     def kv_heads(self) -> int:
+        """Key/value heads (num_key_value_heads, else num_attention_heads)."""
         return self.num_key_value_heads or self.num_attention_heads
 
     @property
     def dim_per_head(self) -> int:
+        """head_dim, else hidden_size // num_attention_heads."""
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         super().validate()
         activation(self.hidden_act)
         if self.num_attention_heads % self.kv_heads:
@@ -101,6 +106,7 @@ FFNFactory = Callable[[MistralConfig], "tuple[str, nn.Module]"]
 
 
 def mlp_ffn(cfg: MistralConfig):
+    """The dense SwiGLU feed-forward: (attribute name 'mlp', module)."""
     return "mlp", MLP(cfg)
 
 
@@ -122,6 +128,8 @@ class DecoderLayer(nn.Module):
 
 
 class MistralModel(nn.Module):
+    """The Mistral-architecture backbone (embeddings, layers, final RMSNorm; RoPE) with the decoder cache
+    contract."""
     def __init__(self, cfg: MistralConfig, ffn: FFNFactory):
         super().__init__()
         self.sliding_window = cfg.sliding_window
@@ -133,6 +141,7 @@ class MistralModel(nn.Module):
 
     @property
     def input_embeddings(self) -> nn.Embedding:
+        """The token embedding (embed_tokens)."""
         return self.embed_tokens
 
     def forward(self, input_ids, attention_mask, position_ids, past_keys, past_values):
@@ -158,4 +167,6 @@ def build_decoder(cfg: MistralConfig, task: str, ffn: FFNFactory) -> DecoderForT
 @register_family("mistral", config=MistralConfig, presets=PRESETS, tasks=DECODER_TASKS,
                  default_task="text-generation")
 def build(cfg: MistralConfig, task: str) -> DecoderForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     return build_decoder(cfg, task, mlp_ffn)

@@ -26,6 +26,7 @@ from edgeport.reference_models.registry import register_family
 
 @dataclass
 class MixtralConfig(MistralConfig):
+    """Mixtral's config.json fields: Mistral's plus the experts (num_local_experts, num_experts_per_tok)."""
     model_type = "mixtral"
     num_local_experts: int = 8  # experts per layer (E)
     num_experts_per_tok: int = 2  # top-k experts each token is routed to
@@ -34,6 +35,7 @@ class MixtralConfig(MistralConfig):
     sliding_window: int | None = None
 
     def validate(self):
+        """EdgeportError naming the first value that cannot build a model."""
         super().validate()
         if not 1 <= self.num_experts_per_tok <= self.num_local_experts:
             raise EdgeportError("config: num_experts_per_tok must be between 1 and num_local_experts")
@@ -78,6 +80,7 @@ class SparseMoe(nn.Module):
         return tuple(torch.stack([getattr(e, n).weight for e in self.experts]) for n in ("w1", "w3", "w2"))
 
     def moe(self, x, logits):
+        """x (T, H), router logits (T, E) -> (T, H) by the dense decomposition (ops.moe.moe_dense)."""
         return moe_dense(x, logits, *self.stacked(), self.top_k)
 
     def forward(self, x):
@@ -87,10 +90,13 @@ class SparseMoe(nn.Module):
 
 
 def moe_ffn(cfg: MixtralConfig):
+    """The sparse MoE feed-forward: (attribute name 'block_sparse_moe', module)."""
     return "block_sparse_moe", SparseMoe(cfg)
 
 
 @register_family("mixtral", config=MixtralConfig, presets=PRESETS, tasks=DECODER_TASKS,
                  default_task="text-generation")
 def build(cfg: MixtralConfig, task: str) -> DecoderForTask:
+    """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
+    EdgeportError for a config or task it cannot build."""
     return build_decoder(cfg, task, moe_ffn)

@@ -47,7 +47,7 @@ def register_family(name, *, config, presets, tasks=ENCODER_TASKS, model_types=N
 
 
 # Modules in this package that are not families (importing them registers nothing).
-_NOT_FAMILIES = {"registry", "config", "checkpoint", "tokenizer", "blocks", "decoder"}
+_NOT_FAMILIES = {"registry", "config", "checkpoint", "tokenizer", "blocks", "decoder", "heads"}
 
 
 def _load_all():

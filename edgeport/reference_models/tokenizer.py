@@ -30,6 +30,7 @@ def packaged_uncased_vocab_dir() -> Path | None:
 
 
 def has_tokenizer(folder: Path) -> bool:
+    """True when `folder` holds tokenizer files edgeport can turn into tokenizer.json."""
     return (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
 
 

@@ -49,6 +49,7 @@ class OrtDecoder:
         self.max_batch, self.prefill_len = None, None
 
     def reset(self, batch: int):
+        """Start `batch` empty rows: an empty past (L, B, KV, 0, D) and mask."""
         i = self.info
         empty = np.zeros((i["layers"], batch, i["kv_heads"], 0, i["head_dim"]), np.float32)
         self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty) for _ in range(2)]
@@ -70,6 +71,7 @@ class OrtDecoder:
         return logits.numpy()
 
     def cache(self):
+        """(keys, values) float32 (L, B, KV, P, D): the cache after the last step."""
         return self.past[0].numpy(), self.past[1].numpy()
 
 
@@ -97,6 +99,8 @@ class LiteRTDecoder:
         self.info = info
 
     def reset(self, batch: int):
+        """Start `batch` rows (<= the static batch): zero cache slots, all masked. EdgeportError for a larger
+        batch."""
         if batch > self.max_batch:
             raise EdgeportError(f"this TFLite artifact runs batches of {self.max_batch}; got {batch} prompts")
         i = self.info
@@ -114,6 +118,7 @@ class LiteRTDecoder:
         return out["logits"]
 
     def step(self, ids, new_mask, positions) -> np.ndarray:
+        """ids/new_mask/positions (B, S) -> logits (B, S, V); prompts longer than the prefill run in chunks."""
         B, S = ids.shape
         rows = self.max_batch - B  # static batch: pad with fully masked rows, dropped afterwards
         feeds = [np.pad(np.asarray(a, np.int32), ((0, rows), (0, 0))) for a in (ids, new_mask, positions)]
@@ -126,6 +131,7 @@ class LiteRTDecoder:
         return np.concatenate(outs, axis=1)[:B, lead:]
 
     def cache(self):
+        """(keys, values) float32 (L, B_static, KV, C, D): the rolling cache."""
         return self.keys, self.values
 
 
@@ -158,6 +164,7 @@ class Sampling:
     seed: int | None = None
 
     def check(self):
+        """EdgeportError unless temperature >= 0, top_k >= 0 and 0 < top_p <= 1."""
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise EdgeportError("sampling: temperature >= 0, top-k >= 0 and 0 < top-p <= 1")
 
@@ -236,6 +243,7 @@ class TextGenerator:
 
     @property
     def pad_token_id(self) -> int:
+        """The id padded rows are filled with (the manifest's pad, else the first eos)."""
         return int(self.info.get("pad_token_id") or 0)
 
     def encode(self, prompts: list) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ def _cmd_generate(a):
 
 
 def register(subparsers):
+    """Add `edgeport generate` to the CLI's subparsers."""
     g = subparsers.add_parser("generate", help="continue a prompt with an exported decoder (text-generation)")
     g.add_argument("artifact", help="export folder or its .onnx/.tflite")
     g.add_argument("--prompt", required=True, help="text to continue")

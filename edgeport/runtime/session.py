@@ -40,6 +40,8 @@ class Session:
     outputs: list
 
     def run(self, feeds: dict) -> dict:
+        """feeds {input name: array} -> {output name: array}; EdgeportError on a missing input or a wrong
+        rank/static dim."""
         raise NotImplementedError
 
     def _check_feeds(self, feeds: dict) -> dict:
@@ -97,6 +99,7 @@ class OrtSession(Session):
         self.outputs = [IOSpec(o.name, _ORT_TYPES.get(o.type, o.type), list(o.shape)) for o in self.sess.get_outputs()]
 
     def run(self, feeds: dict) -> dict:
+        """feeds {input name: array} (cast to the input dtypes) -> {output name: numpy array}."""
         names = [o.name for o in self.outputs]
         return dict(zip(names, self.sess.run(names, self._check_feeds(feeds))))
 
@@ -130,6 +133,7 @@ class LiteRTSession(Session):
         self.outputs = [IOSpec(n, np.dtype(d["dtype"]).name, [int(x) for x in d["shape"]]) for n, d in outs.items()]
 
     def run(self, feeds: dict) -> dict:
+        """feeds {input name: array} (cast to the input dtypes, static shapes) -> {output name: numpy array}."""
         feeds = self._check_feeds(feeds)
         if self.runner is not None:
             return {k: np.asarray(v) for k, v in self.runner(**feeds).items()}
