@@ -37,7 +37,7 @@ def test_no_server_errors(live):
     seen = {}
     for op in operations:
         for mode in schemathesis.GenerationMode:
-            @settings(max_examples=FUZZ_EXAMPLES, phases=[Phase.generate], deadline=None, database=None,
+            @settings(max_examples=FUZZ_EXAMPLES, phases=[Phase.explicit, Phase.generate], deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             @given(case=op.as_strategy(generation_mode=mode))
             def fuzz(case):

