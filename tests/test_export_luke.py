@@ -185,3 +185,13 @@ def test_word_only_tasks_export_through_the_encoder_route(tmp_path, task, target
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"] or target == "tflite"
     assert {i["name"] for i in m["inputs"]} == {"input_ids", "attention_mask"}
     assert m["parity_passed"] and max(p["max_abs_diff"] for p in m["parity"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_luke_base_real_size_entity_classification(tmp_path):
+    """luke-base's architecture (random weights, 500k entities): ONNX over the grid, size as expected."""
+    out = export(tmp_path, "luke-base", "entity-classification", "onnx")
+    m = json.loads((out / "edgeport.json").read_text())
+    assert m["parity_passed"] and max(p["shape"][1] for p in m["parity"]) == 128
+    # 50267x768 words + 500000x256 entities (+ 256->768) + 12 layers with 4 queries each + 514x768 x2 positions
+    assert 1.05e9 < m["size_bytes"] < 1.15e9, m["size_bytes"]
