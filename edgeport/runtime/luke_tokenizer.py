@@ -147,9 +147,8 @@ class LukeTokenizer:
             if need not in self.specials:
                 raise EdgeportError(f"tokenizer files lack the special token {need}")
         self._split_re = re.compile("|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True)))
+        # entities kept by truncation and padded to: the task's (1 or 2), else max_entity_length (32)
         self.max_entity_length = _TASK_ENTITY_LENGTH.get(task, max_entity_length or 32)
-        if max_entity_length and task in ("none", "entity_span_classification"):
-            self.max_entity_length = max_entity_length
         self.max_mention_length = max_mention_length
         sp = self.specials
         self.cls_id, self.sep_id, self.pad_id = sp["<s>"].id, sp["</s>"].id, sp["<pad>"].id
