@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edgeport.errors import EdgeportError
+
+log = logging.getLogger("edgeport.serve")
 
 
 class QueueFull(Exception):
@@ -76,8 +79,12 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._free.acquire()  # while all workers are busy, requests pile up into bigger batches
-            await self._wait_for_rows()
-            batch = self._take()
+            try:
+                await self._wait_for_rows()
+                batch = self._take()
+            except Exception:  # never let the loop die: every queued request would wait for its timeout
+                log.exception("batching loop")
+                batch = []
             if not batch:
                 self._free.release()
                 continue

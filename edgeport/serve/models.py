@@ -50,6 +50,11 @@ class ServedModel:
         self.backend = "litert" if self.manifest.artifact.endswith(".tflite") else "onnxruntime"
         shared = self.backend == "onnxruntime" and self.task != "text-generation"
         first = self._open()
+        # Read once here: asking a pooled runner later could wait for a busy worker on the event loop.
+        session = getattr(first, "session", None)
+        self.inputs = list(session.inputs) if session else []  # IOSpec: name, numpy dtype, shape (str = dynamic)
+        self.outputs = list(session.outputs) if session else []
+        self.tokenizer = first.tokenizer  # tokenizers.Tokenizer (thread-safe), for usage counts
         self._pool = queue.Queue()
         for i in range(config.workers):
             self._pool.put(first if shared or i == 0 else self._open())
@@ -71,23 +76,6 @@ class ServedModel:
             yield p
         finally:
             self._pool.put(p)
-
-    @property
-    def inputs(self) -> list:
-        """IOSpec list (name, numpy dtype name, shape with strings/None for dynamic dims)."""
-        with self._runner() as p:
-            return list(p.session.inputs) if hasattr(p, "session") else []
-
-    @property
-    def outputs(self) -> list:
-        with self._runner() as p:
-            return list(p.session.outputs) if hasattr(p, "session") else []
-
-    @property
-    def tokenizer(self):
-        """The `tokenizers.Tokenizer` the pipeline uses (for usage counts)."""
-        with self._runner() as p:
-            return p.tokenizer
 
     def run(self, key: tuple, payloads: list) -> list:
         """Run requests that share `key` as one batch; returns one result per payload, in order."""

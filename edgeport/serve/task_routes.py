@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 Texts = str | list[str]
 
@@ -71,12 +71,6 @@ class GenerateIn(BaseModel):
     top_k: int = Field(0, ge=0, description="0 = no top-k cut")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-
-
-class Result(BaseModel):
-    """One input's result: the pipeline's dict (fields depend on the task)."""
-
-    model_config = ConfigDict(extra="allow")
 
 
 class ResultsOut(BaseModel):
