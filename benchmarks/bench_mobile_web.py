@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     print(f"threads {args.threads}; CPU flags {flags}; loadavg before {loadavg()}")
     contenders = {}
     for variant in ("fp32", "int8"):  # started one at a time: loading does not overlap timing
-        folder = getattr(args, variant)
+        folder = str(Path(getattr(args, variant)).resolve())
         contenders[f"native {variant}"] = Native(folder, args.threads)
         contenders[f"browser {variant}"] = Browser(variant, folder, args.threads)
     times = {name: [] for name in contenders}

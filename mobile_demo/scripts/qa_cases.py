@@ -61,7 +61,7 @@ CASES = [
      "Zero\u200bwidth spaces\ufeff and soft\u00adhyphens and control\u0007chars are removed.", 2, False),
     ("numbers", "When was it founded?", _HISTORY, 2, False),
     ("mixed_case", "WHAT IS RELEASED?", _SCIENCE.upper(), 3, False),
-    ("repeated_answer", "What color?", "Red. Red? RED! red, and blue. Red.", 3, False),
+    ("repeated_answer", "What color?", "Red. Red? RED! red, and blue. Red.", 20, False),
     ("long_question", "Why " + "really " * 70 + "is the sky blue?",
      "The sky is blue because air scatters blue light more than red light.", 2, False),
     ("question_cut_mid_word", "What " + "is " * 61 + "unaffable antidisestablishmentarianism?",

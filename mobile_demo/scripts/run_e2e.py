@@ -45,7 +45,7 @@ def expected_answers(folder) -> list:
 
 def run(models: dict, screenshot: str | None = None) -> subprocess.CompletedProcess:
     """models: name (int8, fp32) -> export folder. Returns node's completed process (output captured)."""
-    config = {"models": {k: str(v) for k, v in models.items()},
+    config = {"models": {k: str(Path(v).resolve()) for k, v in models.items()},
               "expected": {k: expected_answers(v) for k, v in models.items()},
               "screenshot": str(Path(screenshot).resolve()) if screenshot else None, "chromium": CHROMIUM}
     with tempfile.TemporaryDirectory() as tmp:
