@@ -62,3 +62,41 @@ def test_web_demo_in_chromium_answers_like_the_python_pipeline(tmp_path):
     r = run_e2e.run(models, os.environ.get("MOBILE_DEMO_SCREENSHOT"))
     assert r.returncode == 0, f"{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
     assert "# pass 1" in r.stdout and "# skipped 0" in r.stdout, r.stdout
+
+
+class _ReplaySession:
+    """A session answering each window with the logits stored in the fixtures for the same input_ids."""
+
+    def __init__(self, cases, seq_len):
+        from edgeport.runtime.session import IOSpec
+
+        self.inputs = [IOSpec(n, "int32", [1, seq_len]) for n in ("input_ids", "attention_mask", "token_type_ids")]
+        self.seq_len = seq_len
+        self.windows = {tuple(w["input_ids"]): w for c in cases for w in c["windows"]}
+
+    def run(self, feeds):
+        import numpy as np
+
+        n = int(feeds["attention_mask"][0].sum())
+        w = self.windows[tuple(int(i) for i in feeds["input_ids"][0, :n])]
+        pad = lambda v: np.pad(np.array(v, np.float32), (0, self.seq_len - n))[None]
+        return {"start_logits": pad(w["start_logits"]), "end_logits": pad(w["end_logits"])}
+
+
+def test_fixtures_still_match_the_python_pipeline():
+    """The Python pipeline, fed the stored logits, still gives the stored answers: if its semantics change,
+    this fails and the fixtures (and the Java/JS cores) must follow (scripts/make_fixtures.py)."""
+    import json
+
+    from edgeport.manifest import read_manifest
+    from edgeport.runtime.pipelines import QuestionAnswering
+
+    fx = json.loads((DEMO / "fixtures" / "qa_fixtures.json").read_text())
+    manifest, folder = read_manifest(DEMO / "fixtures")
+    qa = QuestionAnswering(_ReplaySession(fx["cases"], fx["settings"]["max_seq_len"]), manifest, folder)
+    for c in fx["cases"]:
+        got = qa(c["question"], c["context"], top_k=c["top_k"], handle_impossible_answer=c["handle_impossible_answer"])
+        got = got if isinstance(got, list) else [got]
+        assert [(a["answer"], a["start"], a["end"]) for a in got] == \
+            [(a["answer"], a["start"], a["end"]) for a in c["answers"]], c["name"]
+        assert [a["score"] for a in got] == pytest.approx([a["score"] for a in c["answers"]], rel=1e-12), c["name"]
