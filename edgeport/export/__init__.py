@@ -44,18 +44,6 @@ def default_out_dir(model: str, task: str, target: str) -> Path:
     return Path("edgeport-out") / f"{name}-{task}-{target}"
 
 
-def _encoder_tokenizer(ref, out: Path, steps: Steps):
-    from edgeport.reference_models.tokenizer import has_tokenizer, packaged_uncased_vocab_dir, write_tokenizer
-
-    src = ref.folder if ref.folder is not None and has_tokenizer(ref.folder) else None
-    if src is None and ref.random_weights and ref.family.name in ("mobilebert", "bert"):
-        src = packaged_uncased_vocab_dir()  # the presets' real uncased WordPiece vocab
-    if src is None:
-        steps.note("warning: no tokenizer files found; the runtime pipelines will need one")
-        return None
-    return write_tokenizer(src, out)
-
-
 def load(model, task, checkpoint, steps: Steps):
     """load_reference with its warnings shown as progress notes."""
     from edgeport.reference_models import load_reference
@@ -143,7 +131,6 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
     checks and manifest; raises as `export()` does.
     """
     import edgeport
-    from edgeport.export import decoders
     from edgeport.export.contracts import DEFAULT_OPSET, contract_for
     from edgeport.export.onnx import artifact_files
 
@@ -160,39 +147,24 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
             files = artifact_files(tmp, lowered.artifact)
             steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
         with steps.step("writing tokenizer files"):
-            if contract.kind == "decoder":
-                tok, info = decoders.tokenizer_and_info(ref, contract, lowered, static is not None, tmp, steps)
-            else:
-                tok, info = _encoder_tokenizer(ref, tmp, steps), None
-        with steps.step("validating against the reference" + (" with and without the KV cache" if info else "")):
-            checks = _validate(ref, contract, tmp / lowered.artifact, lowered, static, info)
+            tok, block = contract.write_tokenizer(ref, lowered, static, tmp, steps)
+        with steps.step(contract.validating):
+            checks = contract.validate(ref, tmp / lowered.artifact, lowered, static, block)
             worst = max(checks, key=lambda c: c.max_abs_diff)
-            label = "[batch, past, new] " if info else ""
             steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
-                       f"({worst.output} at {label}{worst.shape})")
+                       f"({worst.output} at {contract.shape_label}{worst.shape})")
         with steps.step("writing edgeport.json"):
             ins, outs = contract.io_specs(tgt.input_dtype, static)
             m = Manifest(family=ref.family.name, task=ref.task, target=tgt.name, artifact=lowered.artifact,
                          inputs=ins, outputs=outs,
-                         max_sequence_length=info["max_tokens"] if info else
-                         (opts.seq_len if static else contract.max_positions),
+                         max_sequence_length=contract.max_sequence_length(static, block),
                          static_shapes=tgt.static_shapes,
                          labels=ref.config.labels() if ref.task.endswith("classification") else None,
                          tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
                          source=ref.source, random_weights=ref.random_weights,
                          sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
-                         parity=checks, parity_passed=True, edgeport_version=edgeport.__version__, decoder=info)
+                         parity=checks, parity_passed=True, edgeport_version=edgeport.__version__, decoder=block)
             (tmp / "edgeport.json").write_text(m.to_json())
     if not steps.quiet:
         print(f"wrote {out}/{lowered.artifact}", flush=True)
     return out
-
-
-def _validate(ref, contract, path: Path, lowered, static: tuple | None, info: dict | None) -> list:
-    """Parity checks of the artifact at `path` against the reference (ParityError on a miss)."""
-    from edgeport.export import decoders, validate
-
-    if info is not None:
-        return decoders.validate(ref, path, contract, info, static)
-    session = validate.validation_session(path, lowered.validation)
-    return validate.check(ref.model, session, contract, validate.grid_for(contract, static))

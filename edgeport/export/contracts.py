@@ -8,11 +8,15 @@ Two kinds, one interface (what `export()` and the exporters read):
 Both give `input_names`, `output_names`, `dynamic_axes()` (torch.onnx), `sample_args()` (torch tensors
 the ONNX tracer runs on), `io_specs(dtype, static)` (the manifest's inputs and outputs), `max_positions`
 and the parity tolerance: |artifact - reference| <= atol + rtol * max|reference| per output (fp32).
+What differs in the pipeline is theirs too: `write_tokenizer(...)`, `validate(...)` and
+`max_sequence_length(...)`, with the progress wording in `validating` and `shape_label`. Another kind of
+contract (an encoder with extra inputs, say) plugs into `export.export_reference` by giving the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import TensorSpec
@@ -85,6 +89,33 @@ class Contract:
     def longest_static_len(self) -> int:
         """The longest static sequence length the positions allow."""
         return self.max_positions
+
+    validating = "validating against the reference"
+    shape_label = ""  # ParityCheck.shape is [batch, sequence]
+
+    def write_tokenizer(self, ref, lowered, static: tuple | None, out: Path, steps) -> tuple:
+        """Copy/build the tokenizer into `out` -> (TokenizerInfo or None, None): encoders add no manifest block."""
+        from edgeport.reference_models.tokenizer import has_tokenizer, packaged_uncased_vocab_dir, write_tokenizer
+
+        src = ref.folder if ref.folder is not None and has_tokenizer(ref.folder) else None
+        if src is None and ref.random_weights and ref.family.name in ("mobilebert", "bert"):
+            src = packaged_uncased_vocab_dir()  # the presets' real uncased WordPiece vocab
+        if src is None:
+            steps.note("warning: no tokenizer files found; the runtime pipelines will need one")
+            return None, None
+        return write_tokenizer(src, out), None
+
+    def validate(self, ref, path: Path, lowered, static: tuple | None, block) -> list:
+        """Parity over `validate.grid_for` through the runtime's Session (with the lowering's custom-op
+        library when it has one); ParityError on a miss."""
+        from edgeport.export import validate
+
+        session = validate.validation_session(path, lowered.validation)
+        return validate.check(ref.model, session, self, validate.grid_for(self, static))
+
+    def max_sequence_length(self, static: tuple | None, block) -> int:
+        """The manifest's max_sequence_length: the static length, else the positions."""
+        return static[1] if static else self.max_positions
 
 
 def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Contract:
@@ -171,6 +202,25 @@ class DecoderContract:
     def longest_static_len(self) -> int:
         """The longest static prefill: it must leave DECODE_ROOM positions to decode into."""
         return self.max_positions - DECODE_ROOM
+
+    validating = "validating against the reference with and without the KV cache"
+    shape_label = "[batch, past, new] "
+
+    def write_tokenizer(self, ref, lowered, static: tuple | None, out: Path, steps) -> tuple:
+        """-> (TokenizerInfo or None, the manifest's `decoder` block); see export/decoders.py."""
+        from edgeport.export import decoders
+
+        return decoders.tokenizer_and_info(ref, self, lowered, static is not None, out, steps)
+
+    def validate(self, ref, path: Path, lowered, static: tuple | None, block) -> list:
+        """Parity through the KV cache with the runtime's decoder backend (export/decoders.py)."""
+        from edgeport.export import decoders
+
+        return decoders.validate(ref, path, self, block, static)
+
+    def max_sequence_length(self, static: tuple | None, block) -> int:
+        """The longest sequence the artifact runs (the decoder block's max_tokens)."""
+        return block["max_tokens"]
 
 
 def decoder_contract(ref) -> DecoderContract:

@@ -42,7 +42,6 @@ Forms in this file:
     DisentangledAttentionOp (nn.Module) calls the custom op; `use_custom_op(model)` swaps it in
 """
 
-import math
 from typing import Optional
 
 import torch
