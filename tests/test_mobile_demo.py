@@ -21,6 +21,7 @@ JUNIT = Path("/usr/share/java/junit4.jar")
 CHROMIUM = Path("/usr/bin/chromium")
 
 sys.path.insert(0, str(DEMO / "scripts"))
+import install_export
 import run_e2e
 
 
@@ -100,3 +101,38 @@ def test_fixtures_still_match_the_python_pipeline():
         assert [(a["answer"], a["start"], a["end"]) for a in got] == \
             [(a["answer"], a["start"], a["end"]) for a in c["answers"]], c["name"]
         assert [a["score"] for a in got] == pytest.approx([a["score"] for a in c["answers"]], rel=1e-12), c["name"]
+
+
+def _fake_export(folder: Path, task: str = "question-answering") -> Path:
+    """An export folder with the fixtures' manifest and tokenizer and a stand-in artifact (its sha256 recorded)."""
+    import hashlib
+    import json
+
+    folder.mkdir()
+    m = json.loads((DEMO / "fixtures" / "edgeport.json").read_text())
+    (folder / m["artifact"]).write_bytes(b"not a real model")
+    m.update(task=task, sha256=hashlib.sha256(b"not a real model").hexdigest())
+    (folder / "edgeport.json").write_text(json.dumps(m))
+    (folder / "tokenizer.json").write_text((DEMO / "fixtures" / "tokenizer.json").read_text())
+    return folder
+
+
+def test_install_export_copies_a_checked_export(tmp_path, monkeypatch):
+
+    monkeypatch.setitem(install_export.DESTINATIONS, "web", tmp_path / "web-model")
+    dest = install_export.install(_fake_export(tmp_path / "exp"), "web", "int8")
+    assert sorted(p.name for p in dest.iterdir()) == ["edgeport.json", "model.tflite", "tokenizer.json"]
+
+
+def test_install_export_refuses_bad_folders(tmp_path, monkeypatch, capsys):
+
+    monkeypatch.setitem(install_export.DESTINATIONS, "android", tmp_path / "assets")
+    assert install_export.main([str(tmp_path), "--to", "android"]) == 2  # no edgeport.json
+    assert "no edgeport.json" in capsys.readouterr().err
+    assert install_export.main([str(_fake_export(tmp_path / "fm", task="fill-mask")), "--to", "android"]) == 2
+    assert "question-answering" in capsys.readouterr().err
+    changed = _fake_export(tmp_path / "changed")
+    (changed / "model.tflite").write_bytes(b"edited after export")
+    assert install_export.main([str(changed), "--to", "android"]) == 2
+    assert "sha256" in capsys.readouterr().err
+    assert not (tmp_path / "assets").exists()  # nothing half-copied
