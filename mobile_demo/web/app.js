@@ -1,7 +1,7 @@
 // The phone page: LiteRT.js runs the export's .tflite (Wasm, XNNPACK), the JS core does the rest.
 // ?model=int8 (default) or ?model=fp32 picks model/<name>/, installed by scripts/install_export.py.
 // window.qaDemo exposes {ready, ask(question, context, opts), info} for the end-to-end test.
-import {loadLiteRt, loadAndCompile, Tensor} from '@litertjs/core';
+import {loadLiteRt, loadAndCompile, supportsFeature, Tensor} from '@litertjs/core';
 import {QaEngine} from './src/engine.js';
 import {codePoints} from './src/tokenizer.js';
 import {SAMPLES} from './samples.js';
@@ -32,14 +32,17 @@ async function load() {
   const base = `model/${variant}/`;
   const manifest = await (await fetch(`${base}edgeport.json`)).json();
   const tokenizerJson = await (await fetch(base + manifest.tokenizer.file)).json();
-  await loadLiteRt('./litert/wasm/', {threads: self.crossOriginIsolated === true});
+  // The threaded runtime needs a cross-origin-isolated page and relaxed SIMD; elsewhere one thread.
+  const threaded = self.crossOriginIsolated === true && await supportsFeature('relaxedSimd') &&
+    await supportsFeature('threads');
+  await loadLiteRt('./litert/wasm/', {threads: threaded});
   const compiled = await loadAndCompile(base + manifest.artifact,
-    {accelerator: 'wasm', cpuOptions: {numThreads: self.crossOriginIsolated ? threads : 1}});
+    {accelerator: 'wasm', cpuOptions: {numThreads: threaded ? threads : 1}});
   const shape = manifest.inputs.find((t) => t.name === 'input_ids').shape;
   const engine = new QaEngine(manifest, tokenizerJson, liteRtModel(compiled, shape));
   const mib = (manifest.size_bytes / 2 ** 20).toFixed(1);
   const info = {variant, precision: manifest.precision, sizeMiB: Number(mib), seqLen: engine.converter.maxSeqLen,
-    threads: self.crossOriginIsolated ? threads : 1, randomWeights: manifest.random_weights};
+    threads: threaded ? threads : 1, randomWeights: manifest.random_weights};
   $('model-line').textContent = `${manifest.family} ${manifest.precision} · ${mib} MiB · ${info.seqLen} tokens` +
     ` · ${info.threads} thread(s)`;
   $('weights-note').hidden = !manifest.random_weights;
