@@ -364,7 +364,7 @@ def test_v3_like_export_runs_through_pipeline_without_token_type_ids(tmp_path, c
     assert [i.name for i in m.inputs] == ["input_ids", "attention_mask"] and m.tokenizer.mask_token == "[MASK]"
     fill = pipeline(out)
     text = "the cat sat on the [MASK] in the park"
-    (row,) = fill(text, top_k=3)[0:1]
+    cands = fill(text, top_k=3)  # one text, one mask: a flat list of candidates
     ids = slow(text)["input_ids"]  # the slow sentencepiece tokenizer: the same ids as the pipeline's
     assert fill.encode([text]).feeds["input_ids"][0].tolist() == ids
     ref = reference(folder, "fill-mask")
@@ -372,5 +372,5 @@ def test_v3_like_export_runs_through_pipeline_without_token_type_ids(tmp_path, c
         (logits,) = ref.model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
     p = torch.softmax(logits[0, ids.index(slow.mask_token_id)].double(), -1)
     best = torch.argsort(p, descending=True)[:3]
-    assert [d["token"] for d in row[0]] == slow.convert_ids_to_tokens(best.tolist())
-    assert abs(row[0][0]["score"] - p[best[0]].item()) <= 1e-4
+    assert [d["token"] for d in cands] == slow.convert_ids_to_tokens(best.tolist())
+    assert abs(cands[0]["score"] - p[best[0]].item()) <= 1e-4
