@@ -42,8 +42,8 @@ SETTLE_S = 1.0
 INFINITY = "infinity-emb[server,optimum]==0.0.78"
 
 
-def sentences(n: int, seed: int = 0) -> list:
-    """n sentences of 6-60 words from Python's reference manual (deterministic)."""
+def sentences(n: int, seed: int = 0, words: int | None = None) -> list:
+    """n sentences of 6-60 words from Python's reference manual (deterministic); `words`: cut to that many."""
     import re
 
     from pydoc_data.topics import topics
@@ -52,7 +52,7 @@ def sentences(n: int, seed: int = 0) -> list:
     pool = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text)]
     pool = [s for s in pool if 6 <= len(s.split()) <= 60]
     rng = random.Random(seed)
-    return [rng.choice(pool) for _ in range(n)]
+    return [" ".join(rng.choice(pool).split()[:words]) for _ in range(n)]
 
 
 # ---------------------------------------------------------------- artifacts and servers
@@ -141,6 +141,7 @@ def edgeport_server(name, folder, port, batch, threads):
 def infinity_server(exe, model, port):
     cmd = [str(exe), "v2", "--model-id", ".", "--served-model-name", "minilm", "--engine", "optimum", "--device",
            "cpu", "--host", "127.0.0.1", "--port", str(port), "--batch-size", "32", "--log-level", "warning",
+           "--pooling-method", "mean",  # all-MiniLM-L6-v2's pooling; "auto" took the [CLS] vector here
            "--no-model-warmup"]
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
            "DO_NOT_TRACK": "1", "HF_HOME": str(model.parent / "infinity-hf-home")}
@@ -203,13 +204,61 @@ def check_same_embeddings(urls: dict, text: str):
     return {n: float(np.abs(v - base).max()) for n, v in vecs.items()}
 
 
+WORKLOADS = {"short": 8, "sentences": None}  # words per text: first 8 words (query-like), or whole sentences
+
+
+def targets_for(servers: dict, texts: list) -> dict:
+    """label -> (URL, request bodies) for every server."""
+    emb = [json.dumps({"model": "minilm", "input": [t]}).encode() for t in texts]
+    cls = [json.dumps({"inputs": t}).encode() for t in texts]
+    out = {}
+    for (name, kind), s in servers.items():
+        label = f"{name} " + ({True: "edgeport batched", False: "edgeport unbatched"}.get(kind) or "infinity-emb")
+        path = ("/embeddings" if kind == "infinity" else "/v1/embeddings") if name == "minilm" else \
+            "/models/mobilebert/classify"
+        out[label] = (f"http://127.0.0.1:{s.port}{path}", emb if name == "minilm" else cls)
+    return out
+
+
+def run_workload(servers: dict, texts: list, a) -> dict:
+    """Interleaved rounds over every server; label -> summary."""
+    targets = targets_for(servers, texts)
+    for url, bodies in targets.values():  # warm-up
+        asyncio.run(load(url, bodies[:128], a.concurrency, 30))
+    runs = {label: [] for label in targets}
+    for rnd in range(a.rounds):
+        for label, (url, bodies) in targets.items():
+            time.sleep(SETTLE_S)
+            runs[label].append(asyncio.run(load(url, bodies, a.concurrency, a.time_limit)))
+            r = runs[label][-1]
+            print(f"  round {rnd + 1} {label:32s} {len(r['latencies']) / r['wall']:8.1f} req/s", flush=True)
+    return {label: summarize(r) for label, r in runs.items()}
+
+
+def print_table(workload: str, res: dict, a):
+    print(f"\n{workload}: concurrency {a.concurrency}, {a.rounds} rounds x {a.requests} requests, "
+          f"{a.threads} threads per server")
+    print(f"  {'contender':34s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for label, s in res.items():
+        print(f"  {label:34s} {s['requests']:8d} {s['errors']:6d} {s['throughput']:8.1f} {s['p50']:8.1f} "
+              f"{s['p99']:8.1f}")
+    for name in ("minilm", "mobilebert"):
+        b, u = res[f"{name} edgeport batched"], res[f"{name} edgeport unbatched"]
+        print(f"  {name}: batching {b['throughput'] / u['throughput']:.2f}x the unbatched throughput")
+    if "minilm infinity-emb" in res:
+        b, i = res["minilm edgeport batched"], res["minilm infinity-emb"]
+        print(f"  minilm: edgeport {b['throughput'] / i['throughput']:.2f}x infinity-emb's throughput; "
+              f"p99 {b['p99']:.1f} vs {i['p99']:.1f} ms")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=1200, help="requests per contender per round")
+    ap.add_argument("--requests", type=int, default=1000, help="requests per contender per round")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per contender per round, at most")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every server")
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--work", default="/tmp/edgeport-bench-serve", help="artifacts, venv and logs")
     ap.add_argument("--no-peer", action="store_true", help="skip infinity-emb")
     a = ap.parse_args(argv)
@@ -226,45 +275,23 @@ def main(argv=None):
     if peer:
         port += 1
         servers[("minilm", "infinity")] = infinity_server(*peer, port)
+    results = {}
     try:
         for s in servers.values():
             s.ready()
-        texts = sentences(a.requests)
-        emb = [json.dumps({"model": "minilm", "input": [t]}).encode() for t in texts]
-        cls = [json.dumps({"inputs": t}).encode() for t in texts]
-        targets = {}
-        for (name, kind), s in servers.items():
-            label = f"{name} " + ({True: "edgeport batched", False: "edgeport unbatched"}.get(kind) or "infinity-emb")
-            path = ("/embeddings" if kind == "infinity" else "/v1/embeddings") if name == "minilm" else \
-                "/models/mobilebert/classify"
-            targets[label] = (f"http://127.0.0.1:{s.port}{path}", emb if name == "minilm" else cls)
         if peer:
-            diffs = check_same_embeddings({"edgeport": (targets["minilm edgeport batched"][0], "minilm"),
-                                           "infinity": (targets["minilm infinity-emb"][0], "minilm")}, texts[0])
+            t = targets_for(servers, ["The cat sat on the mat."])
+            pair = {"edgeport": (t["minilm edgeport batched"][0], "minilm"),
+                    "infinity": (t["minilm infinity-emb"][0], "minilm")}
+            diffs = check_same_embeddings(pair, "The cat sat on the mat.")
             print(f"embedding max |edgeport - infinity| on one text: {diffs['infinity']:.2e}", flush=True)
-        for label, (url, bodies) in targets.items():  # warm-up
-            asyncio.run(load(url, bodies[:128], a.concurrency, 30))
-        runs = {label: [] for label in targets}
-        for rnd in range(a.rounds):
-            for label, (url, bodies) in targets.items():
-                time.sleep(SETTLE_S)
-                runs[label].append(asyncio.run(load(url, bodies, a.concurrency, a.time_limit)))
-                r = runs[label][-1]
-                print(f"  round {rnd + 1} {label:32s} {len(r['latencies']) / r['wall']:8.1f} req/s", flush=True)
+        for w in a.workloads:
+            print(f"workload {w}", flush=True)
+            results[w] = run_workload(servers, sentences(a.requests, words=WORKLOADS[w]), a)
         print(f"loadavg after: {open('/proc/loadavg').read().strip()}")
-        print(f"\nconcurrency {a.concurrency}, {a.rounds} rounds x {a.requests} requests, {a.threads} threads per server")
-        print(f"  {'contender':34s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
-        res = {label: summarize(r) for label, r in runs.items()}
-        for label, s in res.items():
-            print(f"  {label:34s} {s['requests']:8d} {s['errors']:6d} {s['throughput']:8.1f} {s['p50']:8.1f} {s['p99']:8.1f}")
-        for name in ("minilm", "mobilebert"):
-            b, u = res[f"{name} edgeport batched"], res[f"{name} edgeport unbatched"]
-            print(f"  {name}: batching {b['throughput'] / u['throughput']:.2f}x the unbatched throughput")
-        if peer:
-            b, i = res["minilm edgeport batched"], res["minilm infinity-emb"]
-            print(f"  minilm: edgeport {b['throughput'] / i['throughput']:.2f}x infinity-emb's throughput; "
-                  f"p99 {b['p99']:.1f} vs {i['p99']:.1f} ms")
-        (work / "results.json").write_text(json.dumps(res, indent=2))
+        for w, res in results.items():
+            print_table(w, res, a)
+        (work / "results.json").write_text(json.dumps(results, indent=2))
     finally:
         for s in servers.values():
             s.stop()

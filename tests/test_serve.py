@@ -274,7 +274,8 @@ BAD = [
 @pytest.mark.parametrize("path, body, status", BAD, ids=[f"{i}:{b[0]}" for i, b in enumerate(BAD)])
 def test_bad_input_is_a_4xx_json_error(server, path, body, status):
     url, _ = server
-    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    as_json = {"content": body, "headers": {"content-type": "application/json"}}
+    kw = as_json if isinstance(body, bytes) else {"json": body}
     r = httpx.post(url + path, timeout=30, **kw)
     assert r.status_code == status, r.text
     err = r.json()["error"]

@@ -1,7 +1,8 @@
 """Fuzz every route of `edgeport serve` from its own OpenAPI schema (schemathesis): no answer is a 5xx.
 
-Bounded: FUZZ_EXAMPLES (5; EDGEPORT_FUZZ_EXAMPLES=50 for a longer run) valid and FUZZ_EXAMPLES invalid requests per operation (schemathesis' positive
-and negative generation), no shrinking, against a live 127.0.0.1 server holding every tiny export.
+Bounded: FUZZ_EXAMPLES (5; EDGEPORT_FUZZ_EXAMPLES=50 for a longer run) valid and as many invalid
+requests per operation (schemathesis' positive and negative generation), no shrinking, against a live
+127.0.0.1 server holding every tiny export.
 (schemathesis' own pytest plugin does not load under pytest 9, so hypothesis drives its strategies here.)
 """
 

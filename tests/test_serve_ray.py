@@ -25,8 +25,8 @@ def ray_url(serve_exports):
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        start({"cls": serve_exports["cls"], "emb": serve_exports["emb"]}, ServeConfig(max_batch=8, max_wait_ms=20, threads=1),
-              "127.0.0.1", port, autoscale=(1, 2))
+        models = {"cls": serve_exports["cls"], "emb": serve_exports["emb"]}
+        start(models, ServeConfig(max_batch=8, max_wait_ms=20, threads=1), "127.0.0.1", port, autoscale=(1, 2))
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

@@ -64,7 +64,8 @@ class ServerState:
         if m is None:
             raise ApiError(404, f"unknown model '{name}' (served: {', '.join(self.models)})", "not_found_error")
         if task is not None and m.task != task:
-            raise ApiError(400, f"model '{name}' is a {m.task} model; its route is /models/{name}/{TASK_ROUTES[m.task]}")
+            raise ApiError(400, f"model '{name}' is a {m.task} model; its route is "
+                                f"/models/{name}/{TASK_ROUTES[m.task]}")
         return m
 
     async def submit(self, name: str, key: tuple, payload: dict, rows: int):
@@ -74,7 +75,8 @@ class ServerState:
             raise ApiError(503, f"model '{name}' is busy: {e}; retry later", "server_busy",
                            {"Retry-After": str(self.config.retry_after_s)}) from None
         except asyncio.TimeoutError:
-            raise ApiError(504, f"no answer within the {self.config.timeout_s:g} s request timeout", "timeout") from None
+            raise ApiError(504, f"no answer within the {self.config.timeout_s:g} s request timeout",
+                           "timeout") from None
         except EdgeportError as e:
             raise ApiError(400, str(e)) from None
 
@@ -117,7 +119,8 @@ def _install_error_handlers(app: FastAPI):
     @app.exception_handler(Exception)
     async def internal(request: Request, e: Exception):
         log.exception("internal error on %s", request.url.path)
-        return JSONResponse(_error_body(request.url.path, 500, f"internal error: {type(e).__name__}", "server_error"), 500)
+        body = _error_body(request.url.path, 500, f"internal error: {type(e).__name__}", "server_error")
+        return JSONResponse(body, 500)
 
 
 class LimitsAndMetrics:
@@ -132,7 +135,8 @@ class LimitsAndMetrics:
         t0, limit, status = time.perf_counter(), self.state.config.max_body_bytes, [500]
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            resp = JSONResponse(_error_body(scope["path"], 413, f"request body over {limit} bytes", "invalid_request_error"), 413)
+            body = _error_body(scope["path"], 413, f"request body over {limit} bytes", "invalid_request_error")
+            resp = JSONResponse(body, 413)
             await resp(scope, receive, send)
             self._observe(scope, 413, t0)
             return

@@ -60,7 +60,7 @@ def register(sub) -> None:
     """Adds `serve` and `triton-repo` to the edgeport CLI's subparsers."""
     s = sub.add_parser("serve", help="serve export folders over HTTP (per-task JSON, OpenAI /v1, KServe /v2)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("models", nargs="+", metavar="[NAME=]FOLDER", help="export folders; the name defaults to the folder's")
+    s.add_argument("models", nargs="+", metavar="[NAME=]FOLDER", help="export folders; name: the folder's")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-batch", type=int, default=32, help="rows per model run (dynamic micro-batching)")

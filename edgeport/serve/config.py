@@ -24,7 +24,7 @@ class ServeConfig:
     max_batch: int = 32  # rows one model run takes at most (dynamic micro-batching)
     max_wait_ms: float = 5.0  # how long the first queued row waits for others before its batch runs
     max_queue: int = 1024  # queued rows per model before requests get 503 + Retry-After
-    workers: int = 1  # threads running batches per model (onnxruntime: one shared session; LiteRT: one interpreter each)
+    workers: int = 1  # threads running batches per model (onnxruntime: one shared session; LiteRT: one each)
     threads: int | None = None  # intra-op threads per session (default: all cores)
     timeout_s: float = 30.0  # per request, queueing included; past it the answer is 504
     max_body_bytes: int = 1 << 20  # request bodies over this get 413
@@ -62,7 +62,8 @@ def parse_model_specs(specs: list) -> dict:
         if not sep:
             name, folder = Path(spec).resolve().name, spec
         if not _NAME.match(name):
-            raise EdgeportError(f"serve: model name '{name}' must match [A-Za-z0-9][A-Za-z0-9._-]* (NAME=FOLDER to choose)")
+            raise EdgeportError(f"serve: model name '{name}' must match [A-Za-z0-9][A-Za-z0-9._-]* "
+                                "(NAME=FOLDER to choose)")
         if name in out:
             raise EdgeportError(f"serve: two models are named '{name}'; use NAME=FOLDER to tell them apart")
         if not Path(folder).is_dir():

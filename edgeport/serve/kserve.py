@@ -77,7 +77,8 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
             raise ValueError(f"input '{name}' is {V2_TYPES.get(spec.dtype, spec.dtype)}, got datatype {dtype}")
         if (not isinstance(shape, list) or len(shape) != len(spec.shape)
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
-            raise ValueError(f"input '{name}' needs a shape of {len(spec.shape)} positive dims like {_dims(spec.shape)}")
+            raise ValueError(f"input '{name}' needs a shape of {len(spec.shape)} positive dims "
+                             f"like {_dims(spec.shape)}")
         for i, (got, dim) in enumerate(zip(shape, spec.shape)):
             if isinstance(dim, int) and dim > 0 and got != dim and i > 0:
                 raise ValueError(f"input '{name}' dim {i} must be {dim}, got {got}")

@@ -88,14 +88,16 @@ class ServedModel:
     def _run_classify(self, p, key, payloads):
         texts = [t for pl in payloads for t in pl["texts"]]
         pairs = [t for pl in payloads for t in pl["pairs"]] if key[1] else None
-        return _split(p(texts, pairs) if pairs else p(texts), payloads, "texts")
+        call = (lambda t, q: p(t, q)) if pairs else (lambda t, q: p(t))
+        return _split(by_length(p, call, texts, pairs), payloads, "texts")
 
     def _run_fill_mask(self, p, key, payloads):
-        return _split(p([t for pl in payloads for t in pl["texts"]], top_k=key[1]), payloads, "texts")
+        texts = [t for pl in payloads for t in pl["texts"]]
+        return _split(by_length(p, lambda t, _: p(t, top_k=key[1]), texts), payloads, "texts")
 
     def _run_token_classification(self, p, key, payloads):
         texts = [t for pl in payloads for t in pl["texts"]]
-        return _split(p(texts, aggregation_strategy=key[1]), payloads, "texts")
+        return _split(by_length(p, lambda t, _: p(t, aggregation_strategy=key[1]), texts), payloads, "texts")
 
     def _run_question_answering(self, p, key, payloads):
         _, top_k, max_answer_len, doc_stride, impossible = key
@@ -107,7 +109,8 @@ class ServedModel:
 
     def _run_embeddings(self, p, key, payloads):
         pooling, normalize = key[1], key[2]
-        emb = np.asarray(p([t for pl in payloads for t in pl["texts"]], pooling=pooling), np.float32)  # (B, H)
+        texts = [t for pl in payloads for t in pl["texts"]]
+        emb = np.asarray(by_length(p, lambda t, _: list(p(t, pooling=pooling)), texts), np.float32)  # (B, H)
         if normalize:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
         return _split(list(emb), payloads, "texts")
@@ -137,7 +140,8 @@ class ServedModel:
     def _run_raw(self, p, key, payloads):
         """KServe v2: tensors concatenated along the batch axis, run, split back."""
         if not hasattr(p, "run_batch"):
-            raise EdgeportError(f"model '{self.name}' is a decoder: use /v1/completions or /models/{self.name}/generate")
+            raise EdgeportError(f"model '{self.name}' is a decoder: use /v1/completions or "
+                                f"/models/{self.name}/generate")
         names = list(payloads[0]["feeds"])
         feeds = {n: np.concatenate([pl["feeds"][n] for pl in payloads]) for n in names}
         try:
@@ -148,6 +152,39 @@ class ServedModel:
             raise EdgeportError(f"the model refused these tensors: {str(e).splitlines()[0][:300]}") from None
         rows = np.cumsum([len(next(iter(pl["feeds"].values()))) for pl in payloads])[:-1]
         return [{k: v for k, v in zip(out, parts)} for parts in zip(*(np.split(v, rows) for v in out.values()))]
+
+
+PAD_SLACK_TOKENS = 64  # padding a group may add before it pays to start another model run
+PAD_SLACK_RATIO = 0.2  # ... or this fraction of the group's real tokens, whichever is larger
+
+
+def by_length(p, call, texts: list, pairs: list | None = None) -> list:
+    """`call(texts, pairs)` -> one result per row, run over groups of similar token counts.
+
+    A batch pads every row to its longest, so rows of 8 and 100 tokens cost 2 x 100: rows are sorted
+    by length and cut wherever the group's padding would pass max(PAD_SLACK_TOKENS, PAD_SLACK_RATIO x
+    its real tokens); results come back in input order. Static-shape artifacts (TFLite) pad every row
+    to their one length anyway: one call.
+    """
+    if p.static_len or len(texts) < 2:
+        return list(call(texts, pairs))
+    encs = p.tokenizer.encode_batch(list(zip(texts, pairs)) if pairs else texts)
+    lens = [len(e.ids) for e in encs]
+    groups, cur, real = [], [], 0
+    for i in sorted(range(len(texts)), key=lens.__getitem__):  # ascending: the newest row is the longest
+        waste = lens[i] * (len(cur) + 1) - (real + lens[i])
+        if cur and waste > max(PAD_SLACK_TOKENS, PAD_SLACK_RATIO * (real + lens[i])):
+            groups.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += lens[i]
+    groups.append(cur)
+    out = [None] * len(texts)
+    for g in groups:
+        rows = call([texts[i] for i in g], [pairs[i] for i in g] if pairs else None)
+        for i, r in zip(g, rows):
+            out[i] = r
+    return out
 
 
 def _split(flat: list, payloads: list, field: str) -> list:

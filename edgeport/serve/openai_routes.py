@@ -17,7 +17,6 @@ import time
 import uuid
 from typing import Literal
 
-import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -112,7 +111,8 @@ def router(state) -> APIRouter:
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
                  else v.tolist()} for i, v in enumerate(out)]
-        return {"object": "list", "data": data, "model": req.model, "usage": usage(tokens, 0) | {"completion_tokens": 0}}
+        return {"object": "list", "data": data, "model": req.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @r.post("/completions", summary="Text completions (OpenAI-compatible; SSE when stream is true)")
     async def completions(req: CompletionRequest):
@@ -122,7 +122,8 @@ def router(state) -> APIRouter:
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
         if req.stream:
             return await _stream(state, req, prompts[0], req.max_tokens or 16, meta, chat=False)
-        rows = await generate_rows(state, req.model, prompts, req.max_tokens or 16, req.temperature, 0, req.top_p, req.seed)
+        rows = await generate_rows(state, req.model, prompts, req.max_tokens or 16, req.temperature, 0, req.top_p,
+                                   req.seed)
         choices = []
         for i, row in enumerate(rows):
             text, hit = cut_at_stop(row["text"], as_list(req.stop or []))

@@ -72,7 +72,8 @@ def build_app(name: str, folder, config: ServeConfig, replicas: int = 1, autosca
             try:
                 ok, value = await asyncio.wait_for(self.replica.run_batch((key, payload)), self.config.timeout_s)
             except asyncio.TimeoutError:
-                raise ApiError(504, f"no answer within the {self.config.timeout_s:g} s request timeout", "timeout") from None
+                raise ApiError(504, f"no answer within the {self.config.timeout_s:g} s request timeout",
+                               "timeout") from None
             if ok:
                 return value
             if isinstance(value, EdgeportError):

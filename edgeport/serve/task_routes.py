@@ -162,7 +162,8 @@ ROUTES = {
     "question-answering": ("question-answering", QuestionAnsweringIn, _question_answering, None),
     "embeddings": ("feature-extraction", EmbeddingsIn,
                    lambda st, b: _texts(st, b, ("embeddings", b.pooling, b.normalize)),
-                   lambda model, out: EmbeddingsOut(model=model, dim=len(out[0]), embeddings=[v.tolist() for v in out])),
+                   lambda model, out: EmbeddingsOut(model=model, dim=len(out[0]),
+                                                    embeddings=[v.tolist() for v in out])),
     "generate": ("text-generation", GenerateIn, _generate, lambda model, out: GenerateOut(model=model, results=out)),
 }
 

@@ -71,7 +71,8 @@ def ensemble_config(name, manifest, max_batch) -> str:
             'input [\n  { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }\n]\n'
             + _tensors("output", manifest.outputs)
             + "ensemble_scheduling {\n  step [\n"
-            f'    {{ model_name: "{name}_tokenizer" model_version: -1 {maps("input_map", ["TEXT"])} {maps("output_map", ins)} }},\n'
+            f'    {{ model_name: "{name}_tokenizer" model_version: -1 {maps("input_map", ["TEXT"])} '
+            f'{maps("output_map", ins)} }},\n'
             f'    {{ model_name: "{name}" model_version: -1 {maps("input_map", ins)} {maps("output_map", outs)} }}\n'
             "  ]\n}\n")
 
