@@ -114,13 +114,6 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     steps = Steps(5, quiet)
     ref = load(model, task, checkpoint, steps)
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
-    if getattr(ref.model, "reads_entities", False):  # LUKE's entity inputs: their own contract and grid
-        from edgeport.export.contracts import DEFAULT_OPSET
-        from edgeport.export.luke import export_luke
-
-        if lowering or quantize:
-            raise EdgeportError(f"luke {ref.task}: no --lowering or --quantize for entity-input graphs yet")
-        return export_luke(ref, tgt.name, out, steps, seq_len, batch, opset or DEFAULT_OPSET)
     return export_reference(ref, Options(tgt.name, seq_len, batch, opset, lowering, quantize), out, steps)
 
 

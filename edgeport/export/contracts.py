@@ -234,9 +234,14 @@ def decoder_contract(ref) -> DecoderContract:
 
 
 def contract_for(ref) -> Contract | DecoderContract:
-    """The contract for a loaded reference: a decoder's for text-generation families, else the encoder's."""
+    """The contract for a loaded reference: a decoder's for text-generation families, LUKE's entity
+    contract for a task model that reads entities, else the encoder's."""
     if "text-generation" in ref.family.tasks:
         return decoder_contract(ref)
+    if getattr(ref.model, "reads_entities", False):  # LUKE's entity tasks: words + entities (export/luke.py)
+        from edgeport.export.luke import entity_contract
+
+        return entity_contract(ref)
     hidden = getattr(ref.config, "hidden_size", None) or getattr(ref.config, "n_embd")
     names = getattr(ref.model, "input_names", None)
     names = names() if callable(names) else names

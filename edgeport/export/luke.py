@@ -1,6 +1,8 @@
 """LUKE / mLUKE export: the entity inputs' contract, their sample feeds, the parity grid, the tokenizer files.
 
-Inputs (int64 for ONNX, int32 for TFLite), dims as the manifest records them:
+`EntityContract` plugs into the one export pipeline (export.export_reference) as the encoder and decoder
+contracts do: `contracts.contract_for` returns it for a task model that reads entities. Inputs (int64 for
+ONNX, int32 for TFLite), dims as the manifest records them:
 
     input_ids, attention_mask[, token_type_ids]           (batch, sequence)
     entity_ids, entity_attention_mask[,
@@ -11,7 +13,7 @@ Inputs (int64 for ONNX, int32 for TFLite), dims as the manifest records them:
 ONNX keeps every one of those axes dynamic; TFLite fixes them at export time (entities: 1 for
 entity-classification, 2 for entity-pair-classification, STATIC_ENTITIES otherwise; mention: the
 tokenizer's max_mention_length). Word-only tasks (text/token classification, question answering,
-multiple choice) export the plain encoder contract. Parity is checked over word and entity lengths
+multiple choice) use the plain encoder contract. Parity is checked over word and entity lengths
 (`grid`), with padded words and padded entities in the padded rows.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeport.errors import EdgeportError, ParityError
+from edgeport.errors import ParityError
 from edgeport.manifest import ParityCheck, TensorSpec, TokenizerInfo
 
 STATIC_ENTITIES = 16  # TFLite entity slots for span classification, fill-mask and feature-extraction
@@ -104,6 +106,29 @@ class EntityContract:
 
     def longest_static_len(self) -> int:
         return self.max_positions
+
+    def sample_inputs(self, batch: int, seq: int, padded_rows: int, seed: int = 0) -> dict:
+        """validate.sample_inputs for this contract: `sample_feeds` with the static entity slots."""
+        return sample_feeds(self, batch, seq, self.static_entities, padded_rows, seed)
+
+    validating = "validating against the reference over word and entity lengths"
+    shape_label = "[batch, sequence, entities] "
+
+    def write_tokenizer(self, ref, lowered, static, out: Path, steps) -> tuple:
+        """The LUKE tokenizer files -> (TokenizerInfo or None, None)."""
+        tok = write_tokenizer(ref.folder, out)
+        if tok is None:
+            steps.note("warning: no LUKE tokenizer files (entity_vocab.json, ...); the runtime pipelines need them")
+        return tok, None
+
+    def validate(self, ref, path: Path, lowered, static, block) -> list:
+        """Parity over `grid` through the runtime's Session; ParityError on a miss."""
+        from edgeport.export.validate import validation_session
+
+        return check(ref.model, validation_session(path, lowered.validation), self, grid(self, static))
+
+    def max_sequence_length(self, static, block) -> int:
+        return static[1] if static else self.max_positions
 
 
 def entity_contract(ref, mention: int | None = None) -> EntityContract:
@@ -214,75 +239,3 @@ def write_tokenizer(folder: Path | None, out: Path) -> TokenizerInfo | None:
     mask = "<mask>" if "<mask>" in tok.specials else None
     return TokenizerInfo(file="entity_vocab.json", pad_token_id=tok.pad_id, mask_token=mask, extra_files=copied,
                          kind="luke")
-
-
-# ---- the LUKE route: convert, validate, write the folder ----------------------------------------------
-
-def to_onnx(model, c: EntityContract, out_dir: Path, opset: int) -> dict:
-    """The shared ONNX converter (onnx.export_onnx: tied weights stored once, external data over 2 GB)
-    with every word, entity and mention axis dynamic -> out_dir/model.onnx; the converter notes."""
-    from edgeport.export.onnx import export_onnx
-
-    return export_onnx(model, c, out_dir, opset).converter
-
-
-def to_tflite(model, c: EntityContract, out_dir: Path, batch: int, seq: int) -> dict:
-    """litert-torch at the static shape (batch, seq, c.static_entities, c.mention), int32 inputs,
-    TFLite builtin ops -> out_dir/model.tflite. EdgeportError when litert-torch is missing or fails."""
-    from edgeport.export.tflite_torch import Int32Named, _convert
-
-    feeds = sample_feeds(c, batch, seq, c.static_entities, padded_rows=0)
-    sample = {n: torch.from_numpy(v).to(torch.int32) for n, v in feeds.items()}
-    wrapped = Int32Named(model, c).eval()
-    converter = _convert("luke", lambda lt: lt.convert(wrapped, (), sample_kwargs=sample), out_dir / "model.tflite")
-    return {**converter, "input_dtype": "int32",
-            "static_shape": {"batch": batch, "sequence": seq, "entities": c.static_entities, "mention": c.mention}}
-
-
-def export_luke(ref, target: str, out: Path, steps, seq_len: int | None = None, batch: int = 1,
-                opset: int = 17) -> Path:
-    """Export a LUKE reference whose task reads entities to `target` ("onnx" dynamic, "tflite" static),
-    validate it over `grid`, copy the tokenizer files, write edgeport.json into `out` (atomically).
-    seq_len: TFLite's static length (default: 128, or the longest the positions allow). Raises
-    EdgeportError on bad input and ParityError on a tolerance miss (then nothing is written)."""
-    import edgeport
-    from edgeport.export.onnx import artifact_files
-    from edgeport.manifest import Manifest, atomic_output_dir, sha256_of
-    from edgeport.runtime.session import open_session
-
-    if target not in ("onnx", "tflite"):
-        raise EdgeportError(f"luke exports to onnx or tflite, not '{target}'")
-    c = entity_contract(ref)
-    static = None
-    if target == "tflite":
-        seq_len = seq_len or min(128, c.max_positions)
-        if seq_len > c.max_positions:
-            raise EdgeportError(f"--seq-len {seq_len} is longer than the model's {c.max_positions} positions")
-        static = (batch, seq_len)
-    with atomic_output_dir(out) as tmp:
-        with steps.step(f"exporting luke {ref.task} to {target}"):
-            converter = to_tflite(ref.model, c, tmp, batch, seq_len) if static else to_onnx(ref.model, c, tmp, opset)
-            artifact = "model.tflite" if static else "model.onnx"
-            files = artifact_files(tmp, artifact)
-        with steps.step("writing tokenizer files"):
-            tok = write_tokenizer(ref.folder, tmp)
-            if tok is None:
-                steps.note("warning: no LUKE tokenizer files (entity_vocab.json ...); the runtime pipelines need them")
-        with steps.step("validating against the reference over word and entity lengths"):
-            checks = check(ref.model, open_session(tmp / artifact), c, grid(c, static))
-            worst = max(checks, key=lambda x: x.max_abs_diff)
-            steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
-                       f"({worst.output} at [batch, sequence, entities] {worst.shape})")
-        with steps.step("writing edgeport.json"):
-            ins, outs = c.io_specs("int32" if static else "int64", static)
-            m = Manifest(family=ref.family.name, task=ref.task, target=target, artifact=artifact, inputs=ins,
-                         outputs=outs, max_sequence_length=seq_len if static else c.max_positions,
-                         static_shapes=static is not None,
-                         labels=ref.config.labels() if ref.task.endswith("classification") else None,
-                         tokenizer=tok, converter=converter, source=ref.source, random_weights=ref.random_weights,
-                         sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
-                         parity=checks, parity_passed=True, edgeport_version=edgeport.__version__)
-            (tmp / "edgeport.json").write_text(m.to_json())
-    if not steps.quiet:
-        print(f"wrote {out}/{artifact}", flush=True)
-    return out

@@ -22,7 +22,10 @@ def sample_inputs(contract: Contract, batch: int, seq: int, padded_rows: int, se
     """Random token ids; the last `padded_rows` rows are padded (mask 0) over a growing tail.
 
     Multiple-choice contracts get (batch, choices, seq) inputs: rows are made flat, then reshaped.
+    A contract with inputs of its own (export/luke.py's entities) makes them: `contract.sample_inputs`.
     """
+    if hasattr(contract, "sample_inputs"):
+        return contract.sample_inputs(batch, seq, padded_rows, seed)
     if "choices" in contract.input_dims:
         rows = dataclasses.replace(contract, input_dims=[d for d in contract.input_dims if d != "choices"])
         flat = sample_inputs(rows, batch * choices, seq, padded_rows, seed)
