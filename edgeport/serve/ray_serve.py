@@ -139,10 +139,17 @@ def run(specs: dict, config: ServeConfig, host: str, port: int, replicas: int = 
     """`edgeport serve --ray`: deploy, then serve until SIGINT/SIGTERM, then shut Serve down."""
     from ray import serve
 
-    start(specs, config, host, port, replicas, autoscale)
-    print(f"edgeport: Ray Serve on http://{host}:{port}/models/<name>/<route> ({', '.join(specs)}); Ctrl-C stops")
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    try:
+        start(specs, config, host, port, replicas, autoscale)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
+            signal.signal(sig, lambda *_: done.set())
+        print(f"edgeport: Ray Serve on http://{host}:{port}/models/<name>/<route> ({', '.join(specs)}); "
+              "Ctrl-C stops", flush=True)
+        done.wait()
+    except (KeyboardInterrupt, SystemExit):  # stopped while deploying (Ray's own handler exits)
+        pass
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the shutdown short
+        signal.signal(sig, signal.SIG_IGN)
+    print("edgeport: shutting Ray Serve down (in-flight requests finish first)", flush=True)
     serve.shutdown()
