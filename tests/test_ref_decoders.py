@@ -147,6 +147,33 @@ def test_text_classification(tmp_path, family):
         assert (got - hf_logits(hf, ids, mask)).abs().max().item() <= ATOL
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_text_classification_picks_last_non_pad_id(tmp_path, family):
+    """transformers' rule with a config pad_token_id: the rightmost token whose id is not the pad id, mask
+    aside (a real token spelled as the pad id is skipped); plain HF forward on right-padded rows."""
+    hf, ours = hf_and_ours(tmp_path, family, "text-classification", num_labels=3)
+    ids, mask = batch([9, 6, 3], 9, left=False)
+    ids[0, 8] = PAD  # a real (mask 1) token with the pad id: transformers scores token 7
+    with torch.no_grad():
+        got, want = ours(ids, mask)[0], hf(input_ids=ids, attention_mask=mask).logits
+        moved = ours(ids[:1, :8], mask[:1, :8])[0]
+    assert (got - want).abs().max().item() <= ATOL
+    assert (got[0] - moved[0]).abs().max().item() <= ATOL  # same token scored as without the trailing pad id
+
+
+@pytest.mark.parametrize("family", ["gpt2", "mistral"])
+def test_text_classification_without_pad_id(tmp_path, family):
+    """No pad_token_id in the config: transformers scores the last token (batch 1 only); ours too, and on
+    padded batches the last token the attention mask marks real."""
+    hf, ours = hf_and_ours(tmp_path, family, "text-classification", num_labels=3, pad_token_id=None)
+    ids, mask = batch([7], 7)
+    with torch.no_grad():
+        assert (ours(ids, mask)[0] - hf(input_ids=ids).logits).abs().max().item() <= ATOL
+        ids3, mask3 = batch([7, 4, 2], 7, left=False)
+        rows = torch.cat([ours(ids3[r:r + 1, :n], mask3[r:r + 1, :n])[0] for r, n in enumerate((7, 4, 2))])
+        assert (ours(ids3, mask3)[0] - rows).abs().max().item() <= ATOL
+
+
 def moe_inputs(T_=64, H=16, I=24, E=4):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(T_, H, generator=g)

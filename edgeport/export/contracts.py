@@ -130,7 +130,8 @@ def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Cont
     input_dims = ["batch", "choices", "sequence"] if head_for(task).choices else ["batch", "sequence"]
     dims = output_dims(task, cfg, hidden_size)
     # MEGA calls it max_positions; a family with neither has no table limit we know of
-    max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_positions", None) or 512
+    max_pos = (getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_positions", None)
+               or getattr(cfg, "n_positions", None) or 512)  # GPT-2: n_positions
     return Contract(inputs, input_dims, list(dims), dims, cfg.vocab_size, type_vocab, max_pos)
 
 
@@ -236,8 +237,8 @@ def decoder_contract(ref) -> DecoderContract:
 def contract_for(ref) -> Contract | DecoderContract:
     """The contract for a loaded reference: a decoder's for text-generation families, LUKE's entity
     contract for a task model that reads entities, else the encoder's."""
-    if "text-generation" in ref.family.tasks:
-        return decoder_contract(ref)
+    if "text-generation" in ref.family.tasks and ref.task == "text-generation":
+        return decoder_contract(ref)  # a decoder's classifier takes (B, S) ids and mask: the encoder contract
     if getattr(ref.model, "reads_entities", False):  # LUKE's entity tasks: words + entities (export/luke.py)
         from edgeport.export.luke import entity_contract
 

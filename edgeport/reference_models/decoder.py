@@ -163,14 +163,18 @@ class DecoderForTask(nn.Module):
     -> (hidden (B, S, H) after the final norm, present_keys, present_values); attributes
     `cache_dims` = (layers, kv_heads, head_dim) and `input_embeddings` (the token nn.Embedding).
     text-generation: lm_head (B, S, V), tied to the input embeddings when `tie_embeddings`.
-    text-classification: HF's *ForSequenceClassification `score` (no bias) on the last real token.
+    text-classification: HF's *ForSequenceClassification `score` (no bias) on the last non-pad token:
+    with `pad_token_id` (the config's), the rightmost token whose id is not the pad id, as transformers
+    picks it (ignoring the mask); without one, the rightmost token the attention mask marks real
+    (transformers refuses batches > 1 then; both take the last token of an unpadded row).
     """
 
     HEAD_PREFIXES = ("lm_head.", "score.")
 
     def __init__(self, prefix: str, backbone: nn.Module, task: str, hidden_size: int, vocab_size: int,
-                 num_labels: int, tie_embeddings: bool):
+                 num_labels: int, tie_embeddings: bool, pad_token_id: int | None = None):
         super().__init__()
+        self.pad_token_id = pad_token_id
         if task not in DECODER_TASKS:
             raise EdgeportError(f"unknown decoder task '{task}'; tasks: {', '.join(DECODER_TASKS)}")
         self.prefix, self.task, self.tied = prefix, task, tie_embeddings and task == "text-generation"
@@ -205,14 +209,16 @@ class DecoderForTask(nn.Module):
             position_ids = positions_from_mask(attention_mask, S)
         h, keys, values = self.backbone(input_ids, attention_mask, position_ids, past_keys, past_values)
         if self.task == "text-classification":
-            return (self.score(last_token(h, attention_mask[:, -S:])),)
+            real = attention_mask[:, -S:] if self.pad_token_id is None else input_ids != self.pad_token_id
+            return (self.score(last_token(h, real)),)  # (B, num_labels)
         w = self.backbone.input_embeddings.weight if self.tied else self.lm_head.weight
         return torch.matmul(h, w.t()), keys, values  # (B, S, V)
 
 
 def last_token(h, mask):
     """h (B, S, H), mask (B, S) -> (B, H): the rightmost real token of each row (position 0 if none)."""
-    idx = (torch.arange(mask.shape[1], device=mask.device) * (mask != 0).long()).argmax(-1)  # (B,)
+    # int32: TFLite's ARG_MAX takes no int64 input
+    idx = (torch.arange(mask.shape[1], dtype=torch.int32, device=mask.device) * (mask != 0).int()).argmax(-1)  # (B,)
     return h.gather(1, idx[:, None, None].expand(-1, 1, h.shape[2]))[:, 0]
 
 

@@ -51,6 +51,7 @@ class GPT2Config(ModelConfig):
     scale_attn_by_inverse_layer_idx: bool = False  # also / (layer index + 1) (Mistral-style stability trick)
     add_cross_attention: bool = False  # encoder-decoder use: not supported
     tie_word_embeddings: bool = True
+    pad_token_id: int | None = None  # sequence classification scores the last token that is not this id
 
     def validate(self):
         """EdgeportError naming the first value that cannot build a model."""
@@ -158,7 +159,7 @@ def build(cfg: GPT2Config, task: str) -> DecoderForTask:
     """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
     EdgeportError for a config or task it cannot build."""
     model = DecoderForTask("transformer", GPT2Model(cfg), task, cfg.n_embd, cfg.vocab_size, cfg.num_labels,
-                           cfg.tie_word_embeddings)
+                           cfg.tie_word_embeddings, cfg.pad_token_id)
     init_weights(model, cfg.initializer_range)
     for m in model.modules():
         if isinstance(m, Conv1D):

@@ -38,6 +38,7 @@ class MistralConfig(ModelConfig):
     sliding_window: int | None = 4096  # key j visible from query i iff 0 <= i - j < window; None: full causal
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
+    pad_token_id: int | None = None  # sequence classification scores the last token that is not this id
 
     @classmethod
     def from_hf(cls, d: dict) -> "MistralConfig":
@@ -159,7 +160,7 @@ class MistralModel(nn.Module):
 def build_decoder(cfg: MistralConfig, task: str, ffn: FFNFactory) -> DecoderForTask:
     """The Mistral-architecture task model with the given feed-forward (shared with Mixtral)."""
     model = DecoderForTask("model", MistralModel(cfg, ffn), task, cfg.hidden_size, cfg.vocab_size,
-                           cfg.num_labels, cfg.tie_word_embeddings)
+                           cfg.num_labels, cfg.tie_word_embeddings, cfg.pad_token_id)
     init_weights(model, cfg.initializer_range)
     return model.eval()
 
