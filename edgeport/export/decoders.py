@@ -121,23 +121,18 @@ def special_tokens(ref) -> dict:
 
 
 def write_decoder_tokenizer(ref, out: Path, pad_id: int, steps):
-    """tokenizer.json from the checkpoint: copied, or built from GPT-2's vocab.json + merges.txt.
-    -> TokenizerInfo, or None (with a warning) when the checkpoint has neither."""
-    from edgeport.manifest import TokenizerInfo
-    from edgeport.reference_models.tokenizer import write_tokenizer
+    """tokenizer.json from whichever layout the checkpoint ships (reference_models.tokenizer: tokenizer.json,
+    GPT-2's vocab.json + merges.txt, Mistral's sentencepiece tokenizer.model), with the pad id of the
+    config. -> TokenizerInfo, or None (with a warning) when the checkpoint has no tokenizer files;
+    EdgeportError when they are incomplete."""
+    from edgeport.reference_models.tokenizer import has_tokenizer, write_tokenizer
 
     folder = ref.folder
-    if folder is not None and (folder / "tokenizer.json").is_file():
+    if folder is not None and has_tokenizer(folder):
         info = write_tokenizer(folder, out, mask_token=None)
         info.pad_token_id = pad_id
         return info
-    if folder is not None and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        from tokenizers import ByteLevelBPETokenizer
-
-        tok = ByteLevelBPETokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-        tok.save(str(out / "tokenizer.json"))
-        return TokenizerInfo(file="tokenizer.json", pad_token_id=pad_id)
-    steps.note("warning: no tokenizer.json (or vocab.json + merges.txt) found; `edgeport generate` will need one")
+    steps.note("warning: no tokenizer files found; `edgeport generate` will need one")
     return None
 
 
