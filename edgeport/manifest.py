@@ -73,6 +73,9 @@ class Manifest:
     max_sequence_length: int = 512  # what the positions allow (or the static length)
     static_shapes: bool = False  # TFLite: inputs must be fed at exactly their shape
     labels: dict | None = None  # id -> label for classification heads
+    # text-classification: "softmax" | "sigmoid" | "none", what the config's problem_type / num_labels make
+    # transformers' pipeline apply to the logits (reference_models.config.ModelConfig.score_function)
+    score_function: str | None = None
     tokenizer: TokenizerInfo | None = None
     converter: dict = field(default_factory=dict)  # tool -> version, opset
     custom_ops: list = field(default_factory=list)  # [{"domain", "op_type", "runtimes"}]

@@ -153,6 +153,7 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
                          max_sequence_length=contract.max_sequence_length(static, block),
                          static_shapes=tgt.static_shapes,
                          labels=ref.config.labels() if ref.task.endswith("classification") else None,
+                         score_function=ref.config.score_function() if ref.task == "text-classification" else None,
                          tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
                          source=ref.source, random_weights=ref.random_weights,
                          sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),

@@ -17,6 +17,8 @@ class ModelConfig:
     vocab_size: int = 30522
     id2label: dict | None = None  # classification heads: {index: label}
     pad_token_id: int = 0
+    # single_label_classification | multi_label_classification | regression | None (from num_labels)
+    problem_type: str | None = None
 
     @classmethod
     def from_hf(cls, d: dict) -> "ModelConfig":
@@ -45,6 +47,16 @@ class ModelConfig:
     def num_labels(self) -> int:
         """Classification labels: len(id2label), else 2 (transformers' default)."""
         return len(self.id2label) if self.id2label else 2
+
+    def score_function(self) -> str:
+        """What turns a text-classification head's logits into scores: "none" for regression, "sigmoid"
+        for multi-label or one logit, "softmax" otherwise. The defaults of transformers' text-classification
+        pipeline (TextClassificationPipeline.postprocess, `function_to_apply`, transformers 4.x and 5.x)."""
+        if self.problem_type == "regression":
+            return "none"
+        if self.problem_type == "multi_label_classification" or self.num_labels == 1:
+            return "sigmoid"
+        return "softmax"
 
     def labels(self) -> dict:
         """{"index": label} for the manifest (LABEL_0, LABEL_1 when the config names none)."""

@@ -16,6 +16,7 @@ ENTITY_TASKS = ("entity-classification", "entity-pair-classification", "entity-s
 # option dest -> (its flag, the tasks that use it)
 TASK_OPTIONS = {
     "text_pair": ("--text-pair", ("text-classification",)),
+    "function_to_apply": ("--function-to-apply", ("text-classification",)),
     "question": ("--question", (QA,)),
     "top_k": ("--top-k", ("fill-mask", QA)),
     "pooling": ("--pooling", ("feature-extraction",)),
@@ -68,7 +69,7 @@ def run(args) -> object:
     if p.task == "fill-mask":
         return p(args.text, **_given(args, "top_k"))
     if p.task == "text-classification":
-        return p(args.text, pairs=args.text_pair)[0]
+        return p(args.text, pairs=args.text_pair, **_given(args, "function_to_apply"))[0]
     if p.task == "token-classification":
         return p(args.text, **_given(args, "aggregation_strategy"))
     if p.task == "feature-extraction":
@@ -89,6 +90,9 @@ def register(subparsers):
     r.add_argument("artifact", help="export folder or its .onnx/.tflite")
     r.add_argument("--text", required=True, help="input text (the context for question-answering)")
     r.add_argument("--text-pair", help="second text of a sentence pair (text-classification)")
+    r.add_argument("--function-to-apply", choices=("softmax", "sigmoid", "none"),
+                   help="text-classification scores (default: as the model's config says, like transformers' "
+                   "pipeline: sigmoid for multi-label or one label, none for regression, else softmax)")
     r.add_argument("--question", help="question (question-answering)")
     r.add_argument("--top-k", type=int, help="fill-mask candidates (default 5); question-answering answers (default 1)")
     r.add_argument("--pooling", choices=("mean", "cls"), help="feature-extraction pooling (default mean)")

@@ -43,16 +43,26 @@ class FillMask(Pipeline):
         return results[0] if single else results
 
 
+SCORE_FUNCTIONS = {"softmax": softmax, "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "none": lambda x: x}
+
+
 class TextClassification(Pipeline):
-    """`classify(texts, pairs=None)` -> per text `{"label", "score", "scores": {label: prob}}`.
+    """`classify(texts, pairs=None, function_to_apply=None)` -> per text `{"label", "score", "scores":
+    {label: score}}`, the label of the highest score.
 
     `pairs` (a string or a list as long as `texts`) makes sentence pairs: [CLS] A [SEP] B [SEP],
     as transformers' text-classification pipeline does for `{"text": A, "text_pair": B}`.
+    `function_to_apply` ("softmax", "sigmoid", "none"; None: the manifest's score_function, which the
+    export takes from the config's problem_type / num_labels as transformers' pipeline does; softmax for
+    manifests without one). Raises EdgeportError for another function name.
     """
 
     task = "text-classification"
 
-    def __call__(self, texts, pairs=None):
+    def __call__(self, texts, pairs=None, function_to_apply: str | None = None):
+        fn = function_to_apply or self.manifest.score_function or "softmax"
+        if fn not in SCORE_FUNCTIONS:
+            raise EdgeportError(f"function_to_apply must be one of {', '.join(SCORE_FUNCTIONS)} (got {fn!r})")
         texts = as_list(texts)
         if pairs is not None:
             pairs = as_list(pairs, "text_pair")
@@ -61,7 +71,7 @@ class TextClassification(Pipeline):
             if not all(p.strip() for p in pairs):
                 raise EdgeportError("empty text pair: give some words to run on")
         enc = self.encode(texts, pairs)
-        probs = softmax(self.run_batch(enc.feeds)["logits"].astype(np.float64))
+        probs = SCORE_FUNCTIONS[fn](self.run_batch(enc.feeds)["logits"].astype(np.float64))  # (B, num_labels)
         return [{"label": self.label(p.argmax()), "score": float(p.max()),
                  "scores": {self.label(i): float(v) for i, v in enumerate(p)}} for p in probs]
 
