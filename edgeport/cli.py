@@ -63,7 +63,8 @@ def _cmd_list(a):
         print(f"  presets: {', '.join(fam.presets)}")
         print(f"  tasks:   {', '.join(fam.tasks)} (default {fam.default_task})")
         targets = [t + _route_note(TARGETS[t], fam) for t in fam.targets]
-        targets += [t for t, tgt in TARGETS.items() if tgt.needs_lowering and lowerings_for(name, t)]
+        targets += [t for t, tgt in TARGETS.items()
+                    if t not in fam.targets and (not tgt.needs_lowering or lowerings_for(name, t))]
         lows = lowerings_for(name, "onnx")
         print(f"  targets: {', '.join(targets)}" + (f"; onnx lowerings: {', '.join(lows)}" if lows else ""))
     print(f"targets known: {', '.join(TARGETS)}")
@@ -111,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
 
 # Subcommands that live with their stage: each module has `register(subparsers)`, cheap to import.
 COMMAND_MODULES = ("edgeport.runtime.run_cli", "edgeport.quantize.commands", "edgeport.runtime.generate_cli",
-                   "edgeport.serve.cli")
+                   "edgeport.serve.cli", "edgeport.export.tensorrt_build")
 
 
 def main(argv=None) -> int:

@@ -146,7 +146,10 @@ def test_tensorrt_plugin_node_matches_eager_op(tmp_path):
     (node,) = onnx.load(str(path)).graph.node
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert (node.domain, node.op_type, len(node.input)) == ("trt.plugins", "DisentangledAttention_TRT", 3)
-    assert attrs["span"] == 8 and abs(attrs["factor"] - 0.3) < 1e-7 and set(attrs) == {"span", "factor"}
+    assert attrs["span"] == 8 and abs(attrs["factor"] - 0.3) < 1e-7
+    # the parser finds the plugin by op_type, version and namespace attributes: "2" is the IPluginV3 form
+    assert attrs["plugin_version"] == b"2" and attrs["plugin_namespace"] == b""
+    assert set(attrs) == {"span", "factor", "plugin_version", "plugin_namespace"}
     sess = validation_session(path, low.TRT_REFERENCE, threads=1)
     for n, seq in ((1, 3), (4, 13), (2, 40)):
         args = _op_inputs(n, seq, 8, seed=7)

@@ -164,11 +164,15 @@ def test_cli_export_and_run_with_entity_spans(tmp_path, capsys):
     assert "not supported yet" in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
-def test_cli_refuses_tensorrt_for_luke(capsys):
+def test_cli_tensorrt_for_luke_is_parser_clean(tmp_path):
+    """Every family has the tensorrt target now (issue 13): LUKE's CumSum over the mask becomes a float
+    CumSum the parser takes (tests/test_export_tensorrt.py covers the check itself)."""
     from edgeport.cli import main
 
-    assert main(["export", "--model", "luke-tiny", "--target", "tensorrt", "-q"]) == 2
-    assert "no tensorrt lowering for family 'luke'" in capsys.readouterr().err
+    out = tmp_path / "trt"
+    assert main(["export", "--model", "luke-tiny", "--target", "tensorrt", "-q", "-o", str(out)]) == 0
+    conv = json.loads((out / "edgeport.json").read_text())["converter"]
+    assert conv["tensorrt_check"]["passed"] and conv["tensorrt_passes"]["float_cumsum"] == 1
 
 
 @pytest.mark.parametrize("task, target", [("text-classification", "onnx"), ("token-classification", "onnx"),

@@ -82,7 +82,7 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
             lowered = onnx_export.export_onnx(model, contract, tmp, opts.opset,
                                               lowering.symbolics if lowering else (),
                                               lowering.custom_opsets if lowering else None)
-    for graph_pass in lowering.graph_passes if lowering else ():
+    for graph_pass in (lowering.graph_passes if lowering else ()) + tgt.graph_passes:
         notes.update(graph_pass(tmp / lowered.artifact, ctx))
     converter = {**lowered.converter, **(lowering.converter if lowering else {}), **notes,
                  **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}

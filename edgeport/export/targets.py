@@ -4,8 +4,10 @@
     onnx       dynamic  int64           torch.onnx (TorchScript)      onnxruntime (the runtime's Session)
     tflite     static   int32           Keras 3 + TFLiteConverter,    LiteRT (the runtime's Session)
                                         or litert-torch
-    tensorrt   dynamic  int64           torch.onnx with plugin nodes  onnxruntime + the lowering's reference
-                                        (a registered lowering only)  kernels for plugin nodes (no GPU here)
+    tensorrt   dynamic  int64           torch.onnx (+ plugin nodes    onnxruntime + the lowering's reference
+                                        where a lowering registers    kernels for plugin nodes (no GPU here);
+                                        them), then the parser-clean  tensorrt.check on every graph
+                                        passes of export/tensorrt.py
 
 A static target fixes batch and sequence at export time (`--batch`, `--seq-len`); its default length is
 the longest of DEFAULT_SEQ_LEN the model's positions allow (decoders: leaving room to decode).
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeport.errors import EdgeportError
+from edgeport.export import tensorrt, tensorrt_build
 
 DEFAULT_SEQ_LEN = 128
 
@@ -31,15 +34,17 @@ class Target:
     validated_by: str  # how parity is checked (recorded in the manifest's converter block)
     needs_lowering: bool = False  # only families with a registered lowering export to it
     manifest_notes: tuple = ()  # extra converter notes the manifest carries for this target
+    # fn(onnx path, LoweringContext) -> converter notes, run after the lowering's own passes
+    graph_passes: tuple = ()
 
 
 TARGETS = {
     "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime"),
     "tflite": Target("tflite", True, "int32", "tflite", "litert"),
     "tensorrt": Target("tensorrt", False, "int64", "onnx", "onnxruntime + reference kernels for plugin nodes",
-                       needs_lowering=True,
-                       manifest_notes=(("engine", "not built here: build on the GPU host with "
-                                                  "`trtexec --onnx=model.onnx`"),)),
+                       manifest_notes=(("engine", "not built here: `edgeport build-engine FOLDER` on a host "
+                                                  "with tensorrt, or the commands under tensorrt_build"),),
+                       graph_passes=(tensorrt.parser_clean, tensorrt_build.build_commands_note)),
 }
 
 

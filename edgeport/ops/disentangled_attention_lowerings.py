@@ -326,7 +326,9 @@ class _TrtPlugin(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, c2c, c2p, p2c, span, factor, max_position):
-        out = g.op(f"{TRT_DOMAIN}::{TRT_OP}", c2c, c2p, p2c, span_i=span, factor_f=factor)
+        # plugin_version "2": the IPluginV3 form ("1" is deprecated); the parser reads it from this attribute
+        out = g.op(f"{TRT_DOMAIN}::{TRT_OP}", c2c, c2p, p2c, span_i=span, factor_f=factor, plugin_version_s="2",
+                   plugin_namespace_s="")
         out.setType(c2c.type())
         return out
 

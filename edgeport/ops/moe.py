@@ -159,3 +159,10 @@ register_lowering("mixtral", "onnx", "default", swap=_moe_op("gqa"), symbolics=_
                   custom_opsets={MS_DOMAIN: 1})
 register_lowering("mixtral", "onnx", "moe-only", swap=_moe_op("reference"), symbolics=_MOE_SYMBOLICS,
                   custom_opsets={MS_DOMAIN: 1})
+# TensorRT: experts as the reference's decomposition (every expert computed, weighted by the top-k routing),
+# since TensorRT's MoE layer (TRT_MoE, TensorRT 11) runs only on Blackwell/Thor-class GPUs.
+from edgeport.ops.attention import TRT_ATTENTION_NOTE  # noqa: E402
+
+register_lowering("mixtral", "tensorrt", "default", converter={
+    "attention": TRT_ATTENTION_NOTE,
+    "moe": "decomposed (TensorRT's MoE layer runs only on Blackwell/Thor-class GPUs)"})
