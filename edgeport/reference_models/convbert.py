@@ -7,6 +7,7 @@ Module and parameter names follow transformers' ConvBert* classes so HF checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ from edgeport.errors import EdgeportError
 from edgeport.reference_models.bert import BertConfig, Embeddings, Encoder, Layer, TiedDecoder, check_tied
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
 from edgeport.reference_models.config import ModelConfig
-from edgeport.reference_models.registry import register_family
+from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 
 @dataclass
@@ -29,6 +30,12 @@ class ConvBertConfig(BertConfig):
     head_ratio: int = 2  # num_attention_heads / head_ratio heads attend, as many are convolutions
     conv_kernel_size: int = 9  # span of the dynamic convolution (odd)
     num_groups: int = 1  # feed-forward projections split into this many independent groups
+    # Multiple-choice summary (transformers' ConvBertSequenceSummary reads these with getattr; ConvBertConfig
+    # declares none, so its defaults apply: the LAST token's vector, no projection, no activation).
+    summary_type: str = "last"  # "last" | "first" | "mean"
+    summary_use_proj: bool = False  # a Linear(hidden, hidden) `summary` after picking the vector
+    summary_activation: str | None = None  # blocks.ACTIVATIONS name applied after it
+    summary_proj_to_labels: bool = False  # project to num_labels instead (not supported: the classifier reads H)
 
     @property
     def attn_heads(self) -> int:
@@ -48,6 +55,12 @@ class ConvBertConfig(BertConfig):
             raise EdgeportError("config: head_ratio must be >= 1 and conv_kernel_size odd")
         if 2 * self.attn_heads * self.head_size != self.hidden_size:
             raise EdgeportError("config: hidden_size must be 2 * (num_attention_heads // head_ratio) * head size")
+        if self.summary_type not in ("last", "first", "mean"):
+            raise EdgeportError(f"config: summary_type '{self.summary_type}' is not supported (last, first, mean)")
+        if self.summary_use_proj and self.summary_proj_to_labels:
+            raise EdgeportError("config: summary_proj_to_labels is not supported (the classifier reads hidden_size)")
+        if self.summary_activation:
+            activation(self.summary_activation)
         if self.num_groups < 1 or self.hidden_size % self.num_groups or self.intermediate_size % self.num_groups:
             raise EdgeportError("config: num_groups must divide hidden_size and intermediate_size")
 
@@ -167,6 +180,22 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.act(self.dense(first)))  # (B, num_labels)
 
 
+class SequenceSummary(nn.Module):
+    """`sequence_summary` of ConvBertForMultipleChoice: (B, S, H) -> (B, H), one vector per row as the config's
+    summary_type says (transformers' default "last": the last position, padding included), then the
+    optional `summary` projection and activation."""
+
+    def __init__(self, cfg: ConvBertConfig):
+        super().__init__()
+        self.kind = cfg.summary_type
+        self.summary = nn.Linear(cfg.hidden_size, cfg.hidden_size) if cfg.summary_use_proj else nn.Identity()
+        self.act = activation(cfg.summary_activation) if cfg.summary_activation else (lambda x: x)
+
+    def forward(self, seq):
+        picked = {"last": lambda: seq[:, -1], "first": lambda: seq[:, 0], "mean": lambda: seq.mean(1)}[self.kind]()
+        return self.act(self.summary(picked))  # (B, H)
+
+
 class GeneratorPredictions(nn.Module):
     """dense (H -> E), exact GELU (whatever hidden_act says), LayerNorm(E)."""
 
@@ -180,16 +209,20 @@ class GeneratorPredictions(nn.Module):
 
 
 class ConvBertForTask(EncoderForTask):
-    """EncoderForTask with ConvBERT's heads: `classifier.{dense,out_proj}` and the MLM head at the top
-    level (`generator_predictions`, `generator_lm_head` tied to the word embeddings)."""
+    """EncoderForTask with ConvBERT's heads: `classifier.{dense,out_proj}`, the MLM head at the top
+    level (`generator_predictions`, `generator_lm_head` tied to the word embeddings), and multiple-choice's
+    `sequence_summary` + `classifier` (Linear(H, 1)) on the sequence: (B, C, S) inputs -> (B, C) logits."""
 
-    HEAD_PREFIXES = EncoderForTask.HEAD_PREFIXES + ("generator_predictions.", "generator_lm_head.")
+    HEAD_PREFIXES = EncoderForTask.HEAD_PREFIXES + ("generator_predictions.", "generator_lm_head.",
+                                                    "sequence_summary.")
 
     def __init__(self, cfg: ConvBertConfig, task: str):
         backbone = ConvBert(cfg)
         backbone.cls_only = task == "text-classification"
         heads = {task: HEADS[task](cfg, backbone)} if task in HEADS else None
         super().__init__("convbert", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
+        if task == "multiple-choice":  # its summary picks the vector from the whole sequence
+            self.head = dataclasses.replace(self.head, reads="sequence")
 
 
 # ConvBERT's own heads (heads.py defaults for the other tasks): task -> (cfg, backbone) -> [(attribute, module)]
@@ -197,6 +230,8 @@ HEADS = {
     "text-classification": lambda cfg, bb: [("classifier", ClassificationHead(cfg))],
     "fill-mask": lambda cfg, bb: [("generator_predictions", GeneratorPredictions(cfg)),
                                   ("generator_lm_head", TiedDecoder(bb.embeddings.word_embeddings))],
+    "multiple-choice": lambda cfg, bb: [("sequence_summary", SequenceSummary(cfg)),
+                                        ("classifier", nn.Linear(cfg.hidden_size, 1))],
 }
 
 
@@ -207,7 +242,8 @@ def _init_extra(model: nn.Module, std: float):
             nn.init.normal_(m.weight, std=std)
 
 
-@register_family("convbert", config=ConvBertConfig, presets=PRESETS, default_task="fill-mask")
+@register_family("convbert", config=ConvBertConfig, presets=PRESETS, default_task="fill-mask",
+                 tasks=ENCODER_TASKS + ("multiple-choice",))
 def build(cfg: ConvBertConfig, task: str) -> ConvBertForTask:
     """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
     EdgeportError for a config or task it cannot build."""
