@@ -223,11 +223,12 @@ def test_build_engine_without_tensorrt_is_one_line_error(bert_trt, capsys):
 def test_engine_matches_reference_where_tensorrt_imports(bert_trt, tmp_path):
     pytest.importorskip("tensorrt", reason="tensorrt is not installable here (its PyPI wheels download from "
                                            "another index) and no GPU is present")
+    from edgeport.runtime.tensorrt_session import TensorRTSession
+
     from edgeport.export import validate
     from edgeport.export.contracts import contract_for
     from edgeport.export.tensorrt_build import build_engine
     from edgeport.reference_models import load_reference
-    from edgeport.runtime.tensorrt_session import TensorRTSession
 
     engine = build_engine(bert_trt, timing_cache=str(tmp_path / "timing.cache"))
     assert (tmp_path / "timing.cache").stat().st_size > 0

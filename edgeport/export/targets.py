@@ -42,8 +42,8 @@ TARGETS = {
     "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime"),
     "tflite": Target("tflite", True, "int32", "tflite", "litert"),
     "tensorrt": Target("tensorrt", False, "int64", "onnx", "onnxruntime + reference kernels for plugin nodes",
-                       manifest_notes=(("engine", "not built here: `edgeport build-engine FOLDER` on a host "
-                                                  "with tensorrt, or the commands under tensorrt_build"),),
+                       manifest_notes=(("engine", ("not built here: `edgeport build-engine FOLDER` on a host "
+                                                   "with tensorrt, or the commands under tensorrt_build")),),
                        graph_passes=(tensorrt.parser_clean, tensorrt_build.build_commands_note)),
 }
 

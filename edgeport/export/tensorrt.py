@@ -34,13 +34,19 @@ FP16_MAX = 65504.0
 # (-3e4) still stay inside fp16's range, where float32's minimum (-3.4e38) becomes -inf -> NaN rows.
 MASK_VALUE = -1.0e4
 
+
+
+def _words(text: str) -> list:
+    return text.split()
+
+
 # Ops the table marks N (those an exporter could plausibly emit; the sequence/string ops are listed too).
-UNSUPPORTED = frozenset("""AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im
+UNSUPPORTED = frozenset(_words("""AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im
 CenterCropPad Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger
 MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
 OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty
 SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence StringConcat
-StringNormalizer StringSplit TfIdfVectorizer Unique""".split())
+StringNormalizer StringSplit TfIdfVectorizer Unique"""))
 
 # The "Supported Types" column for the ops transformer graphs hold, as groups of ONNX type names.
 _F = {"FLOAT", "FLOAT16", "BFLOAT16"}
@@ -63,13 +69,13 @@ _GROUPS = {
     "gelu": (_FI | {"INT8"}, "Gelu"),
     "attention": (_F | {"INT8", "FLOAT8E4M3FN"}, "Attention"),
 }
-OP_TYPES = {op: types for types, ops in _GROUPS.values() for op in ops.split()}
+OP_TYPES = {op: types for types, ops in _GROUPS.values() for op in _words(ops)}
 DATA_INPUT = {"Where": 1}  # which input's type the column is about (default: input 0)
 
 # Inputs the parser needs as build-time constants: op -> {input index: what it is}.
 CONSTANT_INPUTS = {
-    **{op: {1: "axes"} for op in ("ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin "
-                                  "ReduceProd ReduceSum ReduceSumSquare Squeeze Unsqueeze").split()},
+    **{op: {1: "axes"} for op in _words("ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean "
+                                        "ReduceMin ReduceProd ReduceSum ReduceSumSquare Squeeze Unsqueeze")},
     "Slice": {3: "axes"}, "CumSum": {1: "axis"}, "TopK": {1: "K"}, "OneHot": {1: "depth"},
     "Dropout": {2: "training_mode"}, "QuantizeLinear": {2: "y_zero_point"}, "DequantizeLinear": {2: "x_zero_point"},
 }
@@ -142,7 +148,7 @@ class _Graph:
         self.value = lambda name: numpy_helper.to_array(self.const[name])
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False).graph
-        except Exception:  # custom domains can stop inference: fall back to what the graph declares
+        except (onnx.shape_inference.InferenceError, RuntimeError):  # custom domains can stop inference
             inferred = g
         self.types, self.ranks = {}, {}
         for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
@@ -179,8 +185,8 @@ def _domain_rule(node, g: _Graph, report: Report) -> list:
     spec = KNOWN_PLUGINS.get(node.op_type)
     if spec is None:
         why = " (an onnxruntime contrib op)" if node.domain == "com.microsoft" else ""
-        return [("custom-domain", "error", f"{node.domain}.{node.op_type}{why}: the parser takes ONNX ops and "
-                 "registered TensorRT plugins only")]
+        return [("custom-domain", "error", (f"{node.domain}.{node.op_type}{why}: the parser takes ONNX ops and "
+                                             "registered TensorRT plugins only"))]
     report.plugins[node.op_type] = report.plugins.get(node.op_type, 0) + 1
     out = []
     for attr, kind in spec["attributes"].items():
@@ -206,8 +212,7 @@ def _constant_rules(node, g: _Graph) -> list:
             continue
         name = node.input[idx]
         if name not in g.const:
-            out.append(("constant-input", "error", f"input {idx} ({what}) '{name}' must be an initializer or "
-                        "Constant"))
+            out.append(("constant-input", "error", f"input {idx} ({what}) '{name}' must be an initializer or Constant"))
             continue
         v = g.value(name)
         if node.op_type == "TopK" and int(v.reshape(-1)[0]) >= TOPK_MAX:
@@ -227,8 +232,7 @@ def _op_rules(node, g: _Graph) -> list:
     if op == "Attention":
         for idx, what in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
             if _present(node, idx):
-                out.append(("attention-input", "error", f"input {what} is unsupported (concatenate the cache "
-                            "outside the op)"))
+                out.append(("attention-input", "error", f"input {what} is unsupported (concatenate the cache outside)"))
         if any(o for o in node.output[1:]):
             out.append(("attention-output", "error", "present_key/present_value/qk_matmul_output are unsupported"))
         for a in ("qk_matmul_output_mode", "softcap"):
@@ -286,13 +290,14 @@ def check(model_or_path) -> Report:
     their source). Never raises for what it finds; raises EdgeportError when the file cannot be read.
     """
     import onnx
+    from google.protobuf.message import DecodeError
 
     from edgeport.errors import EdgeportError
 
     if isinstance(model_or_path, (str, Path)):
         try:
             proto = onnx.load(str(model_or_path), load_external_data=True)
-        except Exception as e:
+        except (OSError, ValueError, DecodeError) as e:
             raise EdgeportError(f"{model_or_path}: cannot read the ONNX graph ({str(e).splitlines()[0][:200]})") from None
     else:
         proto = model_or_path

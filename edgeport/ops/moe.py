@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeport.errors import EdgeportError
-from edgeport.ops.attention import MS_DOMAIN, GQA_SYMBOLICS, attention_swapped, mix_in, mix_out
+from edgeport.ops.attention import GQA_SYMBOLICS, MS_DOMAIN, TRT_ATTENTION_NOTE, attention_swapped, mix_in, mix_out
 from edgeport.ops.registry import register_lowering
 
 
@@ -161,8 +161,6 @@ register_lowering("mixtral", "onnx", "moe-only", swap=_moe_op("reference"), symb
                   custom_opsets={MS_DOMAIN: 1})
 # TensorRT: experts as the reference's decomposition (every expert computed, weighted by the top-k routing),
 # since TensorRT's MoE layer (TRT_MoE, TensorRT 11) runs only on Blackwell/Thor-class GPUs.
-from edgeport.ops.attention import TRT_ATTENTION_NOTE  # noqa: E402
-
 register_lowering("mixtral", "tensorrt", "default", converter={
     "attention": TRT_ATTENTION_NOTE,
     "moe": "decomposed (TensorRT's MoE layer runs only on Blackwell/Thor-class GPUs)"})
