@@ -53,6 +53,16 @@ def _route_note(target, fam) -> str:
     return " (Keras route)" if fam.keras_build else " (litert-torch route)"
 
 
+def offered_targets(name: str, fam) -> list:
+    """Target names `edgeport list` offers for family `name` (every task of the family exports to each;
+    tests/test_list_offers.py walks them): the family's own, then any other target it can reach."""
+    from edgeport.export import TARGETS
+    from edgeport.export.lowerings import lowerings_for
+
+    return list(fam.targets) + [t for t, tgt in TARGETS.items()
+                                if t not in fam.targets and (not tgt.needs_lowering or lowerings_for(name, t))]
+
+
 def _cmd_list(a):
     from edgeport.export import TARGETS
     from edgeport.export.lowerings import lowerings_for
@@ -62,9 +72,7 @@ def _cmd_list(a):
         print(f"{name}")
         print(f"  presets: {', '.join(fam.presets)}")
         print(f"  tasks:   {', '.join(fam.tasks)} (default {fam.default_task})")
-        targets = [t + _route_note(TARGETS[t], fam) for t in fam.targets]
-        targets += [t for t, tgt in TARGETS.items()
-                    if t not in fam.targets and (not tgt.needs_lowering or lowerings_for(name, t))]
+        targets = [t + _route_note(TARGETS[t], fam) for t in offered_targets(name, fam)]
         lows = lowerings_for(name, "onnx")
         print(f"  targets: {', '.join(targets)}" + (f"; onnx lowerings: {', '.join(lows)}" if lows else ""))
     print(f"targets known: {', '.join(TARGETS)}")
