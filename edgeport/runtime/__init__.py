@@ -28,8 +28,9 @@ def load(path, **kw) -> Session:
     return sess
 
 
-def pipeline(path, truncate: bool = False, **kw):
-    """The task pipeline for an export folder (or its artifact), chosen by the manifest's task."""
+def pipeline(path, truncate: bool | str = False, **kw):
+    """The task pipeline for an export folder (or its artifact), chosen by the manifest's task.
+    `truncate`: False, True, or a strategy (longest_first, only_first, only_second): see Pipeline."""
     from edgeport.runtime.pipelines import PIPELINES
 
     manifest, folder = read_manifest(path)

