@@ -23,6 +23,10 @@ from edgeport.export.lowerings import Lowered
 from edgeport.export.tflite_torch import export_tflite_decoder, export_tflite_torch
 
 
+# Tasks the Keras references build (mobilebert_keras.py); other heads take the litert-torch route.
+KERAS_TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering")
+
+
 def keras_builder(family):
     """The family's Keras builder, imported from its "module:function" name; EdgeportError when the
     family has none or TensorFlow/Keras 3 are not installed."""
@@ -75,14 +79,14 @@ def export_tflite(ref, contract, out_dir: Path, batch: int, seq: int, model=None
     """The reference (or `model`, a lowering's swapped copy) -> `out_dir/model.tflite` at static shapes.
 
     Decoders: prefill/decode signatures over a static cache (tflite_torch.export_tflite_decoder).
-    Encoders: the family's Keras reference when it has one (not for multiple-choice, and not for a
-    swapped model), else litert-torch. Inputs int32 (batch, seq). Raises EdgeportError when a converter
+    Encoders: the family's Keras reference when it has one and builds the task (KERAS_TASKS), and not
+    for a swapped model; else litert-torch. Inputs int32 (batch, seq). Raises EdgeportError when a converter
     is missing or fails.
     """
     what = ref.family.name
     if contract.kind == "decoder":
         return export_tflite_decoder(model or ref.model, contract, out_dir, batch, seq, what)
-    if model is not None or not ref.family.keras_build or ref.task == "multiple-choice":
+    if model is not None or not ref.family.keras_build or ref.task not in KERAS_TASKS:
         return export_tflite_torch(model or ref.model, contract, out_dir, batch, seq, what)
     build = keras_builder(ref.family)
     km = build(ref.config, ref.task, numpy_state_dict(ref.model), batch, seq)

@@ -17,7 +17,7 @@ from torch import nn
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
 from edgeport.reference_models.config import EncoderConfig
-from edgeport.reference_models.heads import head_for
+from edgeport.reference_models.heads import PreTrainingHeads, head_for
 from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 
@@ -228,17 +228,18 @@ class MLMHead(nn.Module):
 
 def check_tied(cfg: BertConfig, task: str):
     """EdgeportError for fill-mask with an untied MLM decoder (not supported)."""
-    if task == "fill-mask" and not cfg.tie_word_embeddings:
+    if task in ("fill-mask", "pre-training") and not cfg.tie_word_embeddings:
         raise EdgeportError("config: tie_word_embeddings=false (an untied MLM decoder) is not supported")
 
 
 def build_bert(cfg: BertConfig, task: str) -> EncoderForTask:
     """BERT or MegatronBERT (by `cfg.pre_layer_norm`) for `task`, under HF's prefix `bert`."""
     check_tied(cfg, task)
-    pooled_only = head_for(task).reads == "pooled"
-    backbone = Bert(cfg, pooler=pooled_only, cls_only=pooled_only)
-    mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None
-    model = EncoderForTask("bert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm)
+    reads = head_for(task).reads
+    backbone = Bert(cfg, pooler=reads in ("pooled", "both"), cls_only=reads == "pooled")
+    mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task in ("fill-mask", "pre-training") else None
+    heads = {"pre-training": [("cls", PreTrainingHeads(mlm, cfg.hidden_size))]} if task == "pre-training" else None
+    model = EncoderForTask("bert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm, heads=heads)
     init_weights(model, cfg.initializer_range)
     return model.eval()
 

@@ -104,7 +104,7 @@ class EncoderForTask(nn.Module):
             input_ids, attention_mask, token_type_ids = (t.reshape(B * C, S) if t is not None else None
                                                          for t in (input_ids, attention_mask, token_type_ids))
         seq, pooled = self.encode(input_ids, attention_mask, token_type_ids)
-        y = pooled if self.head.reads == "pooled" else seq
+        y = {"pooled": pooled, "sequence": seq}.get(self.head.reads, (seq, pooled))  # "both": the pair
         for name in self.head_chain:
             y = getattr(self, name)(y)
         return (y.view(B, C),) if self.head.choices else self.head.finish(y)

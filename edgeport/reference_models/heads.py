@@ -42,7 +42,7 @@ class TaskHead:
 
     task: str
     outputs: tuple  # output names, in the model's return order
-    reads: str  # "sequence" (B, S, H) | "pooled" (B, H)
+    reads: str  # "sequence" (B, S, H) | "pooled" (B, H) | "both": the pair (sequence, pooled)
     dims: Callable  # (cfg, hidden_size) -> {output name: dims}
     module: Callable | None = None  # (hidden_size, num_labels) -> nn.Module; None: the family must give one
     attr: str | None = None  # transformers' attribute name of the default module
@@ -93,3 +93,39 @@ register_head("question-answering", outputs=("start_logits", "end_logits"), read
               dims=lambda cfg, h: {"start_logits": ["batch", "sequence"], "end_logits": ["batch", "sequence"]})
 register_head("multiple-choice", outputs=("logits",), reads="pooled", module=_linear(1), attr="classifier",
               choices=True, dims=lambda cfg, h: {"logits": ["batch", "choices"]})
+
+
+class NextSentenceHead(nn.Module):
+    """transformers' *OnlyNSPHead as `cls`: `seq_relationship` Linear(H, 2) on the pooled vector -> (B, 2)
+    logits, index 0 = "B follows A" (is next), 1 = random sentence (BertForNextSentencePrediction's labels)."""
+
+    def __init__(self, hidden: int, labels: int = 2):
+        super().__init__()
+        self.seq_relationship = nn.Linear(hidden, 2)
+
+    def forward(self, pooled):
+        return self.seq_relationship(pooled)  # (B, 2)
+
+
+class PreTrainingHeads(nn.Module):
+    """transformers' *PreTrainingHeads as `cls`: the family's MLM head (its `predictions` registered here,
+    so keys are `cls.predictions.*`) on the sequence and `seq_relationship` on the pooled vector.
+    (sequence (B, S, H), pooled (B, H)) -> (prediction_logits (B, S, V), seq_relationship_logits (B, 2))."""
+
+    def __init__(self, mlm_head: nn.Module, hidden: int):
+        super().__init__()
+        self.mlm = [mlm_head]  # a list: its `predictions` is registered below, not the head twice
+        self.predictions = mlm_head.predictions
+        self.seq_relationship = nn.Linear(hidden, 2)
+
+    def forward(self, both):
+        seq, pooled = both
+        return self.mlm[0](seq), self.seq_relationship(pooled)
+
+
+register_head("next-sentence-prediction", outputs=("logits",), reads="pooled", module=NextSentenceHead, attr="cls",
+              dims=lambda cfg, h: {"logits": ["batch", 2]})
+register_head("pre-training", outputs=("prediction_logits", "seq_relationship_logits"), reads="both", attr="cls",
+              finish=tuple,  # module: PreTrainingHeads over the family's MLM head
+              dims=lambda cfg, h: {"prediction_logits": ["batch", "sequence", cfg.vocab_size],
+                                   "seq_relationship_logits": ["batch", 2]})

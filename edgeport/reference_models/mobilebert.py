@@ -14,7 +14,7 @@ from torch import nn
 from edgeport.errors import EdgeportError
 from edgeport.reference_models.blocks import EncoderForTask, activation, additive_mask, attention, init_weights
 from edgeport.reference_models.config import EncoderConfig
-from edgeport.reference_models.heads import head_for
+from edgeport.reference_models.heads import PreTrainingHeads, head_for
 from edgeport.reference_models.registry import ENCODER_TASKS, register_family
 
 NORMALIZATIONS = ("no_norm", "layer_norm")
@@ -282,11 +282,12 @@ class MLMHead(nn.Module):
 
 
 @register_family("mobilebert", config=MobileBertConfig, presets=PRESETS, default_task="fill-mask",
-                 tasks=ENCODER_TASKS + ("multiple-choice",),
+                 tasks=ENCODER_TASKS + ("multiple-choice", "next-sentence-prediction", "pre-training"),
                  keras_build="edgeport.reference_models.mobilebert_keras:build_keras")
 def build(cfg: MobileBertConfig, task: str) -> EncoderForTask:
-    backbone = MobileBert(cfg, pooler=head_for(task).reads == "pooled")
-    mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task == "fill-mask" else None
-    model = EncoderForTask("mobilebert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm)
+    backbone = MobileBert(cfg, pooler=head_for(task).reads in ("pooled", "both"))
+    mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task in ("fill-mask", "pre-training") else None
+    heads = {"pre-training": [("cls", PreTrainingHeads(mlm, cfg.hidden_size))]} if task == "pre-training" else None
+    model = EncoderForTask("mobilebert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm, heads=heads)
     init_weights(model, cfg.initializer_range)
     return model.eval()
