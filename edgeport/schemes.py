@@ -104,7 +104,9 @@ SUPPORTED = {
         Scheme("int8", "int8-static", "channel", "minmax"),
         # int4 weight-only: blocked DequantizeLinear(int4) -> MatMul, symmetric (TensorRT takes no zero point).
         *[Scheme("int4", "fp32", "block", "rtn", b, True) for b in (32, 64, 128)],
-        # fp16 is a TensorRT builder flag on the fp32 graph, not a graph rewrite: not listed here.
+        # fp16 as TensorRT 11 wants it (strongly typed: no fp16 builder flag): fp16 weights, compute and float
+        # I/O in the graph itself; TensorRT 10 can still take the fp32 graph with --fp16 instead.
+        Scheme("fp16", "fp16", "tensor", "cast"),
     ],
 }
 
@@ -192,8 +194,6 @@ def resolve(text: str, target: str, task: str | None = None) -> Scheme:
     scheme = _parse_axes(text, target) if "=" in text else _parse_short(text, target)
     if scheme not in SUPPORTED[target]:
         why = ""
-        if target == "tensorrt" and scheme.weights == "fp16":
-            why = " (fp16 on TensorRT is a builder flag on the fp32 graph, not a graph rewrite)"
         raise EdgeportError(f"scheme {scheme.tag} ({_describe(scheme)}) is not supported on {target}{why}; "
                             f"supported: {', '.join(supported_names(target))}")
     return scheme

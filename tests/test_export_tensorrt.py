@@ -237,3 +237,28 @@ def test_engine_matches_reference_where_tensorrt_imports(bert_trt, tmp_path):
     grid = [(1, 8, 0), (3, 37, 2), (8, 128, 3)]  # inside the default profile (batch <= 8)
     checks = validate.check(ref.model, TensorRTSession(engine), contract, grid, atol=1e-3, rtol=1e-3)
     assert all(c.passed for c in checks)
+
+
+# ---------------------------------------------------------------- fp16 as TensorRT 11 wants it (strongly typed)
+
+
+def test_fp16_form_has_fp16_io_parses_and_matches_reference(bert_trt, tmp_path):
+    from edgeport.export import validate
+    from edgeport.export.contracts import contract_for
+    from edgeport.quantize import quantize_artifact
+    from edgeport.reference_models import load_reference
+    from edgeport.runtime.session import open_session
+
+    out = quantize_artifact(bert_trt, "fp16", out_dir=tmp_path / "fp16", quiet=True)
+    m = json.loads((out / "edgeport.json").read_text())
+    proto = onnx.load(str(out / m["artifact"]))
+    io_types = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}
+    assert io_types["last_hidden_state"] == T.FLOAT16 and io_types["input_ids"] == T.INT64
+    weights = [t for t in proto.graph.initializer if t.data_type in (T.FLOAT, T.FLOAT16) and np.prod(t.dims) >= 1024]
+    assert weights and all(t.data_type == T.FLOAT16 for t in weights)
+    assert m["converter"]["quantizer"]["tensorrt_check"]["passed"] and check(proto).passed
+    ref = load_reference("bert-tiny", None, None)  # the preset's seeded weights, as exported
+    sess = open_session(out / m["artifact"])
+    checks = validate.check(ref.model, sess, contract_for(ref), validate.onnx_grid(contract_for(ref)),
+                            atol=1e-2, rtol=1e-2)  # fp16: 10 mantissa bits, errors add up over the layers
+    assert all(c.passed for c in checks) and max(c.max_abs_diff for c in checks) > 1e-5  # really computed in fp16

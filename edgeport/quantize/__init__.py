@@ -84,7 +84,7 @@ def _quantize_file(m: Manifest, src: Path, dst: Path, scheme, keep, calib) -> di
         return quantize_tflite(src, dst, scheme, keep, calib)
     from edgeport.quantize.onnx_backend import quantize_onnx
 
-    return quantize_onnx(src, dst, scheme, m.target, keep, calib)
+    return quantize_onnx(src, dst, scheme, m.target, keep, calib, fp16_io=m.task != "text-generation")
 
 
 def _precision(scheme) -> str:

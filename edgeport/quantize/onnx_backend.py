@@ -1,7 +1,7 @@
 """ONNX (onnxruntime) and TensorRT-form quantization, through onnxruntime's own quantization tools.
 
     scheme            onnx target                                   tensorrt target (ONNX graph TensorRT parses)
-    fp16              float16 converter, I/O + kept ops fp32         (builder flag, not a rewrite)
+    fp16              float16 converter, I/O + kept ops fp32         float16 converter, fp16 float I/O (strongly typed)
     int8 dynamic      MatMulInteger / DynamicQuantizeMatMul          -
     int8 static       QDQ: u8 activations, s8 per-channel weights    QDQ: s8 symmetric activations and weights
     int4 weight-only  MatMulNBits (com.microsoft)                    DequantizeLinear(int4, block_size) -> MatMul
@@ -53,12 +53,15 @@ def _quiet():
         logging.getLogger().setLevel(level)
 
 
-def to_fp16(model, keep: list):
-    """Everything in fp16 but the graph I/O and the `keep` nodes (Cast nodes are inserted at the seams)."""
+def to_fp16(model, keep: list, keep_io_types: bool = True):
+    """Everything in fp16 but the `keep` nodes and, with `keep_io_types`, the graph's float I/O (Cast nodes
+    are inserted at the seams). TensorRT's form passes keep_io_types=False: fp16 float inputs and outputs,
+    integer inputs unchanged (a strongly typed TensorRT 11 network takes its precision from the graph)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     _unshare_initializers(model, set(keep))
-    out = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep, disable_shape_infer=False)
+    out = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=keep,
+                                   disable_shape_infer=False)
     _unique_node_names(out)
     return out
 
@@ -177,8 +180,12 @@ def _set_default_opset(model, version: int) -> None:
             o.version = version
 
 
-def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float: list, calib: list) -> dict:
-    """src artifact -> dst artifact; returns what the manifest records about the rewrite."""
+def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float: list, calib: list,
+                  fp16_io: bool = True) -> dict:
+    """src artifact -> dst artifact; returns what the manifest records about the rewrite.
+
+    fp16_io: for tensorrt fp16, float inputs/outputs become fp16 too (False for decoders: the runtime's
+    KV cache is float32, so their I/O stays float32 around fp16 compute)."""
     import onnxruntime
 
     tensorrt = target == "tensorrt"
@@ -199,7 +206,8 @@ def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float:
         exclude = exclude + [n for n in batched if n not in exclude]  # a 3-D zero point at run time)
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         if scheme.weights == "fp16":
-            out = to_fp16(model, exclude + (graph.match_embeddings(model) if not embeddings else []))
+            out = to_fp16(model, exclude + (graph.match_embeddings(model) if not embeddings else []),
+                          keep_io_types=not (tensorrt and fp16_io))
         elif scheme.weights == "int8" and scheme.activations == "int8-dynamic":
             out = int8_dynamic(model, scheme, exclude, embeddings, Path(tmp))
         elif scheme.weights == "int8":
@@ -212,11 +220,23 @@ def quantize_onnx(src: Path, dst: Path, scheme: Scheme, target: str, keep_float:
         from edgeport.quantize import qmoe
 
         moe = qmoe.convert_moe_nodes(out, scheme, "experts" not in keep_float) if not tensorrt else 0
+        parser = _tensorrt_check(out) if tensorrt else {}
         _save(out, dst)
-    return {"onnxruntime": onnxruntime.__version__, "tool": _TOOLS[scheme.weights],
+    return {**parser, "onnxruntime": onnxruntime.__version__, "tool": _TOOLS[scheme.weights],
             "excluded_nodes": len(exclude), "qmoe_nodes": moe, "fused_ops_left_float": fused,
             "batched_weight_matmuls_left_float": len(batched),
             **({"reduce_range": True} if scheme.activations == "int8-dynamic" and scheme.weights == "int8" else {})}
+
+
+def _tensorrt_check(model) -> dict:
+    """{"tensorrt_check": report} of edgeport.export.tensorrt.check on the rewritten graph; EdgeportError
+    naming the nodes when TensorRT's ONNX parser would reject it."""
+    from edgeport.export.tensorrt import check
+
+    report = check(model)
+    if not report.passed:
+        raise EdgeportError(f"the quantized graph would not parse in TensorRT: {report.summary()}")
+    return {"tensorrt_check": report.to_dict()}
 
 
 def _batched_weight_matmuls(model) -> list:
