@@ -223,12 +223,11 @@ def test_build_engine_without_tensorrt_is_one_line_error(bert_trt, capsys):
 def test_engine_matches_reference_where_tensorrt_imports(bert_trt, tmp_path):
     pytest.importorskip("tensorrt", reason="tensorrt is not installable here (its PyPI wheels download from "
                                            "another index) and no GPU is present")
-    from edgeport.runtime.tensorrt_session import TensorRTSession
-
     from edgeport.export import validate
     from edgeport.export.contracts import contract_for
     from edgeport.export.tensorrt_build import build_engine
     from edgeport.reference_models import load_reference
+    from edgeport.runtime.tensorrt_session import TensorRTSession
 
     engine = build_engine(bert_trt, timing_cache=str(tmp_path / "timing.cache"))
     assert (tmp_path / "timing.cache").stat().st_size > 0
@@ -262,3 +261,29 @@ def test_fp16_form_has_fp16_io_parses_and_matches_reference(bert_trt, tmp_path):
     checks = validate.check(ref.model, sess, contract_for(ref), validate.onnx_grid(contract_for(ref)),
                             atol=1e-2, rtol=1e-2)  # fp16: 10 mantissa bits, errors add up over the layers
     assert all(c.passed for c in checks) and max(c.max_abs_diff for c in checks) > 1e-5  # really computed in fp16
+
+
+# ---------------------------------------------------------------- runtime backend
+
+
+def test_engine_file_without_tensorrt_is_one_line_error(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt imports here: test_engine_matches_reference_where_tensorrt_imports runs instead")
+    except ImportError:
+        pass
+    from edgeport.errors import EdgeportError
+    from edgeport.runtime.session import open_session
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 64)
+    with pytest.raises(EdgeportError, match="needs tensorrt") as e:
+        open_session(engine)
+    assert "\n" not in str(e.value)
+
+
+def test_runtime_backend_is_torch_free():
+    code = ("import sys; import edgeport.runtime.tensorrt_session, edgeport.runtime.session; "
+            "bad = [m for m in ('torch', 'edgeport.export', 'edgeport.reference_models') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""One thin Session API over the backends: onnxruntime (.onnx) and LiteRT (.tflite).
+"""One thin Session API over the backends: onnxruntime (.onnx), LiteRT (.tflite), TensorRT (.engine/.plan).
 
 Imports only numpy and the backend it runs; never torch, TensorFlow or the export stage.
 """
@@ -156,7 +156,8 @@ def open_session(path: str | Path, **kw) -> Session:
     """A Session for an artifact file, chosen by its format (not its manifest).
 
     .onnx -> OrtSession (keywords: providers, threads, custom_op_library); .tflite -> LiteRTSession
-    (threads). Raises EdgeportError for a missing file, a TensorRT engine, or an unknown format.
+    (threads); .engine/.plan -> TensorRTSession (runtime/tensorrt_session.py). Raises EdgeportError for a
+    missing file, an unknown format, or a TensorRT engine where tensorrt does not import.
     """
     p = Path(path)
     if not p.is_file():
@@ -168,5 +169,7 @@ def open_session(path: str | Path, **kw) -> Session:
     if p.suffix == ".onnx":
         return OrtSession(p, **kw)
     if p.suffix in (".engine", ".plan"):
-        raise EdgeportError(f"{p}: TensorRT engines need a host with `tensorrt` installed")
+        from edgeport.runtime.tensorrt_session import TensorRTSession
+
+        return TensorRTSession(p)  # EdgeportError where tensorrt does not import
     raise EdgeportError(f"{p}: unknown artifact format (expected .onnx or .tflite)")
