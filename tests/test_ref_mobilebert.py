@@ -66,11 +66,15 @@ def test_matches_transformers(tmp_path, task, switch):
             assert diff <= 1e-5 * max(1.0, w.abs().max().item()), (task, switch, S, diff)
 
 
-def test_base_checkpoint_into_task_head_warns(tmp_path):
+def test_base_checkpoint_into_task_head_is_refused_unless_allowed(tmp_path):
+    """Issue 16: missing head weights fail naming them; allowed, they are random and the manifest says so."""
     folder, _ = make_mobilebert(tmp_path, "feature-extraction")
+    with pytest.raises(EdgeportError, match=r"no weights for the question-answering head \(qa_outputs.weight, "
+                       r"qa_outputs.bias\); pass --allow-random-head"):
+        load_reference(str(folder), "question-answering")
     with pytest.warns(UserWarning, match="no weights for the question-answering head"):
-        ref = load_reference(str(folder), "question-answering")
-    assert ref.missing_head == ["qa_outputs.weight", "qa_outputs.bias"]
+        ref = load_reference(str(folder), "question-answering", allow_random_head=True)
+    assert ref.missing_head == ["qa_outputs.weight", "qa_outputs.bias"] and ref.random_weights
 
 
 def test_contradicting_config_is_an_error(tmp_path):

@@ -44,14 +44,14 @@ def default_out_dir(model: str, task: str, target: str) -> Path:
     return Path("edgeport-out") / f"{name}-{task}-{target}"
 
 
-def load(model, task, checkpoint, steps: Steps):
+def load(model, task, checkpoint, steps: Steps, allow_random_head: bool = False):
     """load_reference with its warnings shown as progress notes."""
     from edgeport.reference_models import load_reference
 
     with steps.step(f"loading {model}" + (f" with weights from {checkpoint}" if checkpoint else "")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ref = load_reference(model, task, checkpoint)
+            ref = load_reference(model, task, checkpoint, allow_random_head=allow_random_head)
         for w in caught:
             steps.note(f"warning: {w.message}")
     return ref
@@ -94,13 +94,16 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
 
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
-           lowering: str | None = None, quiet: bool = False, quantize: str | None = None) -> Path:
+           lowering: str | None = None, quiet: bool = False, quantize: str | None = None,
+           allow_random_head: bool = False) -> Path:
     """Load `model` (preset, HF folder or hub id), export it for `target`, validate it over the shape grid,
     write the folder; returns the output folder (default edgeport-out/<model>-<task>-<target>).
 
     seq_len/batch: the static shape (TFLite; seq_len default: the longest of 128 the positions allow,
     decoders leaving room to decode). `quantize`: the scheme the caller will quantize this export with
     (only picks the lowering; `edgeport export --quantize` then calls quantize_artifact).
+    `allow_random_head`: export a checkpoint that lacks the task head's weights with random ones
+    (random_weights true in the manifest); without it that is an EdgeportError naming the tensors.
     Raises EdgeportError on bad input (the message names what is accepted) and ParityError when the
     artifact misses tolerance; then no output folder is written.
     """
@@ -112,7 +115,7 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
     steps = Steps(5, quiet)
-    ref = load(model, task, checkpoint, steps)
+    ref = load(model, task, checkpoint, steps, allow_random_head)
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
     return export_reference(ref, Options(tgt.name, seq_len, batch, opset, lowering, quantize), out, steps)
 

@@ -32,8 +32,13 @@ def all_presets() -> dict:
     return {p: fam for fam in families().values() for p in fam.presets}
 
 
-def load_reference(model: str, task: str | None = None, checkpoint: str | None = None, seed: int = 0) -> Reference:
-    """Build the reference model for `model` (preset, folder or hub id) and `task`."""
+def load_reference(model: str, task: str | None = None, checkpoint: str | None = None, seed: int = 0,
+                   allow_random_head: bool = False) -> Reference:
+    """Build the reference model for `model` (preset, folder or hub id) and `task`.
+
+    A checkpoint that lacks tensors the task needs (a base model for a task head) is refused with an
+    EdgeportError naming them, unless `allow_random_head`: then they stay random (seeded by `seed`), a
+    warning says so and `random_weights` is True. Tensors tied to loaded ones are not missing."""
     import torch
 
     from edgeport.reference_models import checkpoint as ckpt
@@ -55,14 +60,18 @@ def load_reference(model: str, task: str | None = None, checkpoint: str | None =
     if src.folder is not None:
         sd = ckpt.load_state_dict(src.folder)
         missing = ckpt.fit_state_dict(net, sd, net.prefix, net.head_prefixes())
+        named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        if missing and not allow_random_head:
+            raise EdgeportError(f"{src.name}: the checkpoint has no weights for the {task} head ({named}); "
+                                "pass --allow-random-head to export it with random ones (fine-tune first)")
         if missing:
-            warnings.warn(f"{src.name}: no weights for the {task} head ({', '.join(missing[:3])}); "
+            warnings.warn(f"{src.name}: no weights for the {task} head ({named}); "
                           "they are random: fine-tune before trusting its outputs", stacklevel=2)
     else:
         warnings.warn(f"preset '{src.preset}' has random weights: pass --checkpoint DIR for real ones",
                       stacklevel=2)
     net.eval()
-    return Reference(family, config, net, task, src.name, src.folder, src.folder is None, missing)
+    return Reference(family, config, net, task, src.name, src.folder, src.folder is None or bool(missing), missing)
 
 
 __all__ = ["Reference", "load_reference", "families", "get_family", "all_presets"]

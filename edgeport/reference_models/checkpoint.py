@@ -119,6 +119,8 @@ def fit_state_dict(model: torch.nn.Module, sd: dict, prefix: str, head_prefixes:
 
     Errors on any backbone tensor missing or of the wrong shape (the config contradicts the
     weights); returns the head tensors that the checkpoint lacks (they stay randomly initialised).
+    Not missing: a tensor the model ties to a loaded one (it shares its storage, e.g. an LM decoder tied
+    to the word embeddings, which transformers drops on save) or one named in `model.TIED_FALLBACKS`.
     """
     own = model.state_dict()
     if not any(k.startswith(prefix + ".") for k in sd):
@@ -137,6 +139,8 @@ def fit_state_dict(model: torch.nn.Module, sd: dict, prefix: str, head_prefixes:
             raise EdgeportError(f"config contradicts weights: '{name}' is {tuple(t.shape)} in the "
                                 f"checkpoint but the config implies {tuple(param.shape)}")
         fitted[name] = t.to(param.dtype)
+    tied = {own[n].data_ptr() for n in fitted}
+    missing = [m for m in missing if own[m].data_ptr() not in tied]
     backbone_missing = [m for m in missing if not m.startswith(head_prefixes)]
     if backbone_missing:
         more = f" (+{len(backbone_missing) - 1} more)" if len(backbone_missing) > 1 else ""

@@ -8,7 +8,13 @@ import sys
 def _cmd_generate(a):
     from edgeport.runtime.generate import TextGenerator
 
+    from edgeport.manifest import read_manifest
+    from edgeport.runtime.run_cli import random_weights_note
+
     gen = TextGenerator(a.artifact, threads=a.threads)
+    note = random_weights_note(read_manifest(a.artifact)[0])
+    if note:
+        print(note, file=sys.stderr)
     stop = set(gen.info.get("eos_token_ids") or [])
     new: list = []
     shown = ""

@@ -82,8 +82,24 @@ def run(args) -> object:
     return p(args.text)[0]
 
 
+def random_weights_note(manifest) -> str | None:
+    """The reminder `run`/`generate` print on stderr for an export with random weights, else None."""
+    if not manifest.random_weights:
+        return None
+    return (f"note: {manifest.source or 'this export'} has random weights (a preset or a head the checkpoint "
+            "lacked): its outputs mean nothing until exported from trained weights")
+
+
 def _cmd_run(args):
-    print(json.dumps(run(args), indent=2, ensure_ascii=False))
+    import sys
+
+    from edgeport.manifest import read_manifest
+
+    result = run(args)
+    note = random_weights_note(read_manifest(args.artifact)[0])
+    if note:
+        print(note, file=sys.stderr)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def register(subparsers):
