@@ -11,7 +11,7 @@ HELP = """schemes (resolved per target; see `supported` below):
 supported:
   onnx:     fp16, int8-dyn-pc, int8-dyn-pt, int8-static-pc, int8-static-pt, int4-b{16,32,64,128}[-asym][-a8]
   tflite:   fp16, int8-dyn-pc, int8-static-pc, int4-b{32,64,128}-a8
-  tensorrt: int8-static-pc, int4-b{32,64,128}
+  tensorrt: fp16 (fp16 I/O, strongly typed), int8-static-pc, int4-b{32,64,128}
 keep-float groups: embeddings, head, attention, ffn-down, norms, softmax, experts (tflite: embeddings, ffn-down), none"""
 
 
