@@ -86,6 +86,7 @@ class Manifest:
     parity: list = field(default_factory=list)  # [ParityCheck]
     parity_passed: bool = False
     edgeport_version: str = ""
+    notes: list = field(default_factory=list)  # what users must know about this export (e.g. ConvBERT padding)
     decoder: dict | None = None  # decoders: KV-cache layout, signatures, special tokens (export/decoders.py)
     format_version: int = FORMAT_VERSION
 

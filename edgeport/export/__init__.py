@@ -158,7 +158,7 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
                          labels=ref.config.labels() if ref.task.endswith("classification") else None,
                          score_function=ref.config.score_function() if ref.task == "text-classification" else None,
                          tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
-                         source=ref.source, random_weights=ref.random_weights,
+                         source=ref.source, random_weights=ref.random_weights, notes=list(ref.family.notes),
                          sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
                          parity=checks, parity_passed=True, edgeport_version=edgeport.__version__, decoder=block)
             (tmp / "edgeport.json").write_text(m.to_json())

@@ -242,8 +242,14 @@ def _init_extra(model: nn.Module, std: float):
             nn.init.normal_(m.weight, std=std)
 
 
+# Measured in tests/test_convbert_padding.py (transformers' ConvBertModel shows the same effect).
+PADDING_NOTE = ("ConvBERT's span-based convolution sees padding positions (as transformers' ConvBERT does): "
+                "a padded row's outputs differ from the same text unpadded (a static-length TFLite export "
+                "pads every text); batch texts of similar length, or use a dynamic-shape ONNX export")
+
+
 @register_family("convbert", config=ConvBertConfig, presets=PRESETS, default_task="fill-mask",
-                 tasks=ENCODER_TASKS + ("multiple-choice",))
+                 tasks=ENCODER_TASKS + ("multiple-choice",), notes=(PADDING_NOTE,))
 def build(cfg: ConvBertConfig, task: str) -> ConvBertForTask:
     """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
     EdgeportError for a config or task it cannot build."""

@@ -27,20 +27,22 @@ class Family:
     # route (so listing families never imports TensorFlow); None: TFLite goes through litert-torch.
     keras_build: str | None = None
     targets: tuple = ("onnx", "tflite")
+    notes: tuple = ()  # what users must know about every export of the family (copied into the manifest)
 
 
 _FAMILIES: dict[str, Family] = {}
 
 
 def register_family(name, *, config, presets, tasks=ENCODER_TASKS, model_types=None,
-                    default_task=None, keras_build=None, targets=("onnx", "tflite")):
+                    default_task=None, keras_build=None, targets=("onnx", "tflite"), notes=()):
     """Decorator for a family's `build(config, task)` function."""
 
     def deco(build):
         if name in _FAMILIES:
             raise RuntimeError(f"family {name} registered twice")
         _FAMILIES[name] = Family(name, config, build, tuple(model_types or (name,)), tuple(tasks),
-                                 dict(presets), default_task or tasks[0], keras_build, tuple(targets))
+                                 dict(presets), default_task or tasks[0], keras_build, tuple(targets),
+                                 tuple(notes))
         return build
 
     return deco
