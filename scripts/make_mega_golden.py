@@ -6,13 +6,13 @@ saves each with `save_pretrained` into tests/golden/mega/<case>/ and writes gold
 
     task                     the edgeport task of the saved head
     lengths                  the sequence lengths checked, e.g. [7, 12]
-    input_ids_<L>            (B, L) int64, padded rows use pad_token_id
+    input_ids_<L>            (B, L) int64, padded rows use pad_token_id; multiple-choice (2, 3, L)
     attention_mask_<L>       (B, L) int64, zeros at the end of the padded rows
     token_type_ids_<L>       (B, L) int64
-    last_hidden_state_<L>    (B, L, H) float32: the backbone (`model.mega`)
+    last_hidden_state_<L>    (B, L, H) float32: the backbone (`model.mega`; multiple-choice: the 6 rows)
     <output>_<L>             the head's outputs: logits, or start_logits and end_logits
 
-Usage: python scripts/make_mega_golden.py [--venv /tmp/mega-golden-venv] [--out tests/golden/mega]
+Usage: python scripts/make_mega_golden.py [--venv /tmp/mega-golden-venv] [--out tests/golden/mega] [--only CASE ...]
 Deterministic: the same venv gives byte-identical weights and outputs.
 """
 
@@ -58,6 +58,16 @@ CASES = {
         dict(normalization_type="batchnorm", attention_activation="relu2", bidirectional=False,
              activation="gelu", nffn_hidden_size=12),
         "MegaForTokenClassification", "token-classification", (7, 12)),
+    # Inputs (2, 3, L): two questions with three choices each; the backbone is checked on the 6 rows.
+    "encoder-multiple-choice-chunked": (
+        dict(use_chunking=True, chunk_size=4, normalization_type="layernorm"),
+        "MegaForMultipleChoice", "multiple-choice", (3, 12)),  # chunked: L below or a multiple of chunk_size
+    "decoder-causal-lm-chunked-dense": (
+        dict(is_decoder=True, bidirectional=False, use_chunking=True, chunk_size=4),
+        "MegaForCausalLM", "causal-lm", (8, 12)),  # chunked decoder: whole chunks
+    "decoder-causal-lm-rotary-untied": (
+        dict(is_decoder=True, bidirectional=False, tie_word_embeddings=False, add_lm_hidden_dense_layer=False),
+        "MegaForCausalLM", "causal-lm", (5, 12)),
 }
 
 
@@ -76,12 +86,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--venv", default="/tmp/mega-golden-venv")
     ap.add_argument("--out", default=str(ROOT / "tests" / "golden" / "mega"))
+    ap.add_argument("--only", nargs="+", choices=sorted(CASES), help="make these cases only (others untouched)")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inside:
-        return make_all(Path(args.out))
+        return make_all(Path(args.out), args.only)
     python = ensure_venv(Path(args.venv))
-    subprocess.run([str(python), __file__, "--inside", "--out", args.out], check=True)
+    subprocess.run([str(python), __file__, "--inside", "--out", args.out] + (["--only", *args.only] if args.only else []),
+                   check=True)
 
 
 # ---- inside: transformers 4.57.6 -------------------------------------------------------------------
@@ -142,26 +154,31 @@ def make_case(out_dir: Path, name: str, seed: int):
     with torch.no_grad():
         for i, L in enumerate(lengths):
             ids, mask, types = make_inputs(cfg, L, seed * 100 + i)
+            if task == "multiple-choice":  # 6 rows -> (2 questions, 3 choices, L)
+                more = make_inputs(cfg, L, seed * 100 + i + 50)
+                ids, mask, types = (torch.cat([a, b]).view(2, 3, L) for a, b in zip((ids, mask, types), more))
             kw = dict(attention_mask=mask, token_type_ids=types)
             arrays.update({f"input_ids_{L}": ids, f"attention_mask_{L}": mask, f"token_type_ids_{L}": types})
-            arrays[f"last_hidden_state_{L}"] = model.mega(ids, **kw).last_hidden_state
+            flat = {k: v.reshape(-1, L) for k, v in kw.items()}
+            arrays[f"last_hidden_state_{L}"] = model.mega(ids.reshape(-1, L), **flat).last_hidden_state
             arrays.update({f"{k}_{L}": v for k, v in head_outputs(model(ids, **kw), task).items()})
     np.savez_compressed(folder / "golden.npz", **{k: np.asarray(v) for k, v in arrays.items()})
     assert all(np.isfinite(np.asarray(v)).all() for k, v in arrays.items() if k != "task"), name
 
 
-def make_all(out_dir: Path):
+def make_all(out_dir: Path, only=None):
     import torch
     import transformers
 
     torch.use_deterministic_algorithms(True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for seed, name in enumerate(CASES, start=1):
-        make_case(out_dir, name, seed)
+    for seed, name in enumerate(CASES, start=1):  # a case's seed is its place in CASES, --only or not
+        if not only or name in only:
+            make_case(out_dir, name, seed)
     (out_dir / "VERSIONS.json").write_text(json.dumps(
         {"torch": torch.__version__, "transformers": transformers.__version__,
          "made_by": "scripts/make_mega_golden.py"}, indent=1) + "\n")
-    print(f"wrote {len(CASES)} cases to {out_dir}")
+    print(f"wrote {len(only or CASES)} cases to {out_dir}")
 
 
 if __name__ == "__main__":

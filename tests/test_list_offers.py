@@ -27,9 +27,13 @@ def tiny(fam) -> str:
     return names[0]
 
 
+# Tasks whose family's `-tiny` preset cannot build them, and the preset `edgeport list` shows for them.
+TASK_PRESETS = {("mega", "causal-lm"): "mega-decoder-tiny"}  # causal-lm needs a decoder config
+
+
 def offers() -> list:
     """[(family, tiny preset, task, target)] in `edgeport list` order."""
-    return [(name, tiny(fam), task, target) for name, fam in sorted(families().items())
+    return [(name, TASK_PRESETS.get((name, task), tiny(fam)), task, target) for name, fam in sorted(families().items())
             for task in fam.tasks for target in offered_targets(name, fam)]
 
 

@@ -129,3 +129,5 @@ register_head("pre-training", outputs=("prediction_logits", "seq_relationship_lo
               finish=tuple,  # module: PreTrainingHeads over the family's MLM head
               dims=lambda cfg, h: {"prediction_logits": ["batch", "sequence", cfg.vocab_size],
                                    "seq_relationship_logits": ["batch", 2]})
+register_head("causal-lm", outputs=("logits",), reads="sequence", attr="lm_head",  # module: the family's LM head
+              dims=lambda cfg, h: {"logits": ["batch", "sequence", cfg.vocab_size]})

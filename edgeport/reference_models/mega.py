@@ -28,7 +28,8 @@ from edgeport.reference_models.registry import register_family
 NORMALIZATIONS = ("layernorm", "scalenorm", "rmsnorm", "batchnorm", "syncbatchnorm")
 ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
 POSITION_BIASES = ("simple", "rotary")
-TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering")
+TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering",
+         "multiple-choice", "causal-lm")
 
 
 @dataclass
@@ -102,6 +103,11 @@ PRESETS = {
     "mega-tiny": {"model_type": "mega", "vocab_size": 1024, "hidden_size": 32, "num_hidden_layers": 2,
                   "intermediate_size": 48, "ema_projection_size": 4, "shared_representation_size": 16,
                   "nffn_hidden_size": 64, "max_positions": 256, "pad_token_id": 1},
+    # The same as a decoder (causal attention, unidirectional EMA), for causal-lm tests.
+    "mega-decoder-tiny": {"model_type": "mega", "vocab_size": 1024, "hidden_size": 32, "num_hidden_layers": 2,
+                          "intermediate_size": 48, "ema_projection_size": 4, "shared_representation_size": 16,
+                          "nffn_hidden_size": 64, "max_positions": 256, "pad_token_id": 1, "is_decoder": True,
+                          "bidirectional": False},
 }
 
 
@@ -431,37 +437,60 @@ class ClassificationHead(nn.Module):
         return self.out_proj(torch.tanh(self.dense(first)))  # (B, num_labels)
 
 
-class MegaForTask(EncoderForTask):
-    """The backbone under `mega` plus HF's head for the task (heads.py); pooled heads read the first token."""
+class Pooler(nn.Module):
+    """`mega.pooler` (MegaForMultipleChoice's MegaModel keeps it): tanh(dense(first token)), (B, L, H) -> (B, H)."""
 
-    HEAD_PREFIXES = ("mlm_head.", "dense.", "classifier.", "qa_outputs.")
+    def __init__(self, cfg: MegaConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, seq):
+        return torch.tanh(self.dense(seq[:, 0]))
+
+
+class MegaForTask(EncoderForTask):
+    """The backbone under `mega` plus HF's head for the task (heads.py); pooled heads read the first token,
+    multiple-choice the pooler (as MegaForMultipleChoice). causal-lm (MegaForCausalLM: optional dense + tanh,
+    `lm_head`) needs a decoder config (is_decoder, unidirectional EMA) and gives full-sequence logits: no
+    KV cache, since MEGA's state is the EMA's per-channel recurrence plus chunked attention, not a stack
+    of keys and values (decoder.py's cache contract)."""
+
+    HEAD_PREFIXES = ("mlm_head.", "dense.", "classifier.", "qa_outputs.", "lm_head.", "mega.pooler.")
 
     def __init__(self, cfg: MegaConfig, task: str):
         if task not in TASKS:
             raise EdgeportError(f"mega has no task '{task}'; tasks: {', '.join(TASKS)}")
+        if task == "causal-lm" and (not cfg.is_decoder or cfg.bidirectional):
+            raise EdgeportError("mega causal-lm needs a decoder config (is_decoder: true, bidirectional: false), "
+                                "e.g. the preset mega-decoder-tiny")
         backbone = Mega(cfg)
+        if task == "multiple-choice":
+            backbone.pooler = Pooler(cfg)
         heads = {task: HEADS[task](cfg, backbone)} if task in HEADS else None
         super().__init__("mega", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
 
     def head_prefixes(self) -> tuple:
-        """Checkpoint key prefixes of the heads (mlm_head., dense., classifier., qa_outputs.)."""
+        """Checkpoint key prefixes of the heads (mlm_head., dense., classifier., qa_outputs., lm_head.,
+        mega.pooler.)."""
         return self.HEAD_PREFIXES
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):
-        """-> (sequence (B, L, H), first token (B, H))."""
+        """-> (sequence (B, L, H), pooled (B, H): the pooler's when it has one, else the first token)."""
         seq = self.mega(input_ids, attention_mask, token_type_ids)  # (B, L, H)
-        return seq, seq[:, 0]
+        return seq, (self.mega.pooler(seq) if hasattr(self.mega, "pooler") else seq[:, 0])
 
 
-def _mlm(cfg: MegaConfig, backbone: Mega) -> list:
-    """HF's MegaForMaskedLM: an optional dense + tanh, then the tied MLM head."""
+def _mlm(cfg: MegaConfig, backbone: Mega, name: str = "mlm_head") -> list:
+    """HF's MegaForMaskedLM (`mlm_head`) and MegaForCausalLM (`lm_head`): an optional dense + tanh, then
+    the vocabulary projection (tied to the word embeddings by default)."""
     dense = [("dense", nn.Linear(cfg.hidden_size, cfg.hidden_size)), ("dense_act", nn.Tanh())]
     return (dense if cfg.add_lm_hidden_dense_layer else []) + \
-        [("mlm_head", MLMHead(cfg, backbone.embedding_layer.word_embeddings))]
+        [(name, MLMHead(cfg, backbone.embedding_layer.word_embeddings))]
 
 
 # MEGA's own heads (heads.py defaults for the other tasks): task -> (cfg, backbone) -> [(attribute, module)]
-HEADS = {"fill-mask": _mlm, "text-classification": lambda cfg, bb: [("classifier", ClassificationHead(cfg))]}
+HEADS = {"fill-mask": _mlm, "text-classification": lambda cfg, bb: [("classifier", ClassificationHead(cfg))],
+         "causal-lm": lambda cfg, bb: _mlm(cfg, bb, "lm_head")}
 
 
 @register_family("mega", config=MegaConfig, presets=PRESETS, tasks=TASKS, default_task="fill-mask")
