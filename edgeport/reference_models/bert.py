@@ -182,9 +182,9 @@ class Bert(nn.Module):
     vector, ~10/12 of one layer's matmuls fewer (BERT-base: 7% of the model).
     """
 
-    def __init__(self, cfg: BertConfig, pooler: bool, cls_only: bool = False):
+    def __init__(self, cfg: BertConfig, pooler: bool, cls_only: bool = False, causal: bool = False):
         super().__init__()
-        self.cls_only = cls_only
+        self.cls_only, self.causal = cls_only, causal
         self.embeddings = Embeddings(cfg, norm=not cfg.pre_layer_norm)
         self.encoder = Encoder(cfg)
         if pooler:
@@ -194,8 +194,18 @@ class Bert(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
-        x = self.encoder(x, additive_mask(attention_mask, x.dtype), 1 if self.cls_only else None)
+        bias = causal_mask(attention_mask, x.dtype) if self.causal else additive_mask(attention_mask, x.dtype)
+        x = self.encoder(x, bias, 1 if self.cls_only else None)
         return x, (self.pooler(x) if hasattr(self, "pooler") else None)
+
+
+def causal_mask(attention_mask, dtype=torch.float32):
+    """(B, S) 1/0 mask -> (B, 1, S, S) additive bias: query i sees real keys j <= i (a decoder's mask, as
+    transformers builds it for is_decoder configs)."""
+    S = attention_mask.shape[1]
+    pos = torch.arange(S, device=attention_mask.device)
+    visible = (pos[None, :] <= pos[:, None])[None, None] & (attention_mask[:, None, None, :] != 0)  # (B, 1, S, S)
+    return torch.where(visible, torch.zeros((), dtype=dtype), torch.full((), torch.finfo(dtype).min, dtype=dtype))
 
 
 class TiedDecoder(nn.Module):
@@ -228,17 +238,27 @@ class MLMHead(nn.Module):
 
 def check_tied(cfg: BertConfig, task: str):
     """EdgeportError for fill-mask with an untied MLM decoder (not supported)."""
-    if task in ("fill-mask", "pre-training") and not cfg.tie_word_embeddings:
+    if task in ("fill-mask", "pre-training", "causal-lm") and not cfg.tie_word_embeddings:
         raise EdgeportError("config: tie_word_embeddings=false (an untied MLM decoder) is not supported")
 
 
 def build_bert(cfg: BertConfig, task: str) -> EncoderForTask:
-    """BERT or MegatronBERT (by `cfg.pre_layer_norm`) for `task`, under HF's prefix `bert`."""
+    """BERT or MegatronBERT (by `cfg.pre_layer_norm`) for `task`, under HF's prefix `bert`.
+
+    causal-lm (transformers' *ForCausalLM: the MLM head `cls` over causally masked layers) attends causally
+    whatever `is_decoder` says (transformers only warns when it is false, then attends both ways), and
+    gives full-sequence logits: these blocks have no KV-cache path (decoder.py's contract is not built
+    for them), so each generated token reruns the whole sequence."""
     check_tied(cfg, task)
     reads = head_for(task).reads
-    backbone = Bert(cfg, pooler=reads in ("pooled", "both"), cls_only=reads == "pooled")
-    mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task in ("fill-mask", "pre-training") else None
-    heads = {"pre-training": [("cls", PreTrainingHeads(mlm, cfg.hidden_size))]} if task == "pre-training" else None
+    backbone = Bert(cfg, pooler=reads in ("pooled", "both"), cls_only=reads == "pooled", causal=task == "causal-lm")
+    mlm = MLMHead(cfg, backbone.embeddings.word_embeddings) if task in ("fill-mask", "pre-training", "causal-lm") \
+        else None
+    heads = None
+    if task == "pre-training":
+        heads = {task: [("cls", PreTrainingHeads(mlm, cfg.hidden_size))]}
+    elif task == "causal-lm":
+        heads = {task: [("cls", mlm)]}
     model = EncoderForTask("bert", backbone, task, cfg.hidden_size, cfg.num_labels, mlm, heads=heads)
     init_weights(model, cfg.initializer_range)
     return model.eval()

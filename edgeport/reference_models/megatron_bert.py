@@ -39,7 +39,7 @@ PRESETS = {
 
 
 @register_family("megatron-bert", config=MegatronBertConfig, presets=PRESETS, default_task="fill-mask",
-                 tasks=ENCODER_TASKS + ("multiple-choice", "next-sentence-prediction", "pre-training"))
+                 tasks=ENCODER_TASKS + ("multiple-choice", "next-sentence-prediction", "pre-training", "causal-lm"))
 def build(cfg: MegatronBertConfig, task: str) -> EncoderForTask:
     """The reference model for `task` in eval mode (random weights until a checkpoint is loaded into it);
     EdgeportError for a config or task it cannot build."""
