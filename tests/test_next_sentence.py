@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import TINY_MOBILEBERT, perturb
+from conftest import TINY_MOBILEBERT, perturb, write_vocab
 
 from edgeport.export import export
 from edgeport.export.contracts import contract_for
@@ -88,3 +88,27 @@ def test_export_matches_reference(checkpoints, tmp_path, family, task, target):
     got = sess.run(feeds)
     for name in HEADS[task][1]:
         np.testing.assert_allclose(got[name], want[name], atol=1e-4 * max(1, np.abs(want[name]).max()), rtol=0)
+
+
+def test_run_text_pair_gives_is_next_probability(checkpoints, tmp_path, capsys):
+    """`edgeport run FOLDER --text A --text-pair B`: P(is next) = softmax(logits)[0] of transformers' model on
+    its own tokenizer's [CLS] A [SEP] B [SEP]; a missing pair is one error line."""
+    import json
+
+    from edgeport.cli import main
+
+    hf, folder, _ = checkpoints("mobilebert", "next-sentence-prediction")
+    write_vocab(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = export(str(folder), target="onnx", task="next-sentence-prediction", out_dir=tmp_path / "nsp", quiet=True)
+    a, b = "alice met bob in paris.", "the cat sat on the mat."
+    assert main(["run", str(out), "--text", a, "--text-pair", b]) == 0
+    got = json.loads(capsys.readouterr().out)
+    enc = transformers.BertTokenizer(str(folder / "vocab.txt"))(a, b, return_tensors="pt")
+    with torch.inference_mode():
+        want = torch.softmax(hf(**enc).logits.double(), -1)[0]
+    assert abs(got["is_next"] - float(want[0])) <= 1e-5
+    assert got["label"] == ("is_next" if want[0] >= want[1] else "not_next")
+    assert main(["run", str(out), "--text", a]) == 2
+    assert "--text-pair" in capsys.readouterr().err

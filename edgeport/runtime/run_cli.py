@@ -12,10 +12,11 @@ from edgeport.errors import EdgeportError
 
 QA = "question-answering"
 _TEXT_TASKS = ("fill-mask", "text-classification", "token-classification", "feature-extraction")
+NSP = "next-sentence-prediction"
 ENTITY_TASKS = ("entity-classification", "entity-pair-classification", "entity-span-classification")  # LUKE
 # option dest -> (its flag, the tasks that use it)
 TASK_OPTIONS = {
-    "text_pair": ("--text-pair", ("text-classification",)),
+    "text_pair": ("--text-pair", ("text-classification", NSP)),
     "function_to_apply": ("--function-to-apply", ("text-classification",)),
     "question": ("--question", (QA,)),
     "top_k": ("--top-k", ("fill-mask", QA)),
@@ -72,6 +73,8 @@ def run(args) -> object:
         return p(args.text, **_given(args, "top_k"))
     if p.task == "text-classification":
         return p(args.text, pairs=args.text_pair, **_given(args, "function_to_apply"))[0]
+    if p.task == NSP:
+        return p(args.text, args.text_pair)[0]
     if p.task == "token-classification":
         return p(args.text, **_given(args, "aggregation_strategy"))
     if p.task == "feature-extraction":
@@ -107,7 +110,8 @@ def register(subparsers):
     r = subparsers.add_parser("run", help="run an exported artifact on text (pipeline options as transformers')")
     r.add_argument("artifact", help="export folder or its .onnx/.tflite")
     r.add_argument("--text", required=True, help="input text (the context for question-answering)")
-    r.add_argument("--text-pair", help="second text of a sentence pair (text-classification)")
+    r.add_argument("--text-pair", help="second text of a sentence pair (text-classification, "
+                   "next-sentence-prediction: the is-next probability of B after A)")
     r.add_argument("--function-to-apply", choices=("softmax", "sigmoid", "none"),
                    help="text-classification scores (default: as the model's config says, like transformers' "
                    "pipeline: sigmoid for multi-label or one label, none for regression, else softmax)")

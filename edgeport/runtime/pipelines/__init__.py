@@ -6,11 +6,11 @@
 from edgeport.runtime.pipelines.base import Encoded, Pipeline, softmax
 from edgeport.runtime.pipelines.entity import ENTITY_PIPELINES
 from edgeport.runtime.pipelines.qa import QuestionAnswering
-from edgeport.runtime.pipelines.simple import FeatureExtraction, FillMask, TextClassification
+from edgeport.runtime.pipelines.simple import FeatureExtraction, FillMask, NextSentencePrediction, TextClassification
 from edgeport.runtime.pipelines.token_classification import TokenClassification
 
 PIPELINES = {p.task: p for p in (FillMask, TextClassification, TokenClassification, QuestionAnswering,
-                                 FeatureExtraction, *ENTITY_PIPELINES)}
+                                 FeatureExtraction, NextSentencePrediction, *ENTITY_PIPELINES)}
 
 __all__ = ["PIPELINES", "Pipeline", "Encoded", "softmax", "FillMask", "TextClassification",
-           "TokenClassification", "QuestionAnswering", "FeatureExtraction"]
+           "TokenClassification", "QuestionAnswering", "FeatureExtraction", "NextSentencePrediction"]

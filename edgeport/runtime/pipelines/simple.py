@@ -76,6 +76,28 @@ class TextClassification(Pipeline):
                  "scores": {self.label(i): float(v) for i, v in enumerate(p)}} for p in probs]
 
 
+class NextSentencePrediction(Pipeline):
+    """`predict(texts, pairs)` -> per pair `{"is_next": P(B follows A), "label": "is_next" | "not_next",
+    "scores": {"is_next": p0, "not_next": p1}}`: softmax over the (B, 2) logits, index 0 = B follows A
+    (the labels of transformers' *ForNextSentencePrediction). Pairs encode as [CLS] A [SEP] B [SEP] with
+    token types 0/1. Raises EdgeportError without a pair per text, or on an empty pair."""
+
+    task = "next-sentence-prediction"
+    LABELS = ("is_next", "not_next")
+
+    def __call__(self, texts, pairs):
+        texts = as_list(texts)
+        pairs = as_list(pairs, "text_pair") if pairs is not None else []
+        if len(pairs) != len(texts):
+            raise EdgeportError(f"next-sentence prediction scores sentence pairs: {len(texts)} texts but "
+                                f"{len(pairs)} text pairs (--text A --text-pair B)")
+        if not all(p.strip() for p in pairs):
+            raise EdgeportError("empty text pair: give some words to run on")
+        probs = softmax(self.run_batch(self.encode(texts, pairs).feeds)["logits"].astype(np.float64))  # (B, 2)
+        return [{"is_next": float(p[0]), "label": self.LABELS[int(p.argmax())],
+                 "scores": dict(zip(self.LABELS, map(float, p)))} for p in probs]
+
+
 class FeatureExtraction(Pipeline):
     """`embed(texts, pooling="mean")` -> (B, H) float32 for "mean" (over real tokens) or "cls";
     a list of (S_i, H) arrays for "none"."""
