@@ -98,14 +98,14 @@ def test_tflite_is_static_builtin_and_agrees_with_onnx(onnx_ec, tflite_ec):
     assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-5
 
 
-def span_checkpoint(folder: Path) -> Path:
-    """The golden checkpoint's config and tokenizer with a transformers 5.23 span-classification head."""
+def span_checkpoint(folder: Path, head: str = "LukeForEntitySpanClassification") -> Path:
+    """The golden checkpoint's config and tokenizer with a transformers 5.23 model of class `head`."""
     import shutil
 
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LukeConfig.from_pretrained(str(CKPT))
     torch.manual_seed(0)
-    transformers.LukeForEntitySpanClassification(cfg).save_pretrained(str(folder))
+    getattr(transformers, head)(cfg).save_pretrained(str(folder))
     for f in CKPT.iterdir():
         if f.suffix != ".safetensors" and f.name != "config.json":
             shutil.copy2(f, folder / f.name)
@@ -195,3 +195,18 @@ def test_luke_base_real_size_entity_classification(tmp_path):
     assert m["parity_passed"] and max(p["shape"][1] for p in m["parity"]) == 128
     # 50267x768 words + 500000x256 entities (+ 256->768) + 12 layers with 4 queries each + 514x768 x2 positions
     assert 1.05e9 < m["size_bytes"] < 1.15e9, m["size_bytes"]
+
+
+def test_fill_mask_with_entities_has_no_word_pipeline(tmp_path):
+    """A LUKE fill-mask export takes entities and ships LUKE tokenizer files: the word-only fill-mask
+    pipeline refuses it in one line; the artifact runs through the Session with LukeTokenizer's arrays."""
+    from edgeport.runtime import load
+
+    out = export(tmp_path, str(span_checkpoint(tmp_path / "ckpt", "LukeForMaskedLM")), "fill-mask", "onnx")
+    with pytest.raises(EdgeportError, match="no fill-mask pipeline for luke exports with entity inputs"):
+        pipeline(out)
+    tok = LukeTokenizer.from_folder(out, task="none")  # the checkpoint's tokenizer was saved for entity_classification
+    feeds = tok("Tokyo is the <mask> of Japan.", entity_spans=[(0, 5), (22, 27)])
+    got = load(out).run({k: v for k, v in feeds.items() if k in {"input_ids", "attention_mask", "entity_ids",
+                                                                   "entity_attention_mask", "entity_position_ids"}})
+    assert got["logits"].shape[:2] == feeds["input_ids"].shape and got["entity_logits"].shape[:2] == (1, 2)

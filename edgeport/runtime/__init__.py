@@ -36,9 +36,14 @@ def pipeline(path, truncate: bool | str = False, **kw):
     manifest, folder = read_manifest(path)
     if manifest.task not in PIPELINES:
         raise EdgeportError(f"no pipeline for task '{manifest.task}'")
+    cls = PIPELINES[manifest.task]
+    kind = manifest.tokenizer.kind if manifest.tokenizer else None
+    if kind and kind != getattr(cls, "tokenizer_kind", "tokenizers"):  # e.g. LUKE fill-mask: words + entities
+        raise EdgeportError(f"no {manifest.task} pipeline for {manifest.family} exports with entity inputs yet; "
+                            "tokenize with edgeport.runtime.luke_tokenizer.LukeTokenizer and run edgeport.runtime.load")
     sess = open_session(folder / manifest.artifact, **kw)
     sess.manifest = manifest
-    return PIPELINES[manifest.task](sess, manifest, folder, truncate=truncate)
+    return cls(sess, manifest, folder, truncate=truncate)
 
 
 __all__ = ["load", "pipeline", "Session", "OrtSession", "LiteRTSession", "IOSpec"]

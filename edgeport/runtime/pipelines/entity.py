@@ -45,6 +45,7 @@ class EntityPipeline:
 
     task = ""
     mode = ""  # the LUKE tokenizer's task mode
+    tokenizer_kind = "luke"  # the manifest's tokenizer kind this pipeline reads (runtime.pipeline checks it)
 
     def __init__(self, session, manifest: Manifest, folder: Path, truncate: bool = False):
         if manifest.tokenizer is None or manifest.tokenizer.kind != "luke":
