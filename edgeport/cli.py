@@ -125,12 +125,19 @@ COMMAND_MODULES = ("edgeport.runtime.run_cli", "edgeport.quantize.commands", "ed
                    "edgeport.serve.cli", "edgeport.export.tensorrt_build")
 
 
+# Commands whose third-party stderr noise is filtered (edgeport/noise.py); not `serve`, which logs for hours.
+QUIET_COMMANDS = ("export", "quantize", "run", "generate", "inspect", "bench", "build-engine")
+
+
 def main(argv=None) -> int:
     """Run the CLI on `argv` (default sys.argv[1:]); returns the exit status: 0, 2 on EdgeportError (one line
     on stderr), 130 on Ctrl-C."""
     args = parser().parse_args(argv)
+    from edgeport.noise import third_party_quiet
+
     try:
-        args.fn(args)
+        with third_party_quiet(args.cmd in QUIET_COMMANDS):
+            args.fn(args)
     except EdgeportError as e:
         print(f"edgeport: error: {e}", file=sys.stderr)
         return 2
