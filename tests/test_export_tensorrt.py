@@ -157,10 +157,24 @@ def test_every_family_exports_a_parser_clean_validated_graph(tmp_path, preset):
         assert attrs["plugin_version"] == b"2" and set(attrs) >= {"span", "factor"}
     else:
         assert domains == set()
-    if preset.startswith(("mistral", "mixtral")):
+    if preset.startswith(("mistral", "mixtral")):  # TensorRT 10.15+'s standard ops, opset 23, window in the mask
         assert "sliding window kept" in m["converter"]["attention"]
+        ops = {n.op_type for n in proto.graph.node}
+        assert {"Attention", "RotaryEmbedding", "RMSNormalization"} <= ops
+        assert "Softmax" not in ops or preset.startswith("mixtral")  # mixtral: the router's softmax only
+        assert [(o.domain, o.version) for o in proto.opset_import] == [("", 23)]
     if preset.startswith("mixtral"):
         assert "Blackwell/Thor" in m["converter"]["moe"]
+
+
+def test_mistral_generic_tensorrt_form_is_plain_ops(tmp_path):
+    from edgeport.export import export
+
+    out = export("mistral-tiny", target="tensorrt", lowering="generic", out_dir=tmp_path / "g", quiet=True)
+    proto = onnx.load(str(out / "model.onnx"))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "Softmax" in ops and not ops & {"Attention", "RotaryEmbedding", "RMSNormalization"}
+    assert check(proto).passed
 
 
 @pytest.mark.slow

@@ -216,10 +216,10 @@ register_lowering("mistral", "onnx", "default", swap=_gqa, symbolics=GQA_SYMBOLI
                   custom_opsets={MS_DOMAIN: 1})
 # Any runtime: plain ONNX ops (masked softmax attention with the exact window; mixtral: dense MoE).
 register_lowering(("gpt2", "mistral", "mixtral"), "onnx", "generic", converter={"attention": "reference"})
-# TensorRT: the reference graph as built (plain ONNX ops, the sliding window exact in the mask). The
-# opset-23 Attention / RotaryEmbedding / RMSNormalization forms TensorRT 10.15 parses (onnxruntime 1.32
-# runs all three on the CPU: checked) are not emitted: torch.onnx's TorchScript exporter stops at opset 20,
-# and TensorRT's Attention takes no past_key/past_value (the cache would be concatenated outside it).
-TRT_ATTENTION_NOTE = ("plain ONNX ops, sliding window kept in the mask (opset-23 Attention not emitted: "
-                      "TorchScript exporter max opset 20)")
-register_lowering(("gpt2", "mistral"), "tensorrt", "default", converter={"attention": TRT_ATTENTION_NOTE})
+# TensorRT "generic" (mistral, mixtral) and gpt2's only form: the reference graph as built (plain ONNX ops,
+# the sliding window exact in the mask). Mistral and Mixtral default to the opset-23 Attention /
+# RotaryEmbedding / RMSNormalization forms (ops/onnx23.py); GPT-2 keeps plain ops (its attention has no
+# RoPE/RMSNorm, and no opset-23 swap is written for its fused c_attn projection yet).
+TRT_ATTENTION_NOTE = "plain ONNX ops, sliding window kept in the mask"
+register_lowering("gpt2", "tensorrt", "default", converter={"attention": TRT_ATTENTION_NOTE})
+register_lowering("mistral", "tensorrt", "generic", converter={"attention": TRT_ATTENTION_NOTE})

@@ -161,6 +161,6 @@ register_lowering("mixtral", "onnx", "moe-only", swap=_moe_op("reference"), symb
                   custom_opsets={MS_DOMAIN: 1})
 # TensorRT: experts as the reference's decomposition (every expert computed, weighted by the top-k routing),
 # since TensorRT's MoE layer (TRT_MoE, TensorRT 11) runs only on Blackwell/Thor-class GPUs.
-register_lowering("mixtral", "tensorrt", "default", converter={
+register_lowering("mixtral", "tensorrt", "generic", converter={
     "attention": TRT_ATTENTION_NOTE,
     "moe": "decomposed (TensorRT's MoE layer runs only on Blackwell/Thor-class GPUs)"})
