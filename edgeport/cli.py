@@ -39,12 +39,28 @@ def _cmd_inspect(a):
         for s in specs:
             print(f"  {kind:6s} {s.name:16s} {s.dtype:8s} {s.shape}")
     print(f"  backend: {sess.backend}; converter: {json.dumps(m.converter)}")
-    worst = max(m.parity, key=lambda c: c.max_abs_diff) if m.parity else None
-    if worst:
-        print(f"  parity: {'pass' if m.parity_passed else 'FAIL'} over {len(m.parity)} checks, worst "
-              f"{worst.max_abs_diff:.2e} ({worst.output} at {worst.shape}, tolerance {worst.tolerance:.1e})")
+    if m.converter.get("lowering"):
+        print(f"  lowering: {m.converter['lowering']}")
+    _print_parity(m)
     if m.tokenizer:
         print(f"  tokenizer: {m.tokenizer.file}; max sequence length {m.max_sequence_length}")
+    for note in m.notes:
+        print(f"  note: {note}")
+
+
+def _print_parity(m) -> None:
+    """The parity report: a summary line, then one row per check (output, shape, padded rows, max abs
+    diff, tolerance, pass/FAIL), as the export validated them against the reference."""
+    if not m.parity:
+        print("  parity: no checks recorded")
+        return
+    worst = max(m.parity, key=lambda c: c.max_abs_diff)
+    print(f"  parity: {'pass' if m.parity_passed else 'FAIL'} over {len(m.parity)} checks, worst "
+          f"{worst.max_abs_diff:.2e} ({worst.output} at {worst.shape}, tolerance {worst.tolerance:.1e})")
+    print(f"    {'output':20s} {'shape':16s} {'padded':>6s} {'max abs diff':>12s} {'tolerance':>9s}  result")
+    for c in m.parity:
+        print(f"    {c.output:20s} {str(c.shape):16s} {c.padded_rows:6d} {c.max_abs_diff:12.2e} "
+              f"{c.tolerance:9.1e}  {'pass' if c.passed else 'FAIL'}")
 
 
 def _route_note(target, fam) -> str:
@@ -72,9 +88,11 @@ def _cmd_list(a):
         print(f"{name}")
         print(f"  presets: {', '.join(fam.presets)}")
         print(f"  tasks:   {', '.join(fam.tasks)} (default {fam.default_task})")
-        targets = [t + _route_note(TARGETS[t], fam) for t in offered_targets(name, fam)]
-        lows = lowerings_for(name, "onnx")
-        print(f"  targets: {', '.join(targets)}" + (f"; onnx lowerings: {', '.join(lows)}" if lows else ""))
+        offered = offered_targets(name, fam)
+        print(f"  targets: {', '.join(t + _route_note(TARGETS[t], fam) for t in offered)}")
+        lows = [f"{t}: {', '.join(lowerings_for(name, t))}" for t in offered if lowerings_for(name, t)]
+        if lows:  # every name `--lowering` accepts for this family, per target
+            print(f"  lowerings (--lowering): {'; '.join(lows)}")
     print(f"targets known: {', '.join(TARGETS)}")
 
 

@@ -36,6 +36,7 @@ class Options:
     opset: int | None = None
     lowering: str | None = None
     quantize: str | None = None
+    streaming: bool = False  # weights streamed from the memory-mapped checkpoint (export/streaming.py)
 
 
 def default_out_dir(model: str, task: str, target: str) -> Path:
@@ -71,6 +72,8 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
         raise EdgeportError(f"no {tgt.name} lowering for family '{ref.family.name}' yet")
     if steps is not None and why.startswith("unfused"):
         steps.note(f"lowering 'generic' (unfused): {opts.quantize} cannot reach weights inside fused ops")
+    elif steps is not None:
+        steps.note(f"lowering '{lowering.name}' ({why})" if lowering else f"lowering: none (the plain {tgt.route} route)")
     ctx = LoweringContext(ref.config, opts.seq_len if tgt.static_shapes else None)
     with lowering.applied(ref.model, ctx) if lowering else nullcontext((ref.model, {})) as (model, notes):
         if tgt.route == "tflite":
@@ -95,7 +98,7 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
            lowering: str | None = None, quiet: bool = False, quantize: str | None = None,
-           allow_random_head: bool = False) -> Path:
+           allow_random_head: bool = False, streaming: bool = False) -> Path:
     """Load `model` (preset, HF folder or hub id), export it for `target`, validate it over the shape grid,
     write the folder; returns the output folder (default edgeport-out/<model>-<task>-<target>).
 
@@ -105,7 +108,9 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     `allow_random_head`: export a checkpoint that lacks the task head's weights with random ones
     (random_weights true in the manifest); without it that is an EdgeportError naming the tensors.
     Raises EdgeportError on bad input (the message names what is accepted) and ParityError when the
-    artifact misses tolerance; then no output folder is written.
+    artifact misses tolerance; then no output folder is written. `streaming`: decoders from a safetensors
+    folder, with about one copy of the weights in memory (export/streaming.py; refused with an
+    EdgeportError, before any work, when the machine's available memory is below its estimate).
     """
     tgt = get_target(target)
     if (seq_len is not None and seq_len < 2) or batch < 1:
@@ -115,9 +120,16 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
     steps = Steps(5, quiet)
-    ref = load(model, task, checkpoint, steps, allow_random_head)
+    if streaming:
+        from edgeport.export.streaming import load_lazy_reference
+
+        with steps.step(f"mapping {checkpoint or model} (weights stay on disk until written)"):
+            ref = load_lazy_reference(model, task, checkpoint, allow_random_head)
+    else:
+        ref = load(model, task, checkpoint, steps, allow_random_head)
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
-    return export_reference(ref, Options(tgt.name, seq_len, batch, opset, lowering, quantize), out, steps)
+    opts = Options(tgt.name, seq_len, batch, opset, lowering, quantize, streaming)
+    return export_reference(ref, opts, out, steps)
 
 
 def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
@@ -139,7 +151,12 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
     static = (opts.batch, opts.seq_len) if tgt.static_shapes else None
     with atomic_output_dir(out) as tmp:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {tgt.name}"):
-            lowered = lower(ref, contract, tgt, tmp, opts, steps)
+            if opts.streaming:
+                from edgeport.export.streaming import lower_streaming
+
+                lowered = lower_streaming(ref, contract, tgt, tmp, opts, steps)
+            else:
+                lowered = lower(ref, contract, tgt, tmp, opts, steps)
             files = artifact_files(tmp, lowered.artifact)
             steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
         with steps.step("writing tokenizer files"):
