@@ -1,0 +1,92 @@
+"""Streaming export (edgeport/export/streaming.py) against the in-memory export of the same checkpoint.
+
+Both artifacts must hold the same weights byte for byte and compute the same outputs bit for bit in
+onnxruntime (same nodes on the same weights; the in-memory graph's folded shape constants are folded
+by onnxruntime at load time in the streamed one). Also: no weight inside the streamed model.onnx,
+and one-line refusals for what the streaming path does not cover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgeport.errors import EdgeportError
+from edgeport.export import export
+from edgeport.export.streaming import INLINE_BYTES, SafetensorsFile
+from edgeport.reference_models import load_reference
+from edgeport.reference_models.mistral import PRESETS
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """mistral-tiny with random weights (norms too, so no two tensors are equal) saved as safetensors."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("mistral-ckpt")
+    ref = load_reference("mistral-tiny")
+    torch.manual_seed(1)
+    sd = {k: (v + 0.1 * torch.randn_like(v)).contiguous() for k, v in ref.model.state_dict().items()}
+    save_file(sd, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(PRESETS["mistral-tiny"]))
+    return folder
+
+
+def _weights(path) -> dict:
+    """{sha256 of bytes: shape} of every initializer (external data loaded)."""
+    proto = onnx.load(str(path), load_external_data=True)
+    return {hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest(): tuple(t.dims)
+            for t in proto.graph.initializer}
+
+
+def _feeds(batch: int, new: int, past: int, seed: int) -> dict:
+    c = PRESETS["mistral-tiny"]
+    rng = np.random.default_rng(seed)
+    kv, d = c["num_key_value_heads"], c["hidden_size"] // c["num_attention_heads"]
+    cache = (c["num_hidden_layers"], batch, kv, past, d)
+    return {"input_ids": rng.integers(3, c["vocab_size"], (batch, new)),
+            "attention_mask": np.ones((batch, past + new), np.int64),
+            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
+            "past_keys": rng.standard_normal(cache, dtype=np.float32),
+            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+
+
+@pytest.mark.parametrize("lowering", ["default", "generic"])
+def test_streaming_matches_in_memory(checkpoint, tmp_path, lowering):
+    mem = export(str(checkpoint), "onnx", out_dir=tmp_path / "mem", lowering=lowering, quiet=True)
+    st = export(str(checkpoint), "onnx", out_dir=tmp_path / "st", lowering=lowering, quiet=True, streaming=True)
+
+    streamed = _weights(st / "model.onnx")
+    in_memory = _weights(mem / "model.onnx")
+    n_params = len(SafetensorsFile(checkpoint / "model.safetensors").entries)
+    assert len(streamed) == n_params  # every checkpoint tensor once (linear weights transposed)
+    assert {h: s for h, s in streamed.items() if h not in in_memory} == {}
+
+    inline = [t.name for t in onnx.load(str(st / "model.onnx"), load_external_data=False).graph.initializer
+              if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= INLINE_BYTES]
+    assert inline == []
+
+    sessions = [ort.InferenceSession(str(f / "model.onnx"), providers=["CPUExecutionProvider"]) for f in (mem, st)]
+    for batch, new, past in ((1, 7, 0), (2, 1, 9)) if lowering == "generic" else ((1, 7, 0), (1, 1, 9)):
+        feeds = _feeds(batch, new, past, seed=new + past)
+        a, b = (s.run(None, feeds) for s in sessions)
+        for x, y in zip(a, b):
+            assert x.shape == y.shape and np.array_equal(x, y), float(np.max(np.abs(x - y)))
+
+    m_st, m_mem = (json.loads((f / "edgeport.json").read_text()) for f in (st, mem))
+    assert m_st["parity_passed"] and len(m_st["parity"]) == len(m_mem["parity"])
+    assert "streaming" in m_st["converter"]["exporter"]
+
+
+def test_streaming_refusals(checkpoint, tmp_path):
+    with pytest.raises(EdgeportError, match="preset without weights"):
+        export("mistral-tiny", "onnx", out_dir=tmp_path / "a", quiet=True, streaming=True)
+    with pytest.raises(EdgeportError, match="in-memory path"):
+        export(str(checkpoint), "tflite", out_dir=tmp_path / "b", quiet=True, streaming=True)
+    assert not (tmp_path / "b").exists()
