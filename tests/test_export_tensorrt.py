@@ -301,3 +301,29 @@ def test_runtime_backend_is_torch_free():
             "bad = [m for m in ('torch', 'edgeport.export', 'edgeport.reference_models') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_to_opset23_moves_private_ops_and_reduce_axes(tmp_path):
+    """A planted opset-17 graph: ReduceMean(axes attribute) and a private-domain RMSNormalization; after
+    the pass: opset 23, both in the ONNX domain, values as numpy computes them (onnxruntime's kernels)."""
+    import onnxruntime as ort
+
+    from edgeport.ops.onnx23 import DOMAIN, to_opset23
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1], keepdims=1, name="/mean"),
+             helper.make_node("RMSNormalization", ["x", "w"], ["r"], domain=DOMAIN, axis=-1, epsilon=1e-6,
+                              name="/norm")]
+    g = helper.make_graph(nodes, "g", [_vi("x", T.FLOAT, [2, 3, 8])], [_vi("m", T.FLOAT, [2, 3, 1]), _vi("r", T.FLOAT, [2, 3, 8])],
+                          [numpy_helper.from_array(np.linspace(0.5, 2, 8).astype(np.float32), "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]), path)
+    notes = to_opset23(path)
+    proto = onnx.load(str(path))
+    assert notes == {"opset": 23, "opset23_nodes": {"RMSNormalization": 1}}
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 23)]
+    assert {n.domain for n in proto.graph.node} == {""} and len(proto.graph.node[0].input) == 2
+    x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
+    m, r = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    w = np.linspace(0.5, 2, 8).astype(np.float32)
+    assert np.allclose(m, x.mean(-1, keepdims=True), atol=1e-6)
+    assert np.allclose(r, x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w, atol=1e-5)

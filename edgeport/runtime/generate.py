@@ -35,7 +35,9 @@ def positions_from_mask(mask: np.ndarray, new_tokens: int) -> np.ndarray:
 
 class OrtDecoder:
     """One ONNX graph for prefill and decode; the present keys/values stay onnxruntime OrtValues and are
-    bound back as the next past (int64 ids/mask/positions)."""
+    bound back as the next past (int64 ids/mask/positions). Where this onnxruntime build has the CUDA
+    provider, the session runs on it and the cache stays in CUDA memory between steps (IOBinding to
+    device buffers; only logits come back to the host); elsewhere everything lives in CPU memory."""
 
     backend = "onnxruntime"
 
@@ -44,7 +46,9 @@ class OrtDecoder:
 
         from edgeport.runtime.session import ort_session
 
-        self.sess = ort_session(path, threads, providers=["CPUExecutionProvider"])  # IOBinding on CPU memory
+        self.device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+        providers = (["CUDAExecutionProvider"] if self.device == "cuda" else []) + ["CPUExecutionProvider"]
+        self.sess = ort_session(path, threads, providers=providers)
         self.ort, self.info = ort, info
         self.max_batch, self.prefill_len = None, None
 
@@ -52,7 +56,7 @@ class OrtDecoder:
         """Start `batch` empty rows: an empty past (L, B, KV, 0, D) and mask."""
         i = self.info
         empty = np.zeros((i["layers"], batch, i["kv_heads"], 0, i["head_dim"]), np.float32)
-        self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty) for _ in range(2)]
+        self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in range(2)]
         self.mask = np.zeros((batch, 0), np.int64)
 
     def step(self, ids, new_mask, positions) -> np.ndarray:
@@ -64,8 +68,9 @@ class OrtDecoder:
         b.bind_cpu_input("position_ids", np.ascontiguousarray(positions, np.int64))
         b.bind_ortvalue_input("past_keys", self.past[0])
         b.bind_ortvalue_input("past_values", self.past[1])
-        for name in ("logits", "present_keys", "present_values"):
-            b.bind_output(name, "cpu")
+        b.bind_output("logits", "cpu")
+        for name in ("present_keys", "present_values"):
+            b.bind_output(name, self.device)  # the next step's past, left where the session computed it
         self.sess.run_with_iobinding(b)
         logits, *self.past = b.get_outputs()
         return logits.numpy()
