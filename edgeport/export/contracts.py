@@ -100,6 +100,11 @@ class Contract:
         src = ref.folder if ref.folder is not None and has_tokenizer(ref.folder) else None
         if src is None and ref.random_weights and ref.family.name in ("mobilebert", "bert"):
             src = packaged_uncased_vocab_dir()  # the presets' real uncased WordPiece vocab
+        if src is None and ref.folder is None:  # any other preset: a byte-level tokenizer fit to its vocabulary
+            from edgeport.reference_models.preset_tokenizer import write_preset_tokenizer
+
+            steps.note("preset: byte-level tokenizer fit to its vocabulary (the random weights give it no meaning)")
+            return write_preset_tokenizer(ref.config.vocab_size, out, True, ref.config.pad_token_id), None
         if src is None:
             steps.note("warning: no tokenizer files found; the runtime pipelines will need one")
             return None, None

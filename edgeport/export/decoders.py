@@ -132,6 +132,11 @@ def write_decoder_tokenizer(ref, out: Path, pad_id: int, steps):
         info = write_tokenizer(folder, out, mask_token=None)
         info.pad_token_id = pad_id
         return info
+    if folder is None:  # a preset: a byte-level tokenizer fit to its vocabulary, <|endoftext|> at the pad id
+        from edgeport.reference_models.preset_tokenizer import write_preset_tokenizer
+
+        steps.note("preset: byte-level tokenizer fit to its vocabulary (the random weights give it no meaning)")
+        return write_preset_tokenizer(ref.config.vocab_size, out, False, pad_id)
     steps.note("warning: no tokenizer files found; `edgeport generate` will need one")
     return None
 

@@ -97,9 +97,10 @@ def compare(float_path, quant_path, manifest, folder, threads: int | None = None
 
     info = manifest.decoder
     window = min(WINDOW, int(info.get("max_tokens") or WINDOW))
-    if manifest.tokenizer is None:  # a preset with random weights: seeded random ids, reported as such
+    if manifest.tokenizer is None or manifest.random_weights:  # presets: seeded random ids over the whole vocabulary
         vocab = next(o.shape[-1] for o in manifest.outputs if o.name == "logits")
-        tokens, source = np.random.default_rng(0).integers(3, vocab, MAX_TOKENS + 1), "random token ids (no tokenizer)"
+        why = "no tokenizer" if manifest.tokenizer is None else "random weights"
+        tokens, source = np.random.default_rng(0).integers(3, vocab, MAX_TOKENS + 1), f"random token ids ({why})"
     else:
         tok = Tokenizer.from_file(str(folder / manifest.tokenizer.file))
         tokens = held_out_tokens(tok, (info.get("eos_token_ids") or [None])[0], MAX_TOKENS)

@@ -49,7 +49,7 @@ def register_family(name, *, config, presets, tasks=ENCODER_TASKS, model_types=N
 
 
 # Modules in this package that are not families (importing them registers nothing).
-_NOT_FAMILIES = {"registry", "config", "checkpoint", "tokenizer", "blocks", "decoder", "heads"}
+_NOT_FAMILIES = {"registry", "config", "checkpoint", "tokenizer", "blocks", "decoder", "heads", "preset_tokenizer"}
 
 
 def _load_all():

