@@ -92,19 +92,23 @@ class EntityContract:
         return {"batch": batch, "sequence": seq, "entities": self.static_entities, "mention": self.mention}
 
     def input_specs(self, dtype: str, batch=None, seq=None) -> list:
+        """Manifest TensorSpecs of the inputs; batch/seq given = static (entities and mention fixed too)."""
         fix = self._fix((batch, seq) if batch else None)
         return [TensorSpec(n, dtype, [fix.get(d, d) for d in input_dims(n)]) for n in self.inputs]
 
     def output_specs(self, batch=None, seq=None) -> list:
+        """Manifest TensorSpecs of the float32 outputs; batch/seq given = static."""
         fix = self._fix((batch, seq) if batch else None)
         return [TensorSpec(n, "float32", [fix.get(d, d) if isinstance(d, str) else d for d in dims])
                 for n, dims in self.output_dims.items()]
 
     def io_specs(self, dtype: str, static: tuple | None) -> tuple:
+        """(inputs, outputs) TensorSpecs; `static` = (batch, seq) fixes every axis."""
         fix = static or (None, None)
         return self.input_specs(dtype, *fix), self.output_specs(*fix)
 
     def longest_static_len(self) -> int:
+        """The longest word sequence the RoBERTa positions allow (the table minus pad_token_id + 1)."""
         return self.max_positions
 
     def sample_inputs(self, batch: int, seq: int, padded_rows: int, seed: int = 0) -> dict:
@@ -128,6 +132,7 @@ class EntityContract:
         return check(ref.model, validation_session(path, lowered.validation), self, grid(self, static))
 
     def max_sequence_length(self, static, block) -> int:
+        """The manifest's max_sequence_length: the static length, else the positions."""
         return static[1] if static else self.max_positions
 
 

@@ -278,6 +278,7 @@ class LukeForTask(nn.Module):
         return self.HEAD_PREFIXES
 
     def input_names(self) -> tuple:
+        """The inputs this task's graph takes, in positional order (class docstring)."""
         types = self.cfg.type_vocab_size > 1
         names = ("input_ids", "attention_mask") + (("token_type_ids",) if types else ())
         if self.task in ENTITY_INPUT_TASKS:

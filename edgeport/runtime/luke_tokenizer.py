@@ -69,6 +69,7 @@ class SentencePieceWords:
         return self.sp.get_piece_size() + self.OFFSET + 1  # + <mask>
 
     def ids(self, text: str) -> list:
+        """Word ids of a text chunk (no special tokens; sentencepiece adds its "▁" word prefix)."""
         out = []
         for piece in self.sp.encode(text, out_type=str):
             if piece in self.FAIRSEQ:
@@ -100,9 +101,11 @@ class ByteLevelBPEWords:
         return len(self.vocab)
 
     def ids(self, text: str) -> list:
+        """Word ids of a text chunk (GPT-2's pre-tokenizing regex, bytes as characters, BPE merges)."""
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def defaults(self) -> dict:
+        """Special token ids when no tokenizer_config.json names them (markers after the vocabulary)."""
         n = len(self.vocab)
         return {**{t: self.vocab[t] for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t in self.vocab},
                 "<ent>": n, "<ent2>": n + 1}

@@ -65,6 +65,7 @@ class EntityPipeline:
         self.max_len = self.static_len or manifest.max_sequence_length
 
     def label(self, index: int) -> str:
+        """The manifest's label for class `index` (its number as a string without labels)."""
         return (self.manifest.labels or {}).get(str(int(index)), str(int(index)))
 
     def scores(self, logits: np.ndarray) -> dict:
