@@ -216,10 +216,7 @@ register_lowering("mistral", "onnx", "default", swap=_gqa, symbolics=GQA_SYMBOLI
                   custom_opsets={MS_DOMAIN: 1})
 # Any runtime: plain ONNX ops (masked softmax attention with the exact window; mixtral: dense MoE).
 register_lowering(("gpt2", "mistral", "mixtral"), "onnx", "generic", converter={"attention": "reference"})
-# TensorRT "generic" (mistral, mixtral) and gpt2's only form: the reference graph as built (plain ONNX ops,
-# the sliding window exact in the mask). Mistral and Mixtral default to the opset-23 Attention /
-# RotaryEmbedding / RMSNormalization forms (ops/onnx23.py); GPT-2 keeps plain ops (its attention has no
-# RoPE/RMSNorm, and no opset-23 swap is written for its fused c_attn projection yet).
+# TensorRT "generic": the reference graph as built (plain ONNX ops, the sliding window exact in the mask).
+# The default is the opset-23 Attention (+ RotaryEmbedding, RMSNormalization) form of ops/onnx23.py.
 TRT_ATTENTION_NOTE = "plain ONNX ops, sliding window kept in the mask"
-register_lowering("gpt2", "tensorrt", "default", converter={"attention": TRT_ATTENTION_NOTE})
-register_lowering("mistral", "tensorrt", "generic", converter={"attention": TRT_ATTENTION_NOTE})
+register_lowering(("gpt2", "mistral"), "tensorrt", "generic", converter={"attention": TRT_ATTENTION_NOTE})

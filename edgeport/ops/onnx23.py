@@ -1,4 +1,4 @@
-"""ONNX opset-23 standard forms of attention, RoPE and RMSNorm: the TensorRT lowering of Mistral and Mixtral.
+"""ONNX opset-23 standard forms of attention, RoPE and RMSNorm: the TensorRT lowering of GPT-2, Mistral, Mixtral.
 
 TensorRT's ONNX parser (onnx-tensorrt docs/operators.md, 10.15) takes `Attention` (Q, K, V and attn_mask
 4-D; no past_key/past_value inputs, no present outputs), `RotaryEmbedding` and `RMSNormalization`;
@@ -111,6 +111,19 @@ class Opset23AttentionMixin:
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1)), k, v
 
 
+class Opset23PackedAttentionMixin:
+    """Mixed into a GPT-2 attention module (c_attn packing q|k|v, c_proj, heads, head_dim, scale): attention
+    through the opset-23 op (no RoPE, no RMSNorm in GPT-2); same parameters."""
+
+    def forward(self, x, bias, past_k, past_v):
+        """As the reference: -> (out (B, S, hidden), present_k, present_v (B, H, P+S, D))."""
+        B, S, _ = x.shape
+        q, k, v = (t.view(B, S, self.heads, self.head_dim).transpose(1, 2) for t in self.c_attn(x).chunk(3, dim=-1))
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, H, P+S, D)
+        out = _Attention.apply(q, k, v, bias, float(self.scale))  # (B, H, S, D)
+        return self.c_proj(out.transpose(1, 2).reshape(B, S, -1)), k, v
+
+
 class Opset23RMSNormMixin:
     """Mixed into an RMSNorm module (weight (N,), eps): RMSNormalization."""
 
@@ -122,6 +135,10 @@ class Opset23RMSNormMixin:
 def _is_attention(m) -> bool:
     return all(hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "heads", "kv_heads", "head_dim")) \
         and callable(getattr(m, "project", None))
+
+
+def _is_packed_attention(m) -> bool:
+    return all(hasattr(m, a) for a in ("c_attn", "c_proj", "heads", "head_dim", "scale"))
 
 
 def _is_rmsnorm(m) -> bool:
@@ -137,8 +154,8 @@ def opset23_copy(model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
     model = copy.deepcopy(model)
     counts = {"attention": 0, "rmsnorm": 0}
     for m in model.modules():
-        if _is_attention(m):
-            mix_in(m, Opset23AttentionMixin)
+        if _is_attention(m) or _is_packed_attention(m):
+            mix_in(m, Opset23AttentionMixin if _is_attention(m) else Opset23PackedAttentionMixin)
             counts["attention"] += 1
         elif _is_rmsnorm(m):
             mix_in(m, Opset23RMSNormMixin)
@@ -185,14 +202,15 @@ def to_opset23(path: Path, ctx=None) -> dict:
 @contextlib.contextmanager
 def _opset23_swap(model, ctx):
     swapped, counts = opset23_copy(model)
-    yield swapped, {"attention": f"ONNX Attention (opset 23) x{counts['attention']}, RotaryEmbedding, "
-                                 "RMSNormalization; sliding window kept in the additive mask"}
+    extra = ", RotaryEmbedding, RMSNormalization" if counts["rmsnorm"] else ""
+    yield swapped, {"attention": f"ONNX Attention (opset 23) x{counts['attention']}{extra}; causal mask and "
+                                 "sliding window (if any) kept in the additive mask"}
 
 
-# TensorRT 10.15+: the standard opset-23 ops (Mixtral's experts stay a decomposition: TensorRT's MoE layer
+# TensorRT 10.15+: the standard opset-23 ops (GPT-2: Attention only; Mixtral's experts stay a decomposition: TensorRT's MoE layer
 # runs only on Blackwell/Thor-class GPUs).
 _MOE_NOTE = {"moe": "decomposed (TensorRT's MoE layer runs only on Blackwell/Thor-class GPUs)"}
-for _family in ("mistral", "mixtral"):
+for _family in ("gpt2", "mistral", "mixtral"):
     for _name in ("default", "opset23"):
         register_lowering(_family, "tensorrt", _name, swap=_opset23_swap, custom_opsets={DOMAIN: 1},
                           graph_passes=(to_opset23,), converter=_MOE_NOTE if _family == "mixtral" else {})
