@@ -148,7 +148,8 @@ class _Graph:
         self.value = lambda name: numpy_helper.to_array(self.const[name])
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False).graph
-        except (onnx.shape_inference.InferenceError, RuntimeError):  # custom domains can stop inference
+        # custom domains can stop inference; graphs over 2 GB cannot be serialized for it (ValueError)
+        except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
             inferred = g
         self.types, self.ranks = {}, {}
         for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
