@@ -1,7 +1,8 @@
 """Golden tokenizer outputs for LUKE and mLUKE, made once with transformers 4.57.6.
 
-transformers 5.x has a bug in the entity task modes of LukeTokenizer / MLukeTokenizer (the <ent> and
-<ent2> markers come out as <s>); 4.57.6, whose tokenizers are the original slow ones, does not. This
+transformers 5.x is reported to put <s> where LukeTokenizer / MLukeTokenizer's <ent> and <ent2> markers
+go in the entity task modes; on the files made here 5.23's MLukeTokenizer does not load a 4.57-saved
+folder and its LukeTokenizer raises when truncating. 4.57.6's tokenizers are the original slow ones. This
 script builds a throwaway venv with that release and, inside it:
 
 1. builds two small vocabularies from the multilingual corpus below and saves them with the

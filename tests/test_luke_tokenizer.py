@@ -55,7 +55,7 @@ def test_ids_match_transformers_457(case):
 
 
 def test_markers_are_the_entity_tokens_not_bos():
-    """The transformers 5.x bug: <ent> came out as <s>. Here the marker is <ent>'s own id."""
+    """The reported transformers 5.x bug put <s> where <ent> goes. Here the marker is <ent>'s own id."""
     tok = tokenizer("mluke", "entity_classification")
     ids = tok.encode(BEY, entity_spans=[(0, 7)])["input_ids"]
     assert ids.count(tok.ent1_id) == 2 and ids.count(tok.cls_id) == 1 and tok.ent1_id != tok.cls_id

@@ -1,8 +1,8 @@
 """Entity-aware tokenizer for LUKE and mLUKE, torch-free (numpy + sentencepiece or tokenizers).
 
 Contract: the ids of transformers' `LukeTokenizer` / `MLukeTokenizer` (the slow tokenizers of 4.57,
-checked against golden files made by scripts/make_luke_golden.py; 5.x emits <s> for the entity
-markers). Given a text, an optional pair and character `entity_spans`, it produces
+checked against golden files made by scripts/make_luke_golden.py: 5.23's tokenizers fail on them in
+several modes). Given a text, an optional pair and character `entity_spans`, it produces
 
     input_ids, attention_mask, token_type_ids      (S,)   word tokens: <s> A </s> [</s> B </s>]
     entity_ids, entity_attention_mask,
