@@ -62,3 +62,53 @@ def test_export_matches_reference(checkpoint, tmp_path, target):
     feeds = sample_inputs(contract, batch, seq, padded_rows=1, seed=4)
     want = reference_outputs(ref.model, contract, feeds)["logits"]
     np.testing.assert_allclose(load(out).run(feeds)["logits"], want, atol=1e-4 * max(1, np.abs(want).max()), rtol=0)
+
+
+# ---------------------------------------------------------------- text-generation: the KV cache contract
+
+@pytest.fixture(scope="module")
+def decoder(checkpoint):
+    """(HF MegatronBertForCausalLM, folder, our text-generation reference with the KV cache)."""
+    hf, folder, _ = checkpoint
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return hf, folder, load_reference(str(folder), "text-generation")
+
+
+def test_cached_decoder_matches_transformers(decoder):
+    """Left-padded logits (positions from the mask, given to both) and a cached second chunk equal to one pass."""
+    from edgeport.reference_models.decoder import positions_from_mask
+
+    hf, _, ref = decoder
+    assert not ref.missing_head
+    ids = torch.randint(3, TINY["vocab_size"], (2, 11), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    pos = positions_from_mask(mask, 11)
+    with torch.inference_mode():
+        want = hf(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        full = ref.model(ids, mask, pos)[0]
+        first, pk, pv = ref.model(ids[:, :7], mask[:, :7], pos[:, :7])
+        second = ref.model(ids[:, 7:], mask, pos[:, 7:], pk, pv)[0]
+    real = mask.bool()
+    assert (full - want)[real].abs().max().item() <= 1e-4
+    assert (torch.cat([first, second], 1) - full)[real].abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_generate_equals_transformers(decoder, tmp_path, target):
+    """The exported decoder (its own cache, the runtime's generate) gives transformers' greedy tokens."""
+    from edgeport.manifest import read_manifest
+    from edgeport.runtime.generate import generate_ids, open_decoder
+
+    hf, folder, _ = decoder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = export(str(folder), target=target, task="text-generation", out_dir=tmp_path / target, seq_len=8,
+                     quiet=True)
+    ids = np.random.default_rng(3).integers(3, TINY["vocab_size"], (1, 8))
+    with torch.inference_mode():
+        want = hf.generate(torch.from_numpy(ids), max_new_tokens=12, do_sample=False, pad_token_id=0).numpy()
+    m, _ = read_manifest(out)
+    got = generate_ids(open_decoder(out / m.artifact, m.decoder, threads=1), ids, np.ones_like(ids), 12)
+    assert np.array_equal(got, want)

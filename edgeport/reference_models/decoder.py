@@ -172,16 +172,21 @@ class DecoderForTask(nn.Module):
     HEAD_PREFIXES = ("lm_head.", "score.")
 
     def __init__(self, prefix: str, backbone: nn.Module, task: str, hidden_size: int, vocab_size: int,
-                 num_labels: int, tie_embeddings: bool, pad_token_id: int | None = None):
+                 num_labels: int, tie_embeddings: bool, pad_token_id: int | None = None,
+                 lm_head: tuple | None = None):
         super().__init__()
         self.pad_token_id = pad_token_id
+        self.head_module = None  # text-generation with the family's own LM head: (attribute, module (B,S,H)->(B,S,V))
+        if lm_head is not None:
+            self.head_module = lm_head[0]
+            self.add_module(*lm_head)
         if task not in DECODER_TASKS:
             raise EdgeportError(f"unknown decoder task '{task}'; tasks: {', '.join(DECODER_TASKS)}")
         self.prefix, self.task, self.tied = prefix, task, tie_embeddings and task == "text-generation"
         self.add_module(prefix, backbone)
         if task == "text-classification":
             self.score = nn.Linear(hidden_size, num_labels, bias=False)
-        elif not self.tied:
+        elif not self.tied and lm_head is None:
             self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
 
     @property
@@ -190,8 +195,8 @@ class DecoderForTask(nn.Module):
         return getattr(self, self.prefix)
 
     def head_prefixes(self) -> tuple:
-        """Checkpoint key prefixes of the task heads (lm_head., score.)."""
-        return self.HEAD_PREFIXES
+        """Checkpoint key prefixes of the task heads (lm_head., score., and the family's own head's)."""
+        return self.HEAD_PREFIXES + ((f"{self.head_module}.",) if self.head_module else ())
 
     def empty_cache(self, batch: int, dtype=torch.float32, device=None):
         """past_keys / past_values for a first call: (L, B, KV, 0, D)."""
@@ -211,6 +216,8 @@ class DecoderForTask(nn.Module):
         if self.task == "text-classification":
             real = attention_mask[:, -S:] if self.pad_token_id is None else input_ids != self.pad_token_id
             return (self.score(last_token(h, real)),)  # (B, num_labels)
+        if self.head_module is not None:
+            return getattr(self, self.head_module)(h), keys, values  # (B, S, V)
         w = self.backbone.input_embeddings.weight if self.tied else self.lm_head.weight
         return torch.matmul(h, w.t()), keys, values  # (B, S, V)
 
