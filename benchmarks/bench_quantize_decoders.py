@@ -5,7 +5,7 @@
 
 Models:
 - trained: scripts/train_tiny_decoder.py's Mistral (built into benchmarks/data/tiny-decoder when missing,
-  ~5 minutes), trained on the even half of pydoc_data.topics; perplexity on the odd half (perplexity.py).
+  600 steps), trained on the even half of pydoc_data.topics; perplexity on the odd half (perplexity.py).
 - large: a random-weight Mistral architecture (hidden 768, 12 layers, GQA 12:4, vocab 32000; ~125M
   parameters) for size and speed only (random weights: its perplexity says nothing).
 Each is exported with the default lowering (GroupQueryAttention), then quantized to int4 (MatMulNBits,
@@ -43,10 +43,10 @@ def _trainer():
     return mod
 
 
-def trained_folder(minutes: float) -> Path:
+def trained_folder(steps: int) -> Path:
     if not (TRAINED / "model.safetensors").is_file():
-        print(f"training the tiny decoder into {TRAINED} ({minutes} minutes)", flush=True)
-        _trainer().build(TRAINED, minutes=minutes)
+        print(f"training the tiny decoder into {TRAINED} ({steps} steps)", flush=True)
+        _trainer().build(TRAINED, steps=steps)
     return TRAINED
 
 
@@ -126,7 +126,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--train-minutes", type=float, default=5.0)
+    ap.add_argument("--train-steps", type=int, default=600)
     ap.add_argument("--only", choices=("trained", "large"), help="run one of the two models")
     a = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def main(argv=None):
 
 
 def bench_trained(a) -> None:
-    hf = trained_folder(a.train_minutes)
+    hf = trained_folder(a.train_steps)
     rec = json.loads((hf / "training.json").read_text())
     print(f"trained tiny decoder: {rec['parameters']:,} parameters, {rec['steps']} steps, held-out perplexity "
           f"{rec['held_out_perplexity']:.2f} (untrained {rec['untrained_perplexity']:.1f}, unigram "

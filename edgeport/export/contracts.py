@@ -104,7 +104,7 @@ class Contract:
             from edgeport.reference_models.preset_tokenizer import write_preset_tokenizer
 
             steps.note("preset: byte-level tokenizer fit to its vocabulary (the random weights give it no meaning)")
-            return write_preset_tokenizer(ref.config.vocab_size, out, True, ref.config.pad_token_id), None
+            return write_preset_tokenizer(ref.config.vocab_size, out, True, ref.config.pad_token_id or 0), None
         if src is None:
             steps.note("warning: no tokenizer files found; the runtime pipelines will need one")
             return None, None
