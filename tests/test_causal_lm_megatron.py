@@ -1,5 +1,6 @@
 """MegatronBERT as a decoder (transformers' MegatronBertForCausalLM, is_decoder=True) vs transformers 5.23 with
-the same weights, and its ONNX / TFLite artifacts. Full-sequence logits (B, S, V), no KV cache."""
+the same weights, and its ONNX / TFLite artifacts: causal-lm (full-sequence logits (B, S, V), no cache) and
+text-generation (the decoders' KV-cache contract; greedy tokens equal transformers' generate)."""
 
 from __future__ import annotations
 

@@ -247,8 +247,8 @@ def build_bert(cfg: BertConfig, task: str) -> EncoderForTask:
 
     causal-lm (transformers' *ForCausalLM: the MLM head `cls` over causally masked layers) attends causally
     whatever `is_decoder` says (transformers only warns when it is false, then attends both ways), and
-    gives full-sequence logits: these blocks have no KV-cache path (decoder.py's contract is not built
-    for them), so each generated token reruns the whole sequence."""
+    gives full-sequence logits (for scoring whole sequences); MegatronBERT's text-generation task
+    (megatron_bert.py) steps the same layers over decoder.py's KV cache."""
     check_tied(cfg, task)
     reads = head_for(task).reads
     backbone = Bert(cfg, pooler=reads in ("pooled", "both"), cls_only=reads == "pooled", causal=task == "causal-lm")
