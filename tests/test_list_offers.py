@@ -2,7 +2,7 @@
 
 Fast: every offered (family, task) builds its reference and export contract and runs a forward pass on
 the contract's sample inputs (a task `list` shows that the export stage would refuse fails here).
-Slow (`pytest -m slow`, ~10 min on 2 idle cores for ONNX, longer for TFLite): the full walk, each
+Slow (`pytest -m slow`, 192 exports, ~20 min on this 2-core machine): the full walk, each
 offer exported with its tiny preset; the export itself checks parity against the reference over the
 target's grid (ParityError on a miss).
 """
