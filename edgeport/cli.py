@@ -19,7 +19,8 @@ def _cmd_export(a):
 
     out = export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
                  seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet,
-                 quantize=a.quantize, allow_random_head=a.allow_random_head, streaming=a.streaming)
+                 quantize=a.quantize, allow_random_head=a.allow_random_head, streaming=a.streaming,
+                 memory_check=not a.no_memory_check)
     if a.quantize:
         from edgeport.quantize import quantize_artifact
 
@@ -119,6 +120,8 @@ def parser() -> argparse.ArgumentParser:
                    "head's weights with random ones (marked random_weights; default: refused, naming them)")
     e.add_argument("--streaming", action="store_true", help="decoders from a safetensors folder: weights read "
                    "from the memory-mapped checkpoint and written one tensor at a time (about one copy in memory)")
+    e.add_argument("--no-memory-check", action="store_true", help="skip the refusal when the estimated peak "
+                   "memory of the export exceeds what the machine has available")
     e.add_argument("-o", "--output", help="output folder (default edgeport-out/<model>-<task>-<target>)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     e.set_defaults(fn=_cmd_export)

@@ -90,3 +90,23 @@ def test_streaming_refusals(checkpoint, tmp_path):
     with pytest.raises(EdgeportError, match="in-memory path"):
         export(str(checkpoint), "tflite", out_dir=tmp_path / "b", quiet=True, streaming=True)
     assert not (tmp_path / "b").exists()
+
+
+def test_weight_estimate_counts_the_checkpoint(checkpoint):
+    from edgeport.export.streaming import weight_stats
+
+    header = SafetensorsFile(checkpoint / "model.safetensors").entries
+    sizes = [e["data_offsets"][1] - e["data_offsets"][0] for e in header.values()]  # all F32
+    assert weight_stats(str(checkpoint), None, None) == (sum(sizes), max(sizes))
+
+
+def test_preflight_refuses_before_any_work(checkpoint, tmp_path, monkeypatch):
+    import edgeport.export.streaming as streaming
+
+    monkeypatch.setattr(streaming, "available_bytes", lambda: 10**8)
+    for flag, need in ((True, r"streaming export: about 0\.5 GB needed"), (False, r"in-memory export: about 0\.5 GB needed")):
+        with pytest.raises(EdgeportError, match=need + r".* 0\.1 GB available"):
+            export(str(checkpoint), "onnx", out_dir=tmp_path / "x", quiet=True, streaming=flag)
+    assert not (tmp_path / "x").exists()
+    out = export(str(checkpoint), "onnx", out_dir=tmp_path / "y", quiet=True, streaming=True, memory_check=False)
+    assert (out / "model.onnx.data").is_file()

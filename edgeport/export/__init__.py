@@ -95,10 +95,17 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
     return Lowered(lowered.artifact, converter, ops, lowering.validation if lowering else None)
 
 
+def _mapped_weights():
+    """Validation sessions keep the artifact's external data memory-mapped (no prepacked copies)."""
+    from edgeport.runtime.session import ort_session_config
+
+    return ort_session_config({"session.disable_prepacking": "1"})
+
+
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
            lowering: str | None = None, quiet: bool = False, quantize: str | None = None,
-           allow_random_head: bool = False, streaming: bool = False) -> Path:
+           allow_random_head: bool = False, streaming: bool = False, memory_check: bool = True) -> Path:
     """Load `model` (preset, HF folder or hub id), export it for `target`, validate it over the shape grid,
     write the folder; returns the output folder (default edgeport-out/<model>-<task>-<target>).
 
@@ -111,6 +118,8 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     artifact misses tolerance; then no output folder is written. `streaming`: decoders from a safetensors
     folder, with about one copy of the weights in memory (export/streaming.py; refused with an
     EdgeportError, before any work, when the machine's available memory is below its estimate).
+    `memory_check`: refuse before any work when the path's estimated peak memory (streaming.preflight)
+    exceeds what the machine has available.
     """
     tgt = get_target(target)
     if (seq_len is not None and seq_len < 2) or batch < 1:
@@ -119,6 +128,10 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
         from edgeport.schemes import resolve
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
+    if memory_check and tgt.route == "onnx":
+        from edgeport.export.streaming import preflight
+
+        preflight(model, task, checkpoint, streaming)
     steps = Steps(5, quiet)
     if streaming:
         from edgeport.export.streaming import load_lazy_reference
@@ -162,7 +175,8 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
         with steps.step("writing tokenizer files"):
             tok, block = contract.write_tokenizer(ref, lowered, static, tmp, steps)
         with steps.step(contract.validating):
-            checks = contract.validate(ref, tmp / lowered.artifact, lowered, static, block)
+            with _mapped_weights() if opts.streaming else nullcontext():
+                checks = contract.validate(ref, tmp / lowered.artifact, lowered, static, block)
             worst = max(checks, key=lambda c: c.max_abs_diff)
             steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
                        f"({worst.output} at {contract.shape_label}{worst.shape})")

@@ -42,6 +42,7 @@ from edgeport.errors import EdgeportError
 
 STREAMING_FAMILIES = ("mistral", "gpt2")
 INLINE_BYTES = 1024  # tensors smaller than this stay inside model.onnx (as onnx.save's size_threshold)
+ALIGN = 4096  # external data offsets on page boundaries: onnxruntime can map them instead of copying
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
            "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
@@ -265,7 +266,7 @@ def _remove(repeated, doomed) -> None:
 
 
 def write_weights(proto, plan: list, params: dict, data_path: Path, progress=None) -> int:
-    """Append each planned tensor to `data_path` (external data, 64-byte aligned) or inline it when
+    """Append each planned tensor to `data_path` (external data, ALIGN-byte aligned) or inline it when
     under INLINE_BYTES, adding its initializer to `proto`. One tensor in memory at a time (the mapped
     checkpoint view, plus its transposed copy when folded). `progress(done_bytes, total_bytes)` is
     called after each tensor. Returns the bytes written to `data_path`."""
@@ -282,7 +283,7 @@ def write_weights(proto, plan: list, params: dict, data_path: Path, progress=Non
             if arr.nbytes < INLINE_BYTES:
                 proto.graph.initializer.append(numpy_helper.from_array(arr, name))
             else:
-                f.write(b"\0" * (-f.tell() % 64))
+                f.write(b"\0" * (-f.tell() % ALIGN))
                 offset = f.tell()
                 f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
                 tensor = TensorProto(name=name, dims=list(arr.shape),
@@ -344,8 +345,75 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps):
         raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
     converter = {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opts.opset,
                  "exporter": "torch.onnx (TorchScript), streaming: weights from the memory-mapped checkpoint",
-                 "external_data_bytes": written, **(lowering.converter if lowering else {}), **notes,
+                 "external_data_bytes": written,
+                 "validation": "whole artifact in onnxruntime with prepacking disabled (weights memory-mapped) "
+                               "against the reference on the memory-mapped checkpoint", **(lowering.converter if lowering else {}), **notes,
                  **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}
     if lowering is not None:
         converter["lowering"] = lowering.name
     return Lowered("model.onnx", converter, custom_ops(tmp / "model.onnx"), None)
+
+
+# ---------------------------------------------------------------- preflight: refuse before any work
+
+# Memory per path as a multiple of the fp32 weights, measured with benchmarks/bench_export_memory.py
+# (Mistral 125M, see README "Export at scale"): in-memory 4.9x peak RSS (reference, safetensors copy,
+# torch.onnx protobuf, onnx.load, onnxruntime's prepacked copy during validation). Streaming: anonymous
+# memory stays near BASE_BYTES + the largest tensor; the weights are file-backed mapped pages (checkpoint
+# and model.onnx.data) the kernel drops and re-reads under pressure. 0.25x is the allowance this check
+# keeps for them so validation does not thrash (a choice, not a measurement).
+PEAK_FACTOR = {"in-memory": 5.0, "streaming": 0.25}
+BASE_BYTES = 0.5e9  # python, torch, onnxruntime and the traced graph (0.35-0.45 GB measured)
+
+
+def weight_stats(model: str, task: str | None, checkpoint: str | None) -> tuple[int, int]:
+    """(fp32 bytes of every parameter, bytes of the largest) of the model `export` would build, from its
+    config alone: the model is built with parameters on the meta device (no memory, no checkpoint read)."""
+    from edgeport.reference_models import all_presets
+    from edgeport.reference_models import checkpoint as ckpt
+    from edgeport.reference_models.registry import family_for_model_type
+
+    presets = {p: fam.presets[p] for p, fam in all_presets().items()}
+    src = ckpt.resolve(model, checkpoint, presets)
+    family = family_for_model_type(str(src.hf_config.get("model_type")))
+    task = task or family.default_task
+    if task not in family.tasks:
+        raise EdgeportError(f"family '{family.name}' has no task '{task}'; tasks: {', '.join(family.tasks)}")
+    with parameters_on_meta():
+        net = family.build(family.config_cls.from_hf(src.hf_config), task)
+    sizes = [4 * p.numel() for p in net.parameters()]
+    return sum(sizes), max(sizes, default=0)
+
+
+def available_bytes() -> int:
+    """Memory this process can still use: MemAvailable (/proc/meminfo), capped by the cgroup v2 limit
+    (memory.max - memory.current) when one is set."""
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    avail = int(meminfo["MemAvailable"].split()[0]) * 1024
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            avail = min(avail, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def preflight(model: str, task: str | None, checkpoint: str | None, streaming: bool, available=None) -> int:
+    """Estimate the export's peak memory from the config and refuse, before any work, when the machine
+    cannot hold it: EdgeportError with the numbers (one line). Returns the estimate in bytes.
+
+    Estimate: PEAK_FACTOR[path] x fp32 weights + 2 x the largest tensor (streaming: a tensor and its
+    transposed copy) + BASE_BYTES. `available()`: bytes free (default available_bytes)."""
+    weights, largest = weight_stats(model, task, checkpoint)
+    path = "streaming" if streaming else "in-memory"
+    need = int(PEAK_FACTOR[path] * weights + (2 * largest if streaming else 0) + BASE_BYTES)
+    have = (available or available_bytes)()
+    if need > have:
+        hint = "; try --streaming" if not streaming else ""
+        raise EdgeportError(f"not enough memory for the {path} export: about {need / 1e9:.1f} GB needed "
+                            f"({PEAK_FACTOR[path]}x {weights / 1e9:.2f} GB of fp32 weights"
+                            + (f" + 2x {largest / 1e9:.2f} GB largest tensor" if streaming else "")
+                            + f" + {BASE_BYTES / 1e9:.1f} GB), {have / 1e9:.1f} GB available{hint} "
+                            "(--no-memory-check to try anyway)")
+    return need

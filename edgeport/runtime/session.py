@@ -5,6 +5,7 @@ Imports only numpy and the backend it runs; never torch, TensorFlow or the expor
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,23 @@ class Session:
         return out
 
 
+_SESSION_CONFIG: dict = {}  # onnxruntime session config entries every ort_session applies (see below)
+
+
+@contextlib.contextmanager
+def ort_session_config(entries: dict):
+    """While active, every `ort_session` adds these onnxruntime session config entries ({"session.
+    disable_prepacking": "1"}, onnxruntime's onnxruntime_session_options_config_keys.h names). Used by the
+    streaming export's validation, so weights stay memory-mapped instead of being packed into copies."""
+    old = dict(_SESSION_CONFIG)
+    _SESSION_CONFIG.update(entries)
+    try:
+        yield
+    finally:
+        _SESSION_CONFIG.clear()
+        _SESSION_CONFIG.update(old)
+
+
 def ort_session(model, threads: int | None = None, providers=None, custom_op_library: str | None = None):
     """The one place an onnxruntime InferenceSession is opened.
 
@@ -77,6 +95,8 @@ def ort_session(model, threads: int | None = None, providers=None, custom_op_lib
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if custom_op_library:
         so.register_custom_ops_library(custom_op_library)
+    for key, value in _SESSION_CONFIG.items():
+        so.add_session_config_entry(key, str(value))
     available = ort.get_available_providers()
     preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     providers = providers or [p for p in preferred if p in available] or available
