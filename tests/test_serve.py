@@ -264,6 +264,9 @@ BAD = [
     ("/v2/models/cls/infer", _v2(input_ids={"data": [10**30, 2, 3]}), 400),
     ("/v2/models/cls/infer", _v2(input_ids={"data": [10**9, 2, 3]}), 400),  # id out of the vocab
     ("/v2/models/cls/infer", {"inputs": V2_OK[:2]}, 400),
+    ("/v2/models/cls/infer", _v2(input_ids={"parameters": [1]}), 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": 3}, 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK, "parameters": "x"}, 400),
     ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": [{"name": "nope"}]}, 400),
     ("/v2/models/nope/infer", {"inputs": V2_OK}, 404),
     ("/v2/models/gen/infer", {"inputs": V2_OK}, 400),

@@ -89,9 +89,9 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
             raise ValueError(f"input '{name}' shape {shape} is over the limits ({max_rows} rows, {max_len} positions)")
         n = int(np.prod(shape))
         np_type = np.dtype(NUMPY_TYPES[dtype])
-        size = (t.get("parameters") or {}).get("binary_data_size")
+        size = _params(t).get("binary_data_size")
         if size is not None:
-            if size != n * np_type.itemsize or offset + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size != n * np_type.itemsize or offset + size > len(binary):
                 raise ValueError(f"input '{name}': binary_data_size {size} does not fit shape {shape} {dtype}")
             arr = np.frombuffer(binary, np_type.newbyteorder("<"), n, offset).astype(np_type)
             offset += size
@@ -104,6 +104,16 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
     if missing:
         raise ValueError(f"missing input(s) {', '.join(missing)}")
     return feeds
+
+
+def _params(obj: dict) -> dict:
+    """An object's `parameters` (a dict, or absent); ValueError for anything else."""
+    p = obj.get("parameters")
+    if p is None:
+        return {}
+    if not isinstance(p, dict):
+        raise ValueError("'parameters' must be an object")
+    return p
 
 
 def _from_json(data, np_type, name) -> np.ndarray:
@@ -128,9 +138,11 @@ def encode_outputs(result: dict, specs: list, obj: dict) -> tuple[dict, bytes]:
     """Chosen outputs -> (JSON response part, binary tail) honouring each output's binary_data flag."""
     by_name = {s.name: s for s in specs}
     asked = obj.get("outputs")
-    all_binary = bool((obj.get("parameters") or {}).get("binary_data_output", False))
+    all_binary = bool(_params(obj).get("binary_data_output", False))
     if asked is None:
         asked = [{"name": n} for n in result]
+    if not isinstance(asked, list):
+        raise ValueError("'outputs' must be a list of {name, parameters}")
     outs, tail = [], []
     for o in asked:
         name = o.get("name") if isinstance(o, dict) else None
@@ -138,7 +150,7 @@ def encode_outputs(result: dict, specs: list, obj: dict) -> tuple[dict, bytes]:
             raise ValueError(f"unknown output '{name}'; the model gives {', '.join(by_name)}")
         arr = np.ascontiguousarray(result[name])
         entry = {"name": name, "datatype": V2_TYPES[arr.dtype.name], "shape": list(arr.shape)}
-        if (o.get("parameters") or {}).get("binary_data", all_binary):
+        if _params(o).get("binary_data", all_binary):
             raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
