@@ -15,6 +15,10 @@ from edgeport.errors import EdgeportError
 
 
 def _cmd_export(a):
+    if a.target == "auto" or a.quantize == "auto":
+        return _cmd_export_auto(a)
+    if a.budget is not None:
+        raise EdgeportError("--budget goes with --target auto or --quantize auto")
     from edgeport.export import export
 
     out = export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
@@ -25,6 +29,28 @@ def _cmd_export(a):
         from edgeport.quantize import quantize_artifact
 
         quantize_artifact(out, a.quantize, quiet=a.quiet)
+
+
+def _cmd_export_auto(a):
+    """--target auto / --quantize auto: export/auto.py measures; this wires in the quantize stage, which the
+    export stage may not import (DESIGN.md's one-way data flow)."""
+    from edgeport.export.auto import export_auto
+
+    if a.streaming or a.batch != 1:
+        raise EdgeportError("--target auto / --quantize auto time candidates at batch 1 in memory: drop "
+                            + ("--streaming" if a.streaming else "--batch"))
+    if a.quantize not in (None, "auto"):
+        raise EdgeportError(f"--target auto takes --quantize auto (the precisions are measured), not '{a.quantize}'")
+    quantizer = None
+    if a.quantize == "auto":
+        from edgeport.quantize import quantize_artifact
+
+        def quantizer(folder, scheme, out):
+            return quantize_artifact(folder, scheme, out_dir=out, quiet=True)
+
+    export_auto(a.model, task=a.task, checkpoint=a.checkpoint, out_dir=a.output, target=a.target, budget=a.budget,
+                lowering=a.lowering, quantizer=quantizer, seq_len=a.seq_len, opset=a.opset,
+                seconds=a.measure_seconds, quiet=a.quiet, allow_random_head=a.allow_random_head)
 
 
 def _cmd_inspect(a):
@@ -105,8 +131,9 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a model to ONNX, TFLite or TensorRT's ONNX, validated against "
                        "its reference")
     e.add_argument("--model", required=True, help="preset (see `edgeport list`), HF folder, or hub id")
-    e.add_argument("--target", default="onnx", help="onnx | tflite | tensorrt (default onnx; tensorrt: ONNX for "
-                   "TensorRT's parser, for families with a tensorrt lowering, see `edgeport list`)")
+    e.add_argument("--target", default="onnx", help="onnx | tflite | tensorrt | auto (default onnx; tensorrt: ONNX for "
+                   "TensorRT's parser, for families with a tensorrt lowering, see `edgeport list`; auto: measure "
+                   "every target and lowering here, keep the fastest within --budget)")
     e.add_argument("--task", help="task head (default: the family's default)")
     e.add_argument("--checkpoint", help="HF folder with weights for a preset's architecture")
     e.add_argument("--seq-len", type=int, help="static sequence length of static-shape targets (TFLite); for "
@@ -115,7 +142,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=1, help="static batch size of static-shape targets (TFLite; default 1)")
     e.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     e.add_argument("--lowering", help="a registered lowering for custom ops (default: the family's default)")
-    e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`)")
+    e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`); "
+                   "auto: measure fp32 and the quantized precisions too, keep the fastest within --budget")
+    e.add_argument("--budget", metavar="BOUNDS", help="with auto: accuracy against the float reference the kept "
+                   "candidate must reach, e.g. 'top1>=0.99', 'cos>=0.995', 'maxdiff<=0.01' (comma = and; default "
+                   "cos>=0.99 for feature-extraction, top1>=0.99 otherwise)")
+    e.add_argument("--measure-seconds", type=float, default=2.0, metavar="S",
+                   help="with auto: seconds of timed calls per candidate (default 2)")
     e.add_argument("--allow-random-head", action="store_true", help="export a checkpoint that lacks the task "
                    "head's weights with random ones (marked random_weights; default: refused, naming them)")
     e.add_argument("--streaming", action="store_true", help="decoders from a safetensors folder: weights read "

@@ -88,6 +88,9 @@ class Manifest:
     edgeport_version: str = ""
     notes: list = field(default_factory=list)  # what users must know about this export (e.g. ConvBERT padding)
     decoder: dict | None = None  # decoders: KV-cache layout, signatures, special tokens (export/decoders.py)
+    # `--target auto` / `--quantize auto` (export/auto.py): the budget, what was timed, and every candidate
+    # measured (target, lowering, precision, latency median/p90 ms, accuracy metrics, pass/fail); None otherwise
+    auto: dict | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:

@@ -36,11 +36,14 @@ class Target:
     manifest_notes: tuple = ()  # extra converter notes the manifest carries for this target
     # fn(onnx path, LoweringContext) -> converter notes, run after the lowering's own passes
     graph_passes: tuple = ()
+    # `--target auto` (export/auto.py): the module that must import to time this target's artifact on this
+    # machine, or None when an artifact alone cannot be timed (TensorRT needs an engine built on a GPU host)
+    timed_by: str | None = None
 
 
 TARGETS = {
-    "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime"),
-    "tflite": Target("tflite", True, "int32", "tflite", "litert"),
+    "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime", timed_by="onnxruntime"),
+    "tflite": Target("tflite", True, "int32", "tflite", "litert", timed_by="ai_edge_litert"),
     "tensorrt": Target("tensorrt", False, "int64", "onnx", "onnxruntime + reference kernels for plugin nodes",
                        manifest_notes=(("engine", ("not built here: `edgeport build-engine FOLDER` on a host "
                                                    "with tensorrt, or the commands under tensorrt_build")),),
