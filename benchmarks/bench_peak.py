@@ -4,9 +4,11 @@
 
 Times one (N, N) x (N, N) MatMul in fp32 and one MatMulInteger (u8 x s8, what int8 dynamic
 quantization runs) at --threads intra-op threads, and the same at BERT-base shapes (128 x 768 x 3072),
-each in its own process (benchmarks/common.py), medians. Prints GFLOP/s (GOP/s for int8: one
-multiply-add = 2 ops) and the int8/fp32 throughput ratio, which bounds what int8 can save: on a CPU
-without AVX-512 VNNI the u8 x s8 kernels (vpmaddubsw) are far from 4x fp32.
+each in its own process (benchmarks/common.py), medians. The graphs and sessions are
+edgeport.runtime.machine's: `edgeport bench` measures its limits with the same ones, in one process.
+Prints GFLOP/s (GOP/s for int8: one multiply-add = 2 ops) and the int8/fp32 throughput ratio, which
+bounds what int8 can save: on a CPU without AVX-512 VNNI the u8 x s8 kernels (vpmaddubsw) are far
+from 4x fp32.
 """
 
 from __future__ import annotations
@@ -18,33 +20,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure  # noqa: E402
+from common import measure
 
-
-def make_matmul(kind: str, m: int, k: int, n: int):
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    if kind == "fp32":
-        w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")
-        node = helper.make_node("MatMul", ["x", "w"], ["y"])
-        x_type, y_type, x = TensorProto.FLOAT, TensorProto.FLOAT, rng.standard_normal((m, k)).astype(np.float32)
-    else:
-        w = numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), "w")
-        node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
-        x_type, y_type, x = TensorProto.UINT8, TensorProto.INT32, rng.integers(0, 256, (m, k)).astype(np.uint8)
-    g = helper.make_graph([node], "mm", [helper.make_tensor_value_info("x", x_type, [m, k])],
-                          [helper.make_tensor_value_info("y", y_type, [m, n])], [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    so = ort.SessionOptions()
-    from common import THREADS
-
-    so.intra_op_num_threads = THREADS
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return lambda: sess.run(None, {"x": x})
+from edgeport.runtime.machine import matmul_runner  # (the one-node graphs `edgeport bench` times)
 
 
 def main(argv=None):
@@ -54,7 +32,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args(argv)
     shapes = {f"{a.n}^3": (a.n, a.n, a.n), "128x768x3072": (128, 768, 3072)}
-    makers = {f"{kind} {name}": functools.partial(make_matmul, kind, *shape)
+    makers = {f"{kind} {name}": functools.partial(matmul_runner, kind, *shape, a.threads)
               for name, shape in shapes.items() for kind in ("fp32", "int8")}
     calls = {name: 5 if "^3" in name else 50 for name in makers}
     times = measure(makers, rounds=a.rounds, calls=max(calls.values()) // 5, threads=a.threads)

@@ -178,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
 
 # Subcommands that live with their stage: each module has `register(subparsers)`, cheap to import.
 COMMAND_MODULES = ("edgeport.runtime.run_cli", "edgeport.quantize.commands", "edgeport.runtime.generate_cli",
-                   "edgeport.serve.cli", "edgeport.export.tensorrt_build")
+                   "edgeport.serve.cli", "edgeport.export.tensorrt_build", "edgeport.runtime.bench_cli")
 
 
 # Commands whose third-party stderr noise is filtered (edgeport/noise.py); not `serve`, which logs for hours.

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from edgeport.errors import EdgeportError
 
@@ -41,7 +41,7 @@ class LatencyStats:
     samples_ms: list = field(repr=False, default_factory=list)
 
     @classmethod
-    def of(cls, samples_ms) -> "LatencyStats":
+    def of(cls, samples_ms) -> LatencyStats:
         """Stats of a non-empty sequence of per-call times in ms; EdgeportError when it is empty."""
         xs = [float(x) for x in samples_ms]
         if not xs:
