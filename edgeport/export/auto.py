@@ -34,6 +34,7 @@ every stage) passes edgeport.quantize.quantize_artifact. Without a quantizer onl
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import shutil
@@ -56,6 +57,7 @@ from edgeport.progress import Steps
 MAX_CANDIDATES = 16
 NEW_TOKENS = 16  # decoders: greedy tokens per timed call
 DECODER_PROMPT = 24  # decoders: longest probe prompt, in tokens
+SETTLE_S = 0.3  # idle pause before timing a candidate
 
 # (target, contract kind) -> scheme names `--quantize auto` tries (resolved per target and task by schemes.py).
 # Not tried, and why: int8-static needs calibration text and ran slower than int8 dynamic on ONNX (1.21x fp32,
@@ -267,6 +269,8 @@ def measure_candidate(folder: Path, probe: Probe, task: str, seconds: float) -> 
     from edgeport.runtime.latency import measure
 
     m, _ = read_manifest(folder)
+    gc.collect()  # sessions of earlier candidates (export validation, quantize checks) are gone, and
+    time.sleep(SETTLE_S)  # their idle thread pools stop spinning before this one is timed (benchmarks/common.py)
     if probe.kind == "decoder":
         from edgeport.runtime.generate import generate_ids, open_decoder
 
@@ -331,6 +335,9 @@ def export_auto(model: str, task: str | None = None, checkpoint: str | None = No
         raise EdgeportError(f"--target auto measures tasks whose inputs are (batch, sequence) token ids; "
                             f"{ref.family.name} {ref.task} is not one yet")
     cands, skipped = plan(ref.family, contract.kind, target, lowering, quantizer is not None)
+    for s in skipped:
+        steps.note(f"skipped {'/'.join(str(s[k]) for k in ('target', 'lowering', 'precision') if k in s)}: "
+                   f"{s['reason']}")
     static_row = next(r for r in TARGETS.values() if r.static_shapes)
     length = fit_seq_len(static_row, contract, seq_len)[0]
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, "auto")

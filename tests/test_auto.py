@@ -1,0 +1,188 @@
+"""`edgeport export --target auto / --quantize auto --budget` (edgeport/export/auto.py, export/budget.py).
+
+The kept candidate is checked independently: the written folder is run through the runtime on the same
+sentences, tokenized by transformers' own BertTokenizer, and compared with transformers' model on the same
+weights (decoders: transformers' GPT-2 on the same prompt ids); the metric is recomputed here with numpy.
+Latencies are only checked to be recorded (no speed assertions: the machine is shared).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import perturb, save_hf
+from edgeport.cli import main
+from edgeport.errors import EdgeportError
+from edgeport.export import auto
+from edgeport.export.budget import compare, parse_budget
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def bert_ckpt(tmp_path_factory):
+    """(folder, transformers model): a 2-layer BERT text classifier with perturbed weights and conftest's vocab."""
+    import transformers
+
+    from conftest import VOCAB
+
+    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, num_labels=3)
+    torch.manual_seed(0)
+    hf = perturb(transformers.BertForSequenceClassification(cfg).eval(), scale=0.2)
+    return save_hf(hf, tmp_path_factory.mktemp("bert-ckpt")), hf
+
+
+def _manifest(folder):
+    return json.loads((folder / "edgeport.json").read_text())
+
+
+def _cli(capsys, *args):
+    code = main(["export", *map(str, args), "-q", "--measure-seconds", "0.05"])
+    return code, capsys.readouterr()
+
+
+def _hf_top1(folder, ckpt, hf) -> float:
+    """top1 agreement of the written artifact with transformers on the probe sentences (tokenized by
+    transformers' BertTokenizer from the checkpoint folder, padded to the artifact's length)."""
+    import transformers
+
+    from edgeport.runtime import load
+
+    tok = transformers.BertTokenizer.from_pretrained(str(ckpt))
+    sess = load(folder)
+    length = sess.inputs[0].shape[1] if isinstance(sess.inputs[0].shape[1], int) else 128
+    enc = tok(list(auto.PROBE_SENTENCES), padding="max_length", max_length=length, truncation=True,
+              return_tensors="np")
+    with torch.no_grad():
+        want = hf(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()  # (N, C)
+    got = np.concatenate([sess.run({k: v[i:i + 1] for k, v in enc.items()})["logits"]
+                          for i in range(len(auto.PROBE_SENTENCES))])
+    return float((got.argmax(-1) == want.argmax(-1)).mean())
+
+
+def test_every_target_and_precision_measured_and_the_kept_one_meets_the_budget(bert_ckpt, tmp_path, capsys):
+    ckpt, hf = bert_ckpt
+    out = tmp_path / "auto"
+    code, io = _cli(capsys, "--model", ckpt, "--task", "text-classification", "--target", "auto", "--quantize",
+                    "auto", "--lowering", "generic", "--budget", "top1>=0.9", "-o", out)
+    assert code == 0, io.err
+    a = _manifest(out)["auto"]
+    rows = [(c["target"], c["lowering"], c["precision"]) for c in a["candidates"]]
+    assert rows == [("onnx", "generic", "fp32"), ("onnx", "generic", "fp16"), ("onnx", "generic", "int8-dyn-pc"),
+                    ("tflite", None, "fp32"), ("tflite", None, "int8-dyn-pc")], rows
+    for c in a["candidates"]:
+        assert c["error"] is None, c
+        assert 0 < c["latency_median_ms"] <= c["latency_p90_ms"] and c["timed_calls"] >= 5
+        assert c["passed"] == (c["metrics"]["top1"] >= 0.9)
+    assert [s["target"] for s in a["skipped"]] == ["tensorrt"]
+    passing = [c for c in a["candidates"] if c["passed"]]
+    best = min(passing, key=lambda c: c["latency_median_ms"])
+    assert a["chosen"] == f"{best['target']}/{best['lowering'] or 'plain'}/{best['precision']}"
+    m = _manifest(out)
+    assert (m["target"], m["quantization"]["tag"] if m["quantization"] else "fp32") == (best["target"], best["precision"])
+    assert _hf_top1(out, ckpt, hf) >= 0.9
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "work folders left behind"
+
+
+def test_decoder_int4_and_int8_candidates_vs_transformers(tmp_path, capsys):
+    """GPT-2 with a word-level vocabulary: the probe falls back to random ids; next-token top1 of the kept
+    artifact against transformers' GPT-2 on those prompts meets the budget."""
+    import transformers
+
+    from edgeport.runtime.generate import open_decoder
+    from serve_helpers import make_decoder_checkpoint
+
+    ckpt = make_decoder_checkpoint(tmp_path / "gpt2")
+    out = tmp_path / "auto"
+    code, io = _cli(capsys, "--model", ckpt, "--target", "onnx", "--quantize", "auto", "--budget", "top1>=0.95",
+                    "-o", out)
+    assert code == 0, io.err
+    m = _manifest(out)
+    assert [c["precision"] for c in m["auto"]["candidates"]] == ["fp32", "int8-dyn-pc", "int4-b32-a8"]
+    assert "random ids" in m["auto"]["inputs"]
+    hf = transformers.GPT2LMHeadModel.from_pretrained(str(ckpt)).eval()
+    dec = open_decoder(out / m["artifact"], m["decoder"])
+    hits = total = 0
+    for row in auto._random_rows(hf.config.vocab_size, auto.DECODER_PROMPT):  # the probe's prompts
+        ids = np.asarray([row], np.int64)
+        dec.reset(1)
+        got = dec.step(ids, np.ones_like(ids), np.arange(ids.shape[1])[None])[0]
+        with torch.no_grad():
+            want = hf(torch.from_numpy(ids)).logits[0].numpy()
+        hits, total = hits + int((got.argmax(-1) == want.argmax(-1)).sum()), total + ids.shape[1]
+    assert hits / total >= 0.95
+
+
+def test_impossible_budget_is_one_line_and_writes_nothing(bert_ckpt, tmp_path, capsys):
+    out = tmp_path / "auto"
+    code, io = _cli(capsys, "--model", bert_ckpt[0], "--task", "text-classification", "--target", "onnx",
+                    "--quantize", "auto", "--lowering", "generic", "--budget", "maxdiff<=1e-12", "-o", out)
+    assert code == 2
+    lines = io.err.strip().splitlines()
+    assert len(lines) == 1 and "no candidate meets --budget maxdiff<=1e-12" in lines[0], io.err
+    assert "(3 of 3 measured); best reached: maxdiff" in lines[0] and "(onnx/generic/fp32)" in lines[0]
+    assert list(tmp_path.iterdir()) == [], "an output or work folder was left behind"
+
+
+@pytest.mark.parametrize("budget, says", [("top1=>0.9", "is not METRIC>=X"), ("accuracy>=0.9", "unknown metric"),
+                                          ("top1<=0.9", "top1 takes '>='"), ("top1>=1.5", "between 0 and 1"),
+                                          ("maxdiff>=0.1", "maxdiff takes '<='"), ("", "empty"),
+                                          ("top1>=0.9,,cos", "is not METRIC>=X")])
+def test_bad_budget_syntax_is_one_line(budget, says, tmp_path, capsys):
+    code, io = _cli(capsys, "--model", "bert-tiny", "--target", "auto", "--budget", budget, "-o", tmp_path / "x")
+    assert code == 2 and len(io.err.strip().splitlines()) == 1 and says in io.err, io.err
+    assert not (tmp_path / "x").exists()
+
+
+def test_budget_needs_auto_and_top1_needs_a_task_with_argmax(tmp_path, capsys):
+    code, io = _cli(capsys, "--model", "bert-tiny", "--budget", "top1>=0.9", "-o", tmp_path / "x")
+    assert code == 2 and "--budget goes with --target auto" in io.err
+    code, io = _cli(capsys, "--model", "bert-tiny", "--task", "feature-extraction", "--target", "auto",
+                    "--budget", "top1>=0.9", "-o", tmp_path / "x")
+    assert code == 2 and "top1 is not defined for feature-extraction" in io.err and len(io.err.splitlines()) == 1
+
+
+def test_plan_follows_the_registry_and_the_cap():
+    """Candidates: each timeable target x its registered lowerings (default first) x precisions; deberta-v2's
+    8 float forms x precisions exceed MAX_CANDIDATES and the rest are listed as skipped."""
+    from edgeport.export.lowerings import lowerings_for
+    from edgeport.reference_models import get_family
+
+    cands, skipped = auto.plan(get_family("bert"), "encoder", "auto", None, quantize=True)
+    want = [("onnx", low, p) for low in lowerings_for("bert", "onnx") for p in ("fp32", "fp16", "int8")]
+    assert [(c.target, c.lowering, c.precision) for c in cands] == want + [("tflite", None, "fp32"),
+                                                                            ("tflite", None, "int8")]
+    assert skipped[0]["target"] == "tensorrt" and "not measured" in skipped[0]["reason"]
+    cands, skipped = auto.plan(get_family("deberta-v2"), "encoder", "auto", None, quantize=True)
+    total = 3 * len(lowerings_for("deberta-v2", "onnx")) + 2 * len(lowerings_for("deberta-v2", "tflite"))
+    assert len(cands) == auto.MAX_CANDIDATES and len(skipped) == 1 + total - auto.MAX_CANDIDATES
+    assert cands[0].lowering == "default"
+    with pytest.raises(EdgeportError, match="unknown target"):
+        auto.plan(get_family("bert"), "encoder", "gpu", None, quantize=False)
+
+
+def test_metrics_on_hand_made_outputs():
+    """top1 per real token / per text, cosine and max diff against values worked out by hand."""
+    ref = [{"logits": np.array([[1.0, 0.0], [0.0, 1.0]])}, {"logits": np.array([[2.0, 1.0], [0.0, 3.0]])}]
+    got = [{"logits": np.array([[1.0, 0.5], [0.2, 1.0]])}, {"logits": np.array([[0.0, 1.0], [0.0, 3.0]])}]
+    m = compare(ref, got, "token-classification")
+    assert m["top1"] == 0.75  # 3 of 4 tokens keep their argmax
+    assert m["maxdiff"] == 2.0
+    # second text: (2,1,0,3) vs (0,1,0,3): cos = 10 / (sqrt(14) * sqrt(10))
+    assert m["cos"] == pytest.approx(10 / (14 ** 0.5 * 10 ** 0.5))
+    # feature-extraction: mean-pooled (1, 1) vs (1, 2): cos = 3 / sqrt(10); every element differs by 1
+    emb = compare([{"h": np.array([[1.0, 0.0], [1.0, 2.0]])}], [{"h": np.array([[0.0, 1.0], [2.0, 3.0]])}],
+                  "feature-extraction")
+    assert emb["top1"] is None and emb["cos"] == pytest.approx(3 / 10 ** 0.5) and emb["maxdiff"] == 1.0
+
+
+def test_parse_budget_bounds():
+    b = parse_budget("top1>=0.99, maxdiff<=0.5")
+    assert b.text == "top1>=0.99, maxdiff<=0.5" and b.metrics == ["top1", "maxdiff"]
+    assert b.holds({"top1": 0.99, "maxdiff": 0.5}) and not b.holds({"top1": 0.98, "maxdiff": 0.1})
+    assert not b.holds({"top1": 1.0, "maxdiff": 0.51}) and not b.holds({"top1": float("nan"), "maxdiff": 0.0})
