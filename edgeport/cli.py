@@ -69,6 +69,11 @@ def _cmd_inspect(a):
     if m.converter.get("lowering"):
         print(f"  lowering: {m.converter['lowering']}")
     _print_parity(m)
+    if m.auto:  # export --target auto / --quantize auto: every candidate measured
+        from edgeport.export.auto import format_table
+
+        print(f"  auto: kept {m.auto.get('chosen')}, the fastest of the candidates meeting the budget (*)")
+        print(format_table(m.auto))
     if m.tokenizer:
         print(f"  tokenizer: {m.tokenizer.file}; max sequence length {m.max_sequence_length}")
     for note in m.notes:

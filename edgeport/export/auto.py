@@ -455,6 +455,27 @@ def _write(chosen: Candidate, out: Path, block: dict, steps: Steps) -> Path:
         (tmp / MANIFEST_NAME).write_text(m.to_json())
     if not steps.quiet:
         lat = chosen.latency
+        print(format_table(block), flush=True)
         print(f"chose {chosen.label} (median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms); "
               f"wrote {out}/{m.artifact}", flush=True)
     return out
+
+
+def format_table(block: dict) -> str:
+    """The manifest's `auto` block as a text table: one row per candidate (target, lowering, precision,
+    median and p90 ms, top1, cos, maxdiff, budget), the kept one marked with '*', then the skipped ones."""
+    head = f"  {'':1s} {'target':8s} {'lowering':9s} {'precision':14s} {'median ms':>9s} {'p90 ms':>8s} " \
+           f"{'top1':>6s} {'cos':>8s} {'maxdiff':>9s}  budget"
+    lines = [f"  budget {block['budget']}; inputs: {block['inputs']}; timed: {block['timed']}", head]
+    num = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"  # noqa: E731
+    for c in block["candidates"]:
+        label = f"{c['target']}/{c['lowering'] or 'plain'}/{c['precision']}"
+        m = c["metrics"] or {}
+        verdict = f"error: {c['error']}" if c["error"] else ("pass" if c["passed"] else "miss")
+        lines.append(f"  {'*' if label == block.get('chosen') else ' '} {c['target']:8s} {c['lowering'] or 'plain':9s} "
+                     f"{c['precision']:14s} {num(c['latency_median_ms'], '9.2f')} {num(c['latency_p90_ms'], '8.2f')} "
+                     f"{num(m.get('top1'), '6.3f')} {num(m.get('cos'), '8.5f')} {num(m.get('maxdiff'), '9.2e')}  "
+                     f"{verdict}")
+    lines += [f"  skipped {'/'.join(str(s[k]) for k in ('target', 'lowering', 'precision') if k in s)}: {s['reason']}"
+              for s in block.get("skipped", [])]
+    return "\n".join(lines)
