@@ -1,0 +1,273 @@
+"""`edgeport bench` (runtime/bench*.py, machine.py, flops.py): FLOP and byte counts against hand counts
+written from the architectures, CLI errors, and the --json report's fields. No timing assertions: only
+orderings (median <= p90) and broad sanity (fractions in (0, 1.5))."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import VOCAB, save_hf
+
+from edgeport.cli import main
+from edgeport.errors import EdgeportError
+
+# A tiny BERT encoder (feature extraction: every token's last hidden state is an output, so no layer can
+# be pruned); counts below are written from BERT's architecture (Devlin et al.; transformers' BertModel),
+# not from edgeport's code.
+H, LAYERS, HEADS, FFN, POSITIONS = 32, 2, 4, 37, 64
+
+
+def bert_flops(batch: int, seq: int) -> dict:
+    """FLOP (2 per multiply-add) of a BERT encoder at batch x seq: the Q, K, V, O projections (H x H) and
+    the two FFN layers (H x FFN, FFN x H) on every token; per layer and row the scores Q K^T and the
+    weighted sum of V, each seq x seq x H multiply-adds (all heads together)."""
+    tokens = batch * seq
+    linear = 2 * tokens * LAYERS * (4 * H * H + 2 * H * FFN)
+    attention = 2 * LAYERS * batch * (seq * seq * H + seq * seq * H)
+    return {"linear": linear, "attention": attention}
+
+
+@pytest.fixture(scope="module")
+def bert_exports(tmp_path_factory):
+    """{"default": fused onnxruntime graph, "generic": plain ONNX ops, "int8": dynamic int8 of default}."""
+    import torch
+    import transformers
+
+    from edgeport.export import export
+    from edgeport.quantize import quantize_artifact
+
+    root = tmp_path_factory.mktemp("bench")
+    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=H, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, intermediate_size=FFN,
+                                  max_position_embeddings=POSITIONS)
+    torch.manual_seed(0)
+    ckpt = save_hf(transformers.BertModel(cfg, add_pooling_layer=False).eval(), root / "ckpt")
+    out = {low: export(str(ckpt), task="feature-extraction", lowering=low, out_dir=root / low, quiet=True)
+           for low in ("default", "generic")}
+    out["int8"] = quantize_artifact(out["default"], "int8", out_dir=root / "int8", quiet=True)
+    return out
+
+
+def _feeds(folder, batch, seq):
+    from edgeport.manifest import read_manifest
+    from edgeport.runtime.bench import make_feeds
+
+    m, _ = read_manifest(folder)
+    return folder / m.artifact, make_feeds(m.inputs, batch, seq, len(VOCAB))
+
+
+@pytest.mark.parametrize("lowering", ["default", "generic"])
+@pytest.mark.parametrize("batch,seq", [(1, 16), (3, 40)])
+def test_flops_match_hand_count(bert_exports, lowering, batch, seq):
+    from edgeport.runtime.flops import count_flops
+
+    path, feeds = _feeds(bert_exports[lowering], batch, seq)
+    fc = count_flops(path, feeds)
+    assert fc.complete, fc.not_counted
+    assert fc.by_class == {"fp32": sum(bert_flops(batch, seq).values())}
+
+
+def test_int8_flops_split_by_precision(bert_exports):
+    """Dynamic int8: the projections and FFN count as int8, the attention products (activations x
+    activations) stay fp32; the total is unchanged."""
+    from edgeport.runtime.flops import count_flops
+
+    path, feeds = _feeds(bert_exports["int8"], 2, 24)
+    fc = count_flops(path, feeds)
+    want = bert_flops(2, 24)
+    assert fc.complete, fc.not_counted
+    assert fc.total == sum(want.values())
+    assert fc.by_class == {"int8": want["linear"], "fp32": want["attention"]}
+
+
+def test_incomplete_count_gives_no_fraction(bert_exports):
+    """An op edgeport does not count (Einsum here) makes the count incomplete: no fraction is invented."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeport.runtime.bench import compute_fraction
+    from edgeport.runtime.flops import count_flops
+    from edgeport.runtime.machine import MachineLimits
+
+    g = helper.make_graph([helper.make_node("Einsum", ["a", "b"], ["y"], equation="ij,jk->ik")], "e",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 4]) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    fc = count_flops(model, {"a": np.ones((4, 4), np.float32), "b": np.ones((4, 4), np.float32)})
+    assert not fc.complete and "Einsum: not counted by edgeport" in fc.not_counted
+    limits = MachineLimits(1, 100.0, 400.0, 10.0, 10.0, 1.0, False)
+    fraction, why = compute_fraction(fc, 1e-3, limits)
+    assert fraction is None and "Einsum" in why
+    onnx.checker.check_model(model)
+
+
+def test_matmul_limit_graphs_compute_the_product():
+    """The one-node graphs the limits time compute x @ w (checked against numpy)."""
+    import onnxruntime as ort
+
+    from edgeport.runtime.machine import matmul_model
+
+    for kind in ("fp32", "int8"):
+        model, feeds = matmul_model(kind, 3, 8, 5)
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        import onnx
+
+        w = onnx.numpy_helper.to_array(onnx.load_from_string(model).graph.initializer[0])
+        want = feeds["x"].astype(np.int64) @ w.astype(np.int64) if kind == "int8" else feeds["x"] @ w
+        np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5)
+
+
+def test_machine_facts_fields():
+    from edgeport.runtime.machine import machine_facts
+
+    f = machine_facts()
+    assert f.cpu_model and f.logical_cpus >= f.usable_cpus >= 1
+    assert f.libraries["onnxruntime"] and f.libraries["numpy"] and len(f.load_average) == 3
+    cpuinfo = open("/proc/cpuinfo").read()
+    assert ("AVX2" in f.flags) == (" avx2" in cpuinfo)
+    assert ("AVX-512 VNNI" in f.flags) == (" avx512_vnni" in cpuinfo)
+
+
+@pytest.fixture(scope="module")
+def bench_json(bert_exports, tmp_path_factory):
+    """One full run: limits measured for real (the only test that does), JSON written."""
+    out = tmp_path_factory.mktemp("bench-json") / "bench.json"
+    rc = main(["bench", str(bert_exports["default"]), "--lengths", "16,40", "--batch", "1,2", "--threads", "1",
+               "--seconds", "0.2", "--json", str(out)])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_json_report_fields(bench_json, capsys):
+    r = bench_json
+    assert r["schema"] == 1 and r["threads"] == 1 and r["export"]["kind"] == "forward"
+    for key in ("cpu_model", "flags", "usable_cpus", "ram_gib", "load_average", "libraries"):
+        assert key in r["machine"]
+    lim = r["limits"]
+    assert lim["threads"] == 1 and lim["seconds"] > 0 and r["limits_source"].startswith("measured now")
+    assert lim["fp32_gflops"] > 0 and lim["int8_gops"] > 0 and lim["memory_read_gbps"] > 0
+    assert [(x["batch"], x["length"]) for x in r["results"]] == [(1, 16), (1, 40), (2, 16), (2, 40)]
+    for x in r["results"]:
+        lat = x["latency"]
+        assert lat["n"] >= 5 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["max_ms"]
+        assert x["flops"]["total"] == sum(bert_flops(x["batch"], x["length"]).values())
+        assert 0 < x["fraction"] < 1.5 and x["fraction_of"] == "fp32 limit"
+
+
+def test_limits_from_reuses_and_says_so(bert_exports, bench_json, tmp_path, capsys):
+    src = tmp_path / "earlier.json"
+    src.write_text(json.dumps(bench_json))
+    out = tmp_path / "int8.json"
+    assert main(["bench", str(bert_exports["int8"]), "--lengths", "16", "--batch", "1", "--threads", "1",
+                 "--seconds", "0.1", "--limits-from", str(src), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["limits"] == bench_json["limits"] and r["limits_source"] == f"read from {src}"
+    (x,) = r["results"]
+    assert x["fraction_of"] == "fp32+int8 limits" or x["fraction_of"] == "int8+fp32 limits"
+    assert 0 < x["fraction"] < 1.5
+    text = capsys.readouterr().out
+    assert f"limits (read from {src})" in text and "median ms" in text
+    # a limits file measured at other threads is refused
+    assert main(["bench", str(bert_exports["int8"]), "--threads", "2", "--limits-from", str(src)]) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lengths", "abc"], "--lengths: expected comma-separated positive integers, got 'abc'"),
+    (["--lengths", "16,0"], "--lengths: expected comma-separated positive integers"),
+    (["--batch", "-1"], "--batch: expected comma-separated positive integers"),
+    (["--lengths", "100"], f"--lengths 100 is beyond what this export's positions allow ({POSITIONS})"),
+    (["--seconds", "0"], "--seconds must be > 0"),
+])
+def test_cli_errors(bert_exports, capsys, args, message):
+    assert main(["bench", str(bert_exports["default"]), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("edgeport: error:")
+
+
+def test_not_an_export(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is this an edgeport export folder?" in err and len(err.splitlines()) == 1
+
+
+def test_static_export_runs_its_fixed_shape_only(bert_exports, tmp_path):
+    """A static-shape manifest (as TFLite writes) is benched at its shape; other shapes are refused."""
+    import shutil
+
+    from edgeport.runtime.bench import plan
+
+    folder = shutil.copytree(bert_exports["generic"], tmp_path / "static")
+    m = json.loads((folder / "edgeport.json").read_text())
+    m["static_shapes"] = True
+    for spec in m["inputs"]:
+        spec["shape"] = [1, 24]
+    (folder / "edgeport.json").write_text(json.dumps(m))
+    p = plan(folder, None, None)
+    assert p.shapes == [(1, 24)] and p.static and "fixed batch 1 x length 24" in p.notes[0]
+    assert plan(folder, [24], [1]).shapes == [(1, 24)]
+    with pytest.raises(EdgeportError, match="static: it runs batch 1 x length 24 only"):
+        plan(folder, [32], None)
+
+
+# A tiny GPT-2 (tests/serve_helpers.py: n_embd 32, 2 layers, 4 heads, 64 positions, vocab 97, tied LM head)
+G_H, G_LAYERS, G_VOCAB, G_POSITIONS = 32, 2, 97, 64
+
+
+@pytest.fixture(scope="module")
+def gpt2_export(tmp_path_factory):
+    from serve_helpers import make_decoder_checkpoint
+
+    from edgeport.export import export
+
+    root = tmp_path_factory.mktemp("bench-gpt2")
+    ckpt = make_decoder_checkpoint(root / "ckpt")
+    return export(str(ckpt), target="onnx", task="text-generation", lowering="generic", out_dir=root / "onnx",
+                  quiet=True)
+
+
+def gpt2_prefill_flops(batch: int, seq: int) -> int:
+    """GPT-2 (Radford et al.; transformers' GPT2Model): per token and layer c_attn (H x 3H), attn c_proj
+    (H x H), c_fc (H x 4H), mlp c_proj (4H x H) = 12 H^2 multiply-adds; per layer and row the scores and
+    the weighted sum, seq x seq x H each (counted dense: the causal mask is applied after); the LM head
+    (H x vocab) on every position, since the graph returns logits for all of them."""
+    return 2 * (batch * seq * G_LAYERS * 12 * G_H**2 + G_LAYERS * batch * 2 * seq * seq * G_H
+                + batch * seq * G_H * G_VOCAB)
+
+
+def gpt2_weight_bytes() -> int:
+    """float32 bytes a decode step reads in full: per layer the four matrices (12 H^2) with their biases
+    (3H + H + 4H + H) and two LayerNorms (4H), the final LayerNorm (2H), the LM head (vocab x H, tied to
+    the token embedding); the position table is only gathered from."""
+    return 4 * (G_LAYERS * (12 * G_H**2 + 13 * G_H) + 2 * G_H + G_VOCAB * G_H)
+
+
+def test_decoder_bench(gpt2_export, bench_json, tmp_path, capsys):
+    src, out = tmp_path / "limits.json", tmp_path / "gpt2.json"
+    src.write_text(json.dumps(bench_json))
+    assert main(["bench", str(gpt2_export), "--lengths", "8,16", "--batch", "2", "--new-tokens", "4",
+                 "--threads", "1", "--seconds", "0.1", "--limits-from", str(src), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["export"]["kind"] == "decoder"
+    assert [(x["batch"], x["length"], x["new_tokens"]) for x in r["results"]] == [(2, 8, 4), (2, 16, 4)]
+    for x in r["results"]:
+        pf, dc = x["prefill"], x["decode"]
+        assert pf["latency"]["n"] >= 3 and dc["latency_per_step"]["n"] >= 12  # >= 3 rounds of 4 steps
+        for lat in (pf["latency"], dc["latency_per_step"]):
+            assert 0 < lat["median_ms"] <= lat["p90_ms"]
+        assert pf["flops"]["total"] == gpt2_prefill_flops(2, x["length"])
+        assert 0 < pf["fraction"] < 1.5
+        # shape constants of the graph come on top of the parameters: a few hundred bytes
+        assert gpt2_weight_bytes() <= dc["weight_bytes"] <= 1.01 * gpt2_weight_bytes()
+        kv = 2 * G_LAYERS * 2 * G_H * (x["length"] + 4 / 2) * 4  # keys + values at the mean context
+        assert dc["kv_cache_bytes"] == int(kv) and dc["bytes_per_step"] == dc["weight_bytes"] + int(kv)
+        assert dc["tokens_per_s"] == pytest.approx(2e3 / dc["latency_per_step"]["median_ms"])
+        assert dc["fraction"] > 0 and dc["fraction_of"] == "memory read bandwidth"
+    assert "decode ms/step" in capsys.readouterr().out
+
+
+def test_decoder_prompt_must_leave_room(gpt2_export, capsys):
+    assert main(["bench", str(gpt2_export), "--lengths", "62", "--new-tokens", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "a prompt of 62 plus 4 new tokens is beyond the 64 tokens this export runs" in err
