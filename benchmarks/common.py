@@ -16,7 +16,6 @@ import multiprocessing as mp
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -95,19 +94,18 @@ def report(title: str, times: dict, baseline: str) -> dict:
 
 
 def ensure_optimum_venv(venv: Path) -> Path | None:
-    """A venv with optimum-onnx (it needs transformers < 4.58), made on first use; its python."""
+    """A venv with optimum-onnx (it needs transformers < 4.58) and onnxruntime, made on first use by
+    benchmarks/peers/optimum_venv.sh; its python, or None when the setup failed."""
     py = venv / "bin" / "python"
     if py.exists() and subprocess.run([str(py), "-c", "import optimum.exporters.onnx"],
                                       capture_output=True).returncode == 0:
         return py
-    print(f"setting up {venv} (torch==2.13.0, transformers==4.57.6, optimum-onnx) ...", flush=True)
-    steps = [[sys.executable, "-m", "venv", str(venv)],
-             [str(py), "-m", "pip", "install", "-q", "torch==2.13.0", "transformers==4.57.6", "optimum-onnx"]]
-    for cmd in steps:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"optimum venv setup failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}", flush=True)
-            return None
+    print(f"setting up {venv} with benchmarks/peers/optimum_venv.sh ...", flush=True)
+    r = subprocess.run(["bash", str(Path(__file__).parent / "peers" / "optimum_venv.sh"), str(venv)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"optimum venv setup failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}", flush=True)
+        return None
     return py
 
 

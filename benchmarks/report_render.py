@@ -1,0 +1,324 @@
+"""Render benchmarks/REPORT.md and its PNG plots from the results JSON that benchmarks/report.py collects.
+
+    from report_render import render
+    render(results: dict, out_md: Path)   # writes out_md and out_md.parent / "report-png" / *.png
+
+No timing happens here: everything comes from `results` (schema below), so tests can render a tiny
+synthetic results dict (tests/test_report.py).
+
+Results schema (every list may be empty; times in ms, sizes in MiB, memory in MiB, rates per second):
+    machine:  {cpu, flags: [str], cores, threads, versions: {pkg: ver}, limits: {fp32_gflops, int8_gops,
+               bandwidth_gbs}}
+    stages:   [{name, loadavg_before, loadavg_after, wall_s}]
+    latency:  [{model, contender, backend, precision, seq, batch, median_ms, p90_ms, edgeport: bool, default: bool}]
+    flops:    {model: MatMul FLOPs of one batch-1 call at length 128}
+    exports:  [{model, contender, precision, export_s, peak_rss_mib, size_mib}]
+    accuracy: [{model, contender, scheme, metrics: {name: value}}]
+    decode:   [{model, contender, precision, ms_per_token, prefill_ms}]
+    profiles: [{model, contender, precision, seq, ops: {op_type: ms per call}}]
+    notes:    [str]   (said as they are, in the "Notes" section)
+Goals (goal_rows) are derived from these, never stored: a row is met when its measured ratio is on the
+right side of its target (issue 15's numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+PNG_DIR = "report-png"
+GOAL_SEQ = 128
+
+
+def _lat(results, model, precision, seq=GOAL_SEQ, batch=1, **want):
+    """Latency rows of `model` at (seq, batch, precision) matching every key=value in `want`."""
+    return [r for r in results.get("latency", []) if r["model"] == model and r["precision"] == precision
+            and r["seq"] == seq and r["batch"] == batch and all(r.get(k) == v for k, v in want.items())]
+
+
+def _best_peer(rows):
+    peers = [r for r in rows if not r.get("edgeport") and r.get("backend") != "torch"]
+    return min(peers, key=lambda r: r["median_ms"]) if peers else None
+
+
+def goal_rows(results: dict) -> list[dict]:
+    """Issue 15's goals as rows {goal, model, measured, ratio, target, op, met}; ratio None = not measured.
+
+    op "<=": met when ratio <= target; ">=": met when ratio >= target."""
+    rows = []
+    models = sorted({r["model"] for r in results.get("latency", [])})
+    for model in models:  # 1. no default slower than the best (non-eager) peer
+        for prec in ("fp32", "int8"):
+            default = _lat(results, model, prec, edgeport=True, default=True)
+            peer = _best_peer(_lat(results, model, prec))
+            if not default or peer is None:
+                continue
+            d = min(default, key=lambda r: r["median_ms"])
+            rows.append(_row("default not slower than the best peer", model, prec,
+                             f"{d['contender']} {d['median_ms']:.1f} ms vs {peer['contender']} {peer['median_ms']:.1f} ms "
+                             f"@{GOAL_SEQ}", d["median_ms"] / peer["median_ms"], 1.0, "<="))
+    for model in [m for m in models if "deberta" in m.lower()]:  # 2. DeBERTa <= 0.75x Optimum
+        d = _lat(results, model, "fp32", edgeport=True, default=True)
+        o = [r for r in _lat(results, model, "fp32") if "optimum" in r["contender"].lower()]
+        if d and o:
+            rows.append(_row("DeBERTa-v3-base @128 <= 0.75x Optimum", model, "fp32",
+                             f"{d[0]['median_ms']:.1f} vs {o[0]['median_ms']:.1f} ms", d[0]["median_ms"] / o[0]["median_ms"],
+                             0.75, "<="))
+    rows += _limit_rows(results)
+    rows += _decode_rows(results)
+    return rows
+
+
+def _limit_rows(results) -> list[dict]:
+    """3. encoders' achieved fraction of this machine's MatMul limit (fp32 >= 90%, int8 >= 75%)."""
+    limits = results.get("machine", {}).get("limits", {})
+    rows = []
+    for model, flops in sorted(results.get("flops", {}).items()):
+        for prec, key, target in (("fp32", "fp32_gflops", 0.90), ("int8", "int8_gops", 0.75)):
+            d = _lat(results, model, prec, edgeport=True, default=True)
+            if not d or not limits.get(key):
+                continue
+            rate = flops / (d[0]["median_ms"] * 1e-3) / 1e9
+            rows.append(_row(f"{prec} >= {target:.0%} of the measured {prec} MatMul limit", model, prec,
+                             f"{flops / 1e9:.2f} G MatMul ops in {d[0]['median_ms']:.1f} ms = {rate:.0f} of "
+                             f"{limits[key]:.0f} G/s", rate / limits[key], target, ">="))
+    return rows
+
+
+def _decode_rows(results) -> list[dict]:
+    """4. decoders: edgeport tokens/s >= 1.2x onnxruntime-genai's, per precision."""
+    rows = []
+    dec = results.get("decode", [])
+    for model in sorted({r["model"] for r in dec}):
+        for prec in sorted({r["precision"] for r in dec if r["model"] == model}):
+            ours = [r for r in dec if r["model"] == model and r["precision"] == prec and "edgeport" in r["contender"]]
+            peer = [r for r in dec if r["model"] == model and r["precision"] == prec and "genai" in r["contender"].lower()]
+            if ours and peer:
+                o, p = min(ours, key=lambda r: r["ms_per_token"]), peer[0]
+                rows.append(_row("decode tokens/s >= 1.2x onnxruntime-genai", model, prec,
+                                 f"{o['contender']} {o['ms_per_token']:.1f} vs {p['contender']} {p['ms_per_token']:.1f} "
+                                 "ms/token", p["ms_per_token"] / o["ms_per_token"], 1.2, ">="))
+    return rows
+
+
+def _row(goal, model, prec, measured, ratio, target, op):
+    met = ratio is not None and (ratio <= target if op == "<=" else ratio >= target)
+    return {"goal": goal, "model": model, "precision": prec, "measured": measured, "ratio": ratio,
+            "target": target, "op": op, "met": met}
+
+
+def goals_table(rows) -> list[str]:
+    """Markdown lines: one row per goal, `met` / `**missed**` with the measured ratio."""
+    out = ["| goal | model | precision | measured | ratio | target | result |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}x" if r["op"] == "<=" or r["target"] > 1 \
+            else f"{r['ratio']:.0%}"
+        target = f"{r['op']} {r['target']:.2f}x" if r["op"] == "<=" or r["target"] > 1 else f"{r['op']} {r['target']:.0%}"
+        out.append(f"| {r['goal']} | {r['model']} | {r['precision']} | {r['measured']} | {ratio} | {target} | "
+                   f"{'met' if r['met'] else '**missed**'} |")
+    return out
+
+
+def latency_table(results) -> list[str]:
+    """Markdown: every latency row, grouped by model / batch / length, with the ratio to the best peer."""
+    out = ["| model | batch x length | contender | backend | precision | median ms | p90 ms | x best peer |",
+           "|---|---|---|---|---|---|---|---|"]
+    rows = sorted(results.get("latency", []), key=lambda r: (r["model"], r["batch"], r["seq"], r["precision"],
+                                                             r["median_ms"]))
+    for r in rows:
+        peer = _best_peer(_lat(results, r["model"], r["precision"], r["seq"], r["batch"]))
+        ratio = f"{r['median_ms'] / peer['median_ms']:.2f}x" if peer else "—"
+        name = f"**{r['contender']}**" if r.get("edgeport") else r["contender"]
+        out.append(f"| {r['model']} | {r['batch']} x {r['seq']} | {name} | {r['backend']} | {r['precision']} | "
+                   f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {ratio} |")
+    return out
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def simple_table(rows, cols) -> list[str]:
+    """Markdown table of dict rows over `cols` (missing -> —)."""
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r.get(c, "—")) for c in cols) + " |")
+    return out
+
+
+def profile_tables(results, top: int = 8) -> list[str]:
+    """Per-op time (ms per call, onnxruntime profiling) of each profiled contender, top ops by time."""
+    out = []
+    groups = {}
+    for p in results.get("profiles", []):
+        groups.setdefault((p["model"], p["precision"], p["seq"]), []).append(p)
+    for (model, prec, seq), profs in groups.items():
+        ops = sorted({op for p in profs for op in p["ops"]}, key=lambda op: -max(p["ops"].get(op, 0) for p in profs))
+        out += [f"\n{model} {prec} @{seq}, ms per call by op type (onnxruntime profiler, node times summed):\n",
+                "| op type | " + " | ".join(p["contender"] for p in profs) + " |", "|---|" + "---|" * len(profs)]
+        for op in ops[:top]:
+            out.append(f"| {op} | " + " | ".join(f"{p['ops'].get(op, 0):.2f}" for p in profs) + " |")
+        out.append("| all ops | " + " | ".join(f"{sum(p['ops'].values()):.2f}" for p in profs) + " |")
+    return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(rows, xkey):
+    """(contender, precision) -> sorted [(x, median_ms)]."""
+    s = {}
+    for r in rows:
+        s.setdefault((r["contender"], r["precision"]), []).append((r[xkey], r["median_ms"]))
+    return {k: sorted(v) for k, v in s.items()}
+
+
+def plot_latency(results, xkey: str, fixed: dict, path: Path) -> bool:
+    """One panel per model: latency vs `xkey` ("seq" or "batch") at `fixed` (e.g. {"batch": 1}), one line per
+    contender and precision (edgeport solid, peers dashed). False (no file) when no model has 2+ points."""
+    rows = [r for r in results.get("latency", []) if all(r[k] == v for k, v in fixed.items())]
+    models = [m for m in sorted({r["model"] for r in rows}) if len({r[xkey] for r in rows if r["model"] == m}) > 1]
+    if not models:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        ours = {(r["contender"], r["precision"]) for r in mine if r.get("edgeport")}
+        for (name, prec), pts in _series(mine, xkey).items():
+            if len(pts) < 2:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "-o" if (name, prec) in ours else "--x", label=f"{name} {prec}", markersize=4, linewidth=1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length" if xkey == "seq" else "batch")
+        ax.set_ylabel("median ms per call")
+        ax.set_title(f"{model} ({', '.join(f'{k} {v}' for k, v in fixed.items())})", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return True
+
+
+def plot_bars(rows, label_key, value_keys: dict, title: str, path: Path) -> bool:
+    """Horizontal bars, one panel per value key ({key: axis label}); False when `rows` is empty."""
+    if not rows:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(value_keys), figsize=(4.2 * len(value_keys), 0.35 * len(rows) + 1.4), squeeze=False)
+    labels = [label_key(r) for r in rows]
+    for ax, (key, xlabel) in zip(axes[0], value_keys.items()):
+        vals = [r.get(key) if isinstance(r.get(key), (int, float)) else math.nan for r in rows]
+        ax.barh(range(len(rows)), vals, color=["tab:blue" if "edgeport" in lab else "tab:gray" for lab in labels])
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels if ax is axes[0][0] else [""] * len(rows), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return True
+
+
+ACCURACY_KEYS = ("embedding_cosine_mean", "query_top1_agreement", "argmax_agreement", "span_argmax_agreement",
+                 "perplexity_relative_delta", "greedy_next_token_agreement", "max_abs_diff")
+
+
+def accuracy_rows(results) -> list[dict]:
+    """One row per quantized artifact: the first known metric as `delta` (1 - agreement/cosine, or the
+    relative perplexity change, or the max abs diff), named in `metric`."""
+    out = []
+    for a in results.get("accuracy", []):
+        m = a.get("metrics", {})
+        key = next((k for k in ACCURACY_KEYS if isinstance(m.get(k), (int, float))), None)
+        if key is None:
+            continue
+        v = m[key]
+        delta = v if ("delta" in key or "diff" in key) else 1.0 - v
+        out.append({**a, "metric": key, "value": v, "delta": delta})
+    return out
+
+
+def plots(results, png_dir: Path) -> dict:
+    """Write every plot that has data; name -> file name."""
+    png_dir.mkdir(parents=True, exist_ok=True)
+    made = {}
+    if plot_latency(results, "seq", {"batch": 1}, png_dir / "latency-vs-length.png"):
+        made["latency vs sequence length (batch 1)"] = "latency-vs-length.png"
+    if plot_latency(results, "batch", {"seq": GOAL_SEQ}, png_dir / "latency-vs-batch.png"):
+        made[f"latency vs batch (length {GOAL_SEQ})"] = "latency-vs-batch.png"
+    dec = [{**r, "tokens_per_s": 1e3 / r["ms_per_token"]} for r in results.get("decode", [])]
+    if plot_bars(dec, lambda r: f"{r['contender']} {r['precision']}", {"tokens_per_s": "decode tokens/s",
+                 "prefill_ms": "prefill ms"}, "decoders: batch 1, greedy", png_dir / "decode.png"):
+        made["decode tokens/s"] = "decode.png"
+    ex = results.get("exports", [])
+    if plot_bars(ex, lambda r: f"{r['model']}: {r['contender']} {r['precision']}",
+                 {"export_s": "export wall s", "peak_rss_mib": "peak RSS MiB", "size_mib": "artifact MiB"},
+                 "export time, peak memory, file size", png_dir / "exports.png"):
+        made["export time, peak memory, file size"] = "exports.png"
+    acc = accuracy_rows(results)
+    if plot_bars(acc, lambda r: f"{r['model']}: {r['contender']} {r['scheme']} ({r['metric']})",
+                 {"delta": "delta vs fp32 (1 - agreement/cosine, or relative change)"},
+                 "quantization accuracy deltas", png_dir / "accuracy.png"):
+        made["quantization accuracy deltas"] = "accuracy.png"
+    return made
+
+
+def render(results: dict, out_md: Path) -> Path:
+    """Write out_md (markdown) and its plots under out_md.parent / PNG_DIR; returns out_md."""
+    out_md = Path(out_md)
+    made = plots(results, out_md.parent / PNG_DIR)
+    m = results.get("machine", {})
+    lim = m.get("limits", {})
+    lines = ["# edgeport benchmark report", "",
+             f"Generated by `{results.get('command', 'python benchmarks/report.py')}`"
+             f"{' (quick mode: a smoke run, not for quoting)' if results.get('quick') else ''}. "
+             "Each contender runs in its own process, interleaved rounds, medians "
+             "(benchmarks/common.py); ratios come from one run on one machine.", "",
+             "## Machine", "",
+             f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('threads', '?')} threads used; flags: "
+             f"{', '.join(m.get('flags', [])) or '?'}",
+             "- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
+             f"- Measured limits (onnxruntime MLAS): fp32 MatMul {lim.get('fp32_gflops', math.nan):.0f} GFLOP/s, "
+             f"int8 MatMulInteger {lim.get('int8_gops', math.nan):.0f} GOP/s, memory bandwidth "
+             f"{lim.get('bandwidth_gbs', math.nan):.1f} GB/s (streaming read of a 256 MiB weight; copy "
+             f"{lim.get('copy_gbs', math.nan):.1f} GB/s read + write)",
+             "- **The machine was not idle**: other work shared its cores during these runs. Load average "
+             "(1/5/15 min) at each stage:", ""]
+    lines += simple_table(results.get("stages", []), ["name", "loadavg_before", "loadavg_after", "wall_s", "prepare_s"])
+    rows = goal_rows(results)
+    lines += ["", "## Goals (issue 15)", ""] + goals_table(rows)
+    missed = [r for r in rows if not r["met"]]
+    if missed:
+        lines += ["", "Missed: " + "; ".join(f"{r['goal']} ({r['model']} {r['precision']}: {r['ratio']:.2f})"
+                                               for r in missed) + ". Profiles below say where the time goes."]
+    lines += ["", "## Latency", ""] + latency_table(results)
+    for title, png in made.items():
+        lines += ["", f"![{title}]({PNG_DIR}/{png})"]
+    if results.get("decode"):
+        lines += ["", "## Decoders", ""] + simple_table(
+            [{**r, "tokens_per_s": 1e3 / r["ms_per_token"]} for r in results["decode"]],
+            ["model", "contender", "precision", "prefill_ms", "ms_per_token", "tokens_per_s"])
+    lines += ["", "## Export time, peak memory, file size", ""] + simple_table(
+        results.get("exports", []), ["model", "contender", "precision", "export_s", "peak_rss_mib", "size_mib"])
+    lines += ["", "## Quantization accuracy (against the float export)", ""] + simple_table(
+        accuracy_rows(results), ["model", "contender", "scheme", "metric", "value", "delta"])
+    if results.get("profiles"):
+        lines += ["", "## Profiles (where edgeport is slower)"] + profile_tables(results)
+    if results.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
+    out_md.write_text("\n".join(lines) + "\n")
+    return out_md
