@@ -17,7 +17,7 @@ import torch
 from conftest import perturb, save_hf
 from edgeport.cli import main
 from edgeport.errors import EdgeportError
-from edgeport.export import auto
+from edgeport.export import auto, measuring
 from edgeport.export.budget import compare, parse_budget
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,12 +56,12 @@ def _hf_top1(folder, ckpt, hf) -> float:
     tok = transformers.BertTokenizer.from_pretrained(str(ckpt))
     sess = load(folder)
     length = sess.inputs[0].shape[1] if isinstance(sess.inputs[0].shape[1], int) else 128
-    enc = tok(list(auto.PROBE_SENTENCES), padding="max_length", max_length=length, truncation=True,
+    enc = tok(list(measuring.PROBE_SENTENCES), padding="max_length", max_length=length, truncation=True,
               return_tensors="np")
     with torch.no_grad():
         want = hf(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()  # (N, C)
     got = np.concatenate([sess.run({k: v[i:i + 1] for k, v in enc.items()})["logits"]
-                          for i in range(len(auto.PROBE_SENTENCES))])
+                          for i in range(len(measuring.PROBE_SENTENCES))])
     return float((got.argmax(-1) == want.argmax(-1)).mean())
 
 
@@ -108,7 +108,7 @@ def test_decoder_int4_and_int8_candidates_vs_transformers(tmp_path, capsys):
     hf = transformers.GPT2LMHeadModel.from_pretrained(str(ckpt)).eval()
     dec = open_decoder(out / m["artifact"], m["decoder"])
     hits = total = 0
-    for row in auto._random_rows(hf.config.vocab_size, auto.DECODER_PROMPT):  # the probe's prompts
+    for row in measuring.random_rows(hf.config.vocab_size, measuring.DECODER_PROMPT):  # the probe's prompts
         ids = np.asarray([row], np.int64)
         dec.reset(1)
         got = dec.step(ids, np.ones_like(ids), np.arange(ids.shape[1])[None])[0]
