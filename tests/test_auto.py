@@ -89,6 +89,30 @@ def test_every_target_and_precision_measured_and_the_kept_one_meets_the_budget(b
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "work folders left behind"
 
 
+def test_quantize_scheme_auto_against_the_float_artifact(bert_ckpt, tmp_path, capsys):
+    """`edgeport quantize FOLDER --scheme auto`: fp32 and the ONNX encoder schemes; the kept one meets the
+    budget against transformers; a budget only the float export meets keeps a copy of it (source untouched)."""
+    from edgeport.export import export
+
+    ckpt, hf = bert_ckpt
+    float_dir = export(str(ckpt), task="text-classification", lowering="generic", out_dir=tmp_path / "f", quiet=True)
+    before = sorted(p.name for p in float_dir.iterdir())
+    code = main(["quantize", str(float_dir), "--scheme", "auto", "--budget", "top1>=0.9", "-o", str(tmp_path / "q"),
+                 "-q", "--measure-seconds", "0.05"])
+    assert code == 0, capsys.readouterr().err
+    a = _manifest(tmp_path / "q")["auto"]
+    assert [c["precision"] for c in a["candidates"]] == ["fp32", "fp16", "int8-dyn-pc"]
+    assert a["candidates"][0]["metrics"]["maxdiff"] == 0.0  # the float artifact against itself
+    assert _hf_top1(tmp_path / "q", ckpt, hf) >= 0.9
+    code = main(["quantize", str(float_dir), "--scheme", "auto", "--budget", "maxdiff<=1e-7", "-o",
+                 str(tmp_path / "q2"), "-q", "--measure-seconds", "0.05"])
+    assert code == 0, capsys.readouterr().err
+    m = _manifest(tmp_path / "q2")
+    assert m["auto"]["chosen"] == "onnx/generic/fp32" and m["quantization"] is None
+    assert sorted(p.name for p in float_dir.iterdir()) == before
+    assert (tmp_path / "q2" / "model.onnx").read_bytes() == (float_dir / "model.onnx").read_bytes()
+
+
 def test_decoder_int4_and_int8_candidates_vs_transformers(tmp_path, capsys):
     """GPT-2 with a word-level vocabulary: the probe falls back to random ids; next-token top1 of the kept
     artifact against transformers' GPT-2 on those prompts meets the budget."""

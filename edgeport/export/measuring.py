@@ -8,9 +8,10 @@ padded to the length L with their attention mask, at batch 1; decoders get the s
 (at most DECODER_PROMPT tokens). Where the export has no tokenizer, or it maps most of the text to one id
 (a word-level vocabulary that lacks these words), seeded random ids of varied lengths are used instead,
 and `Probe.source` says so. Timed call: encoders one `Session.run` at batch 1 x L tokens; decoders one
-greedy `generate_ids` of NEW_TOKENS tokens after the first prompt. Timing is runtime.latency.measure:
-median and p90 over at least `seconds` of calls after two warm-up calls, with the earlier candidates'
-sessions collected and a SETTLE_S pause first. Accuracy is export/budget.py's metrics.
+greedy `generate_ids` of NEW_TOKENS tokens after the first prompt. Every candidate is made and scored
+first (accuracy: export/budget.py's metrics), then all are timed with runtime.latency.measure in ROUNDS
+interleaved rounds, so load that drifts over the search (the machine is often shared) falls on every
+candidate alike: median and p90 over the pooled calls, at least `seconds` per candidate in all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from edgeport.progress import Steps
 
 NEW_TOKENS = 16  # decoders: greedy tokens per timed call
 DECODER_PROMPT = 24  # decoders: longest probe prompt, in tokens
+ROUNDS = 3  # interleaved timing rounds (time_candidates)
 SETTLE_S = 0.3  # idle pause before timing a candidate (benchmarks/common.py: idle onnxruntime pools spin)
 PER_TOKEN_TASKS = ("feature-extraction", "fill-mask", "token-classification", "question-answering")
 
@@ -163,39 +166,67 @@ def real_positions(outputs: dict, n: int, per_token: set) -> dict:
 
 # ---------------------------------------------------------------- measuring
 
-def run_outputs(folder: Path, probe: Probe) -> tuple[list, object]:
-    """-> (outputs of the artifact in `folder` on every probe input, real positions only; the timed call),
-    through the runtime (Session, or the decoder backends for text generation)."""
+def open_runner(folder: Path, probe: Probe) -> tuple[Callable[[], list], Callable[[], object]]:
+    """Open the artifact in `folder` through the runtime (Session, or the decoder backends for text
+    generation) -> (outputs(): its outputs on every probe input, real positions only; call(): the timed call)."""
     m, _ = read_manifest(folder)
     if probe.kind == "decoder":
         from edgeport.runtime.generate import generate_ids, open_decoder
 
         dec = open_decoder(folder / m.artifact, m.decoder)
-        got = []
-        for ids in probe.feeds:
-            dec.reset(1)
-            got.append({"logits": dec.step(ids, np.ones_like(ids), np.arange(ids.shape[1])[None])[0]})
+
+        def outputs() -> list:
+            got = []
+            for ids in probe.feeds:
+                dec.reset(1)
+                got.append({"logits": dec.step(ids, np.ones_like(ids), np.arange(ids.shape[1])[None])[0]})
+            return got
+
         first = probe.feeds[0]
-        call = lambda: generate_ids(dec, first, np.ones_like(first), NEW_TOKENS)  # noqa: E731
-    else:
-        from edgeport.runtime import load as load_session
+        return outputs, lambda: generate_ids(dec, first, np.ones_like(first), NEW_TOKENS)
+    from edgeport.runtime import load as load_session
 
-        sess = load_session(folder)
-        got = [real_positions(sess.run(f), n, probe.per_token) for f, n in zip(probe.feeds, probe.lengths)]
-        call = lambda: sess.run(probe.feeds[0])  # noqa: E731
-    return got, call
+    sess = load_session(folder)
+    return (lambda: [real_positions(sess.run(f), n, probe.per_token) for f, n in zip(probe.feeds, probe.lengths)],
+            lambda: sess.run(probe.feeds[0]))
 
 
-def measure_candidate(folder: Path, probe: Probe, task: str, seconds: float) -> tuple[dict, dict]:
-    """-> (latency {"median_ms", "p90_ms", "n"}, metrics against probe.reference) of the artifact in `folder`."""
-    from edgeport.runtime.latency import measure
+def run_outputs(folder: Path, probe: Probe) -> list:
+    """The artifact's outputs on every probe input (real positions only): open_runner's outputs()."""
+    return open_runner(folder, probe)[0]()
 
-    gc.collect()  # sessions of earlier candidates (export validation, quantize checks) are gone, and
-    time.sleep(SETTLE_S)  # their idle thread pools stop spinning before this one is timed
-    got, call = run_outputs(folder, probe)
-    metrics = compare(probe.reference, got, task)
-    stats = measure(call, warmup=2, min_seconds=seconds, min_calls=5)
-    return {"median_ms": stats.median_ms, "p90_ms": stats.p90_ms, "n": stats.n}, metrics
+
+def time_candidates(cands: list, probe: Probe, seconds: float, rounds: int = ROUNDS) -> None:
+    """Time every candidate that has a folder and metrics in `rounds` interleaved rounds (each round visits
+    every candidate for seconds/rounds of calls, one session open at a time, earlier sessions collected and a
+    SETTLE_S pause first), so load that drifts during the search falls on all of them alike. Sets
+    `latency` {"median_ms", "p90_ms", "n"} over the pooled samples; a failure sets `error` and clears `passed`."""
+    from edgeport.runtime.latency import LatencyStats, measure
+
+    timed = [c for c in cands if c.metrics is not None and c.error is None]
+    samples = {id(c): [] for c in timed}
+    for _ in range(rounds):
+        for c in timed:
+            if c.error:
+                continue
+            try:
+                call = None
+                gc.collect()
+                time.sleep(SETTLE_S)
+                call = open_runner(c.folder, probe)[1]
+                samples[id(c)] += measure(call, warmup=2, min_seconds=seconds / rounds, min_calls=3).samples_ms
+            except Exception as e:  # recorded in the candidate table
+                c.error, c.passed = _one_line(e), False
+            del call
+    for c in timed:
+        if not c.error:
+            stats = LatencyStats.of(samples[id(c)])
+            c.latency = {"median_ms": stats.median_ms, "p90_ms": stats.p90_ms, "n": stats.n}
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 def machine_facts() -> dict:
@@ -212,13 +243,13 @@ def machine_facts() -> dict:
 
 
 def measure_all(cands: list, make, probe_for, task: str, bud: Budget, seconds: float, steps: Steps) -> dict:
-    """Make (`make(i, candidate) -> folder`) and measure every candidate in order; `probe_for(folder) -> Probe`
-    runs once, on the first folder made. A failure is recorded on its candidate and the search goes on.
-    -> the manifest's `auto` block (without `chosen`, `skipped`)."""
+    """Make (`make(i, candidate) -> folder`) and score every candidate in order (`probe_for(folder) -> Probe`
+    runs once, on the first folder made), then time them all (time_candidates). A failure is recorded on its
+    candidate and the search goes on. -> the manifest's `auto` block (without `chosen`, `skipped`)."""
     machine, n = machine_facts(), len(cands)
-    if not steps.quiet:
-        print(f"      measuring {n} candidates ({', '.join(c.label for c in cands)}); budget {bud.text}; "
-              f"~{seconds:g} s of timed calls each, ETA after the first", file=sys.stderr, flush=True)
+    timing = n * (seconds + ROUNDS * (SETTLE_S + 0.5))
+    _say(steps, f"{n} candidates ({', '.join(c.label for c in cands)}); budget {bud.text}; each made and scored, "
+                f"then all timed in {ROUNDS} interleaved rounds (~{timing:.0f} s); ETA after the first")
     probe, start = None, time.perf_counter()
     for i, c in enumerate(cands):
         t0 = time.perf_counter()
@@ -227,15 +258,20 @@ def measure_all(cands: list, make, probe_for, task: str, bud: Budget, seconds: f
             q = read_manifest(c.folder)[0].quantization
             c.tag = q["tag"] if q else "fp32"
             probe = probe or probe_for(c.folder)
-            c.latency, c.metrics = measure_candidate(c.folder, probe, task, seconds)
+            c.metrics = compare(probe.reference, run_outputs(c.folder, probe), task)
             c.passed = bud.holds(c.metrics)
         except Exception as e:  # recorded in the manifest's candidate table; the search goes on
-            c.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            c.error = _one_line(e)
         c.seconds = time.perf_counter() - t0
-        _progress(c, i, n, time.perf_counter() - start, steps)
+        left = (time.perf_counter() - start) / (i + 1) * (n - i - 1) + timing
+        _say(steps, f"[{i + 1}/{n}] {c.label}: {_scored(c)} ({c.seconds:.1f} s; about {left:.0f} s left)")
+    if probe is not None:
+        _say(steps, f"timing {sum(c.metrics is not None for c in cands)} candidates: {probe.timed}, "
+                    f"{ROUNDS} rounds of ~{seconds / ROUNDS:.2g} s each")
+        time_candidates(cands, probe, seconds)
     return {"budget": bud.text, "rule": "fastest median latency among the candidates that meet the budget",
             "inputs": probe.source if probe else None, "timed": probe.timed if probe else None,
-            "measure_seconds": seconds, "threads": _threads(), "machine": machine,
+            "measure_seconds": seconds, "rounds": ROUNDS, "threads": _threads(), "machine": machine,
             "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "candidates": [c.record() for c in cands]}
 
@@ -246,18 +282,16 @@ def _threads() -> int:
     return default_threads()
 
 
-def _progress(c: Candidate, i: int, n: int, elapsed: float, steps: Steps) -> None:
-    if steps.quiet:
-        return
+def _scored(c: Candidate) -> str:
     if c.error:
-        what = f"failed: {c.error}"
-    else:
-        m = c.metrics
-        acc = ", ".join(f"{k} {m[k]:.4g}" for k in ("top1", "cos", "maxdiff") if m.get(k) is not None)
-        what = (f"median {c.latency['median_ms']:.2f} ms, p90 {c.latency['p90_ms']:.2f} ms; {acc}; "
-                f"{'meets' if c.passed else 'misses'} the budget")
-    left = f"; about {elapsed / (i + 1) * (n - i - 1):.0f} s left" if i + 1 < n else ""
-    print(f"      [{i + 1}/{n}] {c.label}: {what} ({c.seconds:.1f} s{left})", file=sys.stderr, flush=True)
+        return f"failed: {c.error}"
+    acc = ", ".join(f"{k} {c.metrics[k]:.4g}" for k in ("top1", "cos", "maxdiff") if c.metrics.get(k) is not None)
+    return f"{acc}; {'meets' if c.passed else 'misses'} the budget"
+
+
+def _say(steps: Steps, text: str) -> None:
+    if not steps.quiet:
+        print(f"      {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- choosing and writing
