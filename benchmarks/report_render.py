@@ -36,8 +36,10 @@ def _lat(results, model, precision, seq=GOAL_SEQ, batch=1, **want):
             and r["seq"] == seq and r["batch"] == batch and all(r.get(k) == v for k, v in want.items())]
 
 
-def _best_peer(rows):
-    peers = [r for r in rows if not r.get("edgeport") and r.get("backend") != "torch"]
+def _best_peer(rows, backend=None):
+    """The fastest non-edgeport row on a deployment backend (`backend` when given; PyTorch is no peer here)."""
+    peers = [r for r in rows if not r.get("edgeport") and r.get("backend") != "torch"
+             and (backend is None or r.get("backend") == backend)]
     return min(peers, key=lambda r: r["median_ms"]) if peers else None
 
 
@@ -47,18 +49,18 @@ def goal_rows(results: dict) -> list[dict]:
     op "<=": met when ratio <= target; ">=": met when ratio >= target."""
     rows = []
     models = sorted({r["model"] for r in results.get("latency", [])})
-    for model in models:  # 1. no default slower than the best (non-eager) peer
-        for prec in ("fp32", "int8"):
-            default = _lat(results, model, prec, edgeport=True, default=True)
-            peer = _best_peer(_lat(results, model, prec))
+    for model in models:  # 1. no default slower than the best peer on the same backend
+        for prec, backend in [(p, b) for p in ("fp32", "int8") for b in ("onnxruntime", "LiteRT")]:
+            default = _lat(results, model, prec, edgeport=True, default=True, backend=backend)
+            peer = _best_peer(_lat(results, model, prec), backend)
             if not default or peer is None:
                 continue
             d = min(default, key=lambda r: r["median_ms"])
-            rows.append(_row("default not slower than the best peer", model, prec,
+            rows.append(_row(f"default not slower than the best peer ({backend})", model, prec,
                              f"{d['contender']} {d['median_ms']:.1f} ms vs {peer['contender']} {peer['median_ms']:.1f} ms "
                              f"@{GOAL_SEQ}", d["median_ms"] / peer["median_ms"], 1.0, "<="))
     for model in [m for m in models if "deberta" in m.lower()]:  # 2. DeBERTa <= 0.75x Optimum
-        d = _lat(results, model, "fp32", edgeport=True, default=True)
+        d = _lat(results, model, "fp32", edgeport=True, default=True, backend="onnxruntime")
         o = [r for r in _lat(results, model, "fp32") if "optimum" in r["contender"].lower()]
         if d and o:
             rows.append(_row("DeBERTa-v3-base @128 <= 0.75x Optimum", model, "fp32",
@@ -75,7 +77,7 @@ def _limit_rows(results) -> list[dict]:
     rows = []
     for model, flops in sorted(results.get("flops", {}).items()):
         for prec, key, target in (("fp32", "fp32_gflops", 0.90), ("int8", "int8_gops", 0.75)):
-            d = _lat(results, model, prec, edgeport=True, default=True)
+            d = _lat(results, model, prec, edgeport=True, default=True, backend="onnxruntime")
             if not d or not limits.get(key):
                 continue
             rate = flops / (d[0]["median_ms"] * 1e-3) / 1e9
@@ -121,12 +123,12 @@ def goals_table(rows) -> list[str]:
 
 def latency_table(results) -> list[str]:
     """Markdown: every latency row, grouped by model / batch / length, with the ratio to the best peer."""
-    out = ["| model | batch x length | contender | backend | precision | median ms | p90 ms | x best peer |",
+    out = ["| model | batch x length | contender | backend | precision | median ms | p90 ms | x best peer, same backend |",
            "|---|---|---|---|---|---|---|---|"]
     rows = sorted(results.get("latency", []), key=lambda r: (r["model"], r["batch"], r["seq"], r["precision"],
                                                              r["median_ms"]))
     for r in rows:
-        peer = _best_peer(_lat(results, r["model"], r["precision"], r["seq"], r["batch"]))
+        peer = _best_peer(_lat(results, r["model"], r["precision"], r["seq"], r["batch"]), r["backend"])
         ratio = f"{r['median_ms'] / peer['median_ms']:.2f}x" if peer else "—"
         name = f"**{r['contender']}**" if r.get("edgeport") else r["contender"]
         out.append(f"| {r['model']} | {r['batch']} x {r['seq']} | {name} | {r['backend']} | {r['precision']} | "
@@ -161,7 +163,23 @@ def profile_tables(results, top: int = 8) -> list[str]:
         for op in ops[:top]:
             out.append(f"| {op} | " + " | ".join(f"{p['ops'].get(op, 0):.2f}" for p in profs) + " |")
         out.append("| all ops | " + " | ".join(f"{sum(p['ops'].values()):.2f}" for p in profs) + " |")
+        out += profile_diff(profs)
     return out
+
+
+def profile_diff(profs, top: int = 4) -> list[str]:
+    """One sentence: where edgeport's profile spends more / less than the peer's (first non-edgeport)."""
+    ours = next((p for p in profs if "edgeport" in p["contender"]), None)
+    peer = next((p for p in profs if "edgeport" not in p["contender"]), None)
+    if ours is None or peer is None:
+        return []
+    ops = set(ours["ops"]) | set(peer["ops"])
+    d = sorted(((ours["ops"].get(o, 0.0) - peer["ops"].get(o, 0.0), o) for o in ops), reverse=True)
+    total = sum(ours["ops"].values()) - sum(peer["ops"].values())
+    more = ", ".join(f"{o} +{x:.2f}" for x, o in d[:top] if x > 0) or "nothing"
+    less = ", ".join(f"{o} {x:.2f}" for x, o in d[::-1][:top] if x < 0) or "nothing"
+    return ["", f"{ours['contender']} minus {peer['contender']}: {total:+.2f} ms per call in all; more time in "
+                f"{more}; less in {less} (ms per call)."]
 
 
 def _plt():

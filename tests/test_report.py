@@ -23,6 +23,7 @@ def synthetic() -> dict:
         lat("MiniLM", "edgeport ONNX", "fp32", 9.0, edgeport=True),  # 0.90x Optimum: met
         lat("MiniLM", "Optimum ONNX", "fp32", 10.0),
         lat("MiniLM", "PyTorch eager", "fp32", 5.0, backend="torch"),  # eager is not a deployment peer
+        lat("MiniLM", "litert-torch TFLite", "fp32", 4.0, backend="LiteRT"),  # another backend: no ONNX peer
         lat("MiniLM", "edgeport ONNX", "int8", 6.0, edgeport=True),  # 1.20x Optimum int8: missed
         lat("MiniLM", "Optimum ONNX", "int8", 5.0),
         lat("DeBERTa-v3-base", "edgeport ONNX", "fp32", 80.0, edgeport=True),  # 0.80x: missed the 0.75x goal
@@ -94,6 +95,7 @@ def test_render_writes_markdown_tables_and_small_pngs(tmp_path):
         assert path.stat().st_size < 200_000
         assert f"]({report_render.PNG_DIR}/{png})" in text
     assert "| Attention | 3.00 | 0.00 |" in text  # profile table: edgeport's op absent from Optimum's graph
+    assert "+3.00 ms per call in all; more time in Attention +3.00, MatMul +1.00; less in Softmax -1.00" in text
 
 
 def test_render_with_nothing_measured_still_writes_a_report(tmp_path):
