@@ -125,7 +125,8 @@ def test_machine_facts_fields():
     f = machine_facts()
     assert f.cpu_model and f.logical_cpus >= f.usable_cpus >= 1
     assert f.libraries["onnxruntime"] and f.libraries["numpy"] and len(f.load_average) == 3
-    cpuinfo = open("/proc/cpuinfo").read()
+    with open("/proc/cpuinfo") as fh:
+        cpuinfo = fh.read()
     assert ("AVX2" in f.flags) == (" avx2" in cpuinfo)
     assert ("AVX-512 VNNI" in f.flags) == (" avx512_vnni" in cpuinfo)
 
@@ -271,3 +272,23 @@ def test_decoder_prompt_must_leave_room(gpt2_export, capsys):
     assert main(["bench", str(gpt2_export), "--lengths", "62", "--new-tokens", "4"]) == 2
     err = capsys.readouterr().err
     assert "a prompt of 62 plus 4 new tokens is beyond the 64 tokens this export runs" in err
+
+
+def test_static_decoder_batch_refused(gpt2_export, tmp_path):
+    """A decoder with static prefill/decode signatures (as TFLite writes) refuses a larger batch up front."""
+    import shutil
+
+    from edgeport.runtime.bench import plan
+
+    folder = shutil.copytree(gpt2_export, tmp_path / "static-decoder")
+    m = json.loads((folder / "edgeport.json").read_text())
+    m["decoder"]["signatures"] = {"prefill": [1, 16], "decode": [1, 1]}
+    (folder / "edgeport.json").write_text(json.dumps(m))
+    assert "fixed prefill length 16" in plan(folder, [8], [1], 4).notes[0]
+    with pytest.raises(EdgeportError, match="--batch 2: this onnx decoder runs batches of at most 1"):
+        plan(folder, [8], [1, 2], 4)
+
+
+def test_json_folder_must_exist(bert_exports, tmp_path, capsys):
+    assert main(["bench", str(bert_exports["default"]), "--json", str(tmp_path / "no" / "r.json")]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err

@@ -100,8 +100,12 @@ def _plan_decoder(folder, m, lengths, batches, new_tokens) -> Plan:
                             f"the {most} tokens this export runs (max positions / cache)")
     notes = []
     if info.get("signatures"):  # TFLite: static batch; prompts run in chunks of the prefill length
-        notes.append("static shapes: TFLite prefill runs in chunks of its fixed prefill length; smaller "
-                     "batches are padded to the static batch")
+        static_batch, chunk = info["signatures"]["prefill"]
+        if batches and max(batches) > static_batch:
+            raise EdgeportError(f"--batch {max(batches)}: this {m.target} decoder runs batches of at most "
+                                f"{static_batch} (static shapes)")
+        notes.append(f"static shapes: prompts are left-padded to a multiple of the fixed prefill length "
+                     f"{chunk} and prefilled in chunks of it; batches are padded to the static batch {static_batch}")
     return Plan(folder, m, "decoder", [(b, n) for b in (batches or [1]) for n in lengths], bool(notes), notes)
 
 

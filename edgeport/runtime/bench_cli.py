@@ -43,12 +43,21 @@ def _limits(a, threads: int):
     return limits, f"measured now in {limits.seconds:.1f} s"
 
 
-def _forward_rows(p, threads: int, limits, seconds: float) -> list:
+def _open(p, threads: int):
+    """The Session (full-sequence graphs) or generate backend (decoders) the rows are timed on."""
+    if p.kind == "decoder":
+        from edgeport.runtime.generate import open_decoder
+
+        return open_decoder(p.folder / p.manifest.artifact, p.manifest.decoder, threads)
     from edgeport.runtime import load
+
+    return load(p.folder, threads=threads)
+
+
+def _forward_rows(p, sess, limits, seconds: float) -> list:
     from edgeport.runtime.bench import _vocab_size, compute_fraction, count_at, make_feeds, time_forward
 
     path, vocab = p.folder / p.manifest.artifact, _vocab_size(p.folder, p.manifest)
-    sess = load(p.folder, threads=threads)
     rows = []
     for batch, length in p.shapes:
         feeds = make_feeds(sess.inputs, batch, length, vocab)
@@ -64,13 +73,11 @@ def _forward_rows(p, threads: int, limits, seconds: float) -> list:
     return rows
 
 
-def _decoder_rows(p, threads: int, limits, seconds: float, new_tokens: int) -> list:
+def _decoder_rows(p, decoder, limits, seconds: float, new_tokens: int) -> list:
     from edgeport.runtime.bench import _vocab_size, compute_fraction, count_at, decoder_feeds, time_decoder
-    from edgeport.runtime.generate import open_decoder
 
     info, path = p.manifest.decoder, p.folder / p.manifest.artifact
     vocab = _vocab_size(p.folder, p.manifest)
-    decoder = open_decoder(path, info, threads)
     weights = _weight_bytes(path)
     rows = []
     for batch, length in p.shapes:
@@ -123,12 +130,15 @@ def run_bench(a) -> dict:
     threads = a.threads or default_threads()
     if threads < 1:
         raise EdgeportError(f"--threads must be >= 1, got {threads}")
+    if a.json and not Path(a.json).resolve().parent.is_dir():
+        raise EdgeportError(f"--json {a.json}: its folder does not exist")
+    runner = _open(p, threads)  # before the limits: a folder that cannot load fails at once
     facts = machine_facts()
     limits, limits_source = _limits(a, threads)
     if p.kind == "decoder":
-        rows = _decoder_rows(p, threads, limits, a.seconds, a.new_tokens)
+        rows = _decoder_rows(p, runner, limits, a.seconds, a.new_tokens)
     else:
-        rows = _forward_rows(p, threads, limits, a.seconds)
+        rows = _forward_rows(p, runner, limits, a.seconds)
     m = p.manifest
     return {"schema": SCHEMA, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "export": {"folder": str(p.folder), "artifact": m.artifact, "family": m.family, "task": m.task,
