@@ -97,12 +97,33 @@ def machine_json(path: Path, threads: int) -> None:
     path.write_text(json.dumps({"machine": machine}, indent=1))
 
 
+def peer_versions(venv: Path, names) -> str:
+    """'name version, ...' of the packages installed in a peer venv (what its contenders ran with)."""
+    code = ("import importlib.metadata as m, sys\nfor n in sys.argv[1:]:\n    try: print(n, m.version(n))\n"
+            "    except m.PackageNotFoundError: print(n, 'absent')")
+    if not (venv / "bin" / "python").exists():
+        return f"({venv} not built)"
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", code, *names], capture_output=True, text=True)
+    return ", ".join(r.stdout.split("\n")[:-1]) if r.returncode == 0 else f"({venv} not built)"
+
+
+def record_peers(results_dir: Path, a) -> None:
+    """results/peers.json: one note per peer venv with its package versions."""
+    notes = [f"Optimum venv ({a.optimum_venv}, benchmarks/peers/optimum_venv.sh): " + peer_versions(
+                 a.optimum_venv, ["optimum-onnx", "transformers", "torch", "onnxruntime", "onnx"]),
+             f"GenAI venv ({a.genai_venv}, benchmarks/peers/genai_venv.sh): " + peer_versions(
+                 a.genai_venv, ["onnxruntime-genai", "transformers", "torch", "onnxruntime", "onnx"]),
+             "Optimum's int8: onnxruntime quantize_dynamic (per-channel, QInt8) of its export, in this venv's "
+             "onnxruntime; litert-torch's int8: ai-edge-quantizer dynamic_wi8_afp32 (shared/PEERS.md recipes)."]
+    (results_dir / "peers.json").write_text(json.dumps({"notes": notes}, indent=1))
+
+
 def merge(results_dir: Path, a) -> dict:
     """Every stage's JSON merged (lists concatenated, dicts updated), plus stages and the command."""
     res = {"latency": [], "exports": [], "accuracy": [], "decode": [], "profiles": [], "notes": [], "flops": {},
            "stages": [], "machine": {}}
     for p in sorted(results_dir.glob("*.json")):
-        if p.name == "stages.json":
+        if p.name in ("stages.json", "run.json"):
             continue
         part = json.loads(p.read_text())
         for k, v in part.items():
@@ -112,7 +133,8 @@ def merge(results_dir: Path, a) -> dict:
                 res.setdefault(k, {}).update(v)
     log = results_dir / "stages.json"
     res["stages"] = list(json.loads(log.read_text()).values()) if log.exists() else []
-    res["quick"] = a.quick
+    run_file = results_dir / "run.json"
+    res["quick"] = json.loads(run_file.read_text())["quick"] if run_file.exists() else a.quick
     res["command"] = "python benchmarks/report.py" + (" --quick" if a.quick else "")
     return res
 
@@ -154,6 +176,9 @@ def main(argv=None):
                 log[name] = {"name": name, "loadavg_before": before, "loadavg_after": loadavg(),
                              "wall_s": round(time.perf_counter() - t1), "prepare_s": round(t1 - t0) if i == 0 else 0}
             log_path.write_text(json.dumps(log, indent=1))
+    if stages:
+        record_peers(results, a)
+        (results / "run.json").write_text(json.dumps({"quick": a.quick}))
     from report_render import render
 
     out = render(merge(results, a), a.out)
