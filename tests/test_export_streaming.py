@@ -110,3 +110,31 @@ def test_preflight_refuses_before_any_work(checkpoint, tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists()
     out = export(str(checkpoint), "onnx", out_dir=tmp_path / "y", quiet=True, streaming=True, memory_check=False)
     assert (out / "model.onnx.data").is_file()
+
+
+def test_streamed_validation_catches_a_misplaced_weight(checkpoint, tmp_path, monkeypatch):
+    """The two-pass validation (artifact, then reference) fails an artifact whose layer-1 q_proj holds
+    layer 0's weights: ParityError, no output folder."""
+    import edgeport.export.streaming as streaming
+    from edgeport.errors import ParityError
+
+    real = streaming.weight_plan
+
+    def swapped(proto, params):
+        plan = real(proto, params)
+        return [(name, src.replace("layers.1.self_attn.q_proj", "layers.0.self_attn.q_proj"), t)
+                for name, src, t in plan]
+
+    monkeypatch.setattr(streaming, "weight_plan", swapped)
+    with pytest.raises(ParityError, match="logits"):
+        export(str(checkpoint), "onnx", out_dir=tmp_path / "bad", quiet=True, streaming=True)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_streamed_manifest_says_how_it_was_validated(checkpoint, tmp_path):
+    from edgeport.export.streaming import VALIDATION
+
+    out = export(str(checkpoint), "onnx", out_dir=tmp_path / "st", quiet=True, streaming=True)
+    m = json.loads((out / "edgeport.json").read_text())
+    assert m["converter"]["validation"] == VALIDATION and "never both in memory at once" in VALIDATION
+    assert {c["output"] for c in m["parity"]} == {"logits", "present_keys", "present_values"}

@@ -95,13 +95,6 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
     return Lowered(lowered.artifact, converter, ops, lowering.validation if lowering else None)
 
 
-def _mapped_weights():
-    """Validation sessions keep the artifact's external data memory-mapped (no prepacked copies)."""
-    from edgeport.runtime.session import ort_session_config
-
-    return ort_session_config({"session.disable_prepacking": "1"})
-
-
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
            lowering: str | None = None, quiet: bool = False, quantize: str | None = None,
@@ -152,6 +145,7 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
     checks and manifest; raises as `export()` does.
     """
     import edgeport
+    from edgeport.export.artifact_io import check_io
     from edgeport.export.contracts import DEFAULT_OPSET, contract_for
     from edgeport.export.onnx import artifact_files
 
@@ -175,15 +169,20 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
         with steps.step("writing tokenizer files"):
             tok, block = contract.write_tokenizer(ref, lowered, static, tmp, steps)
         with steps.step(contract.validating):
-            with _mapped_weights() if opts.streaming else nullcontext():
+            if opts.streaming:  # never the reference and the artifact in memory at once
+                from edgeport.export.streaming_validate import validate_streamed
+
+                checks = validate_streamed(ref, contract, tmp / lowered.artifact, lowered, static, block)
+            else:
                 checks = contract.validate(ref, tmp / lowered.artifact, lowered, static, block)
             worst = max(checks, key=lambda c: c.max_abs_diff)
             steps.note(f"all {len(checks)} checks pass; worst max abs diff {worst.max_abs_diff:.2e} "
                        f"({worst.output} at {contract.shape_label}{worst.shape})")
         with steps.step("writing edgeport.json"):
             ins, outs = contract.io_specs(tgt.input_dtype, static)
+            signature_key = check_io(tgt.route, tmp / lowered.artifact, ins, outs)  # the graph's own names
             m = Manifest(family=ref.family.name, task=ref.task, target=tgt.name, artifact=lowered.artifact,
-                         inputs=ins, outputs=outs,
+                         inputs=ins, outputs=outs, signature_key=signature_key,
                          max_sequence_length=contract.max_sequence_length(static, block),
                          static_shapes=tgt.static_shapes,
                          labels=ref.config.labels() if ref.task.endswith("classification") else None,
