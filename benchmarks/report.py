@@ -123,7 +123,7 @@ def merge(results_dir: Path, a) -> dict:
     res = {"latency": [], "exports": [], "accuracy": [], "decode": [], "profiles": [], "notes": [], "flops": {},
            "stages": [], "machine": {}}
     for p in sorted(results_dir.glob("*.json")):
-        if p.name in ("stages.json", "run.json"):
+        if p.name == "run.json" or p.name.startswith("stages"):
             continue
         part = json.loads(p.read_text())
         for k, v in part.items():
@@ -131,8 +131,11 @@ def merge(results_dir: Path, a) -> dict:
                 res.setdefault(k, []).extend(v)
             elif isinstance(v, dict):
                 res.setdefault(k, {}).update(v)
-    log = results_dir / "stages.json"
-    res["stages"] = list(json.loads(log.read_text()).values()) if log.exists() else []
+    log = {}
+    for p in sorted(results_dir.glob("stages*.json")):  # stages.json: older runs' single log
+        log.update(json.loads(p.read_text()))
+    order = {s: i for i, s in enumerate(STAGES)}
+    res["stages"] = sorted(log.values(), key=lambda r: (order.get(r["name"].split()[0], 9), r["name"]))
     run_file = results_dir / "run.json"
     res["quick"] = json.loads(run_file.read_text())["quick"] if run_file.exists() else a.quick
     res["command"] = "python benchmarks/report.py" + (" --quick" if a.quick else "")
@@ -159,13 +162,11 @@ def main(argv=None):
     results = a.work / "results"
     results.mkdir(parents=True, exist_ok=True)
     stages = [] if a.render_only else a.stages or (["machine", "minilm", "decoders"] if a.quick else list(STAGES))
-    log_path = results / "stages.json"
-    log = json.loads(log_path.read_text()) if log_path.exists() else {}
     if "minilm" in stages or "goals" in stages:
         subprocess.run(["bash", str(HERE / "peers" / "optimum_venv.sh"), str(a.optimum_venv)], check=True)
     for stage in stages:
         prep, timed = stage_commands(stage, a, results)
-        t0 = time.perf_counter()
+        t0, log = time.perf_counter(), {}
         for cmd in prep:
             run(cmd)
         for i, cmd in enumerate(timed):
@@ -175,7 +176,8 @@ def main(argv=None):
                 name = stage if len(timed) == 1 else f"{stage} ({cmd[1]})"
                 log[name] = {"name": name, "loadavg_before": before, "loadavg_after": loadavg(),
                              "wall_s": round(time.perf_counter() - t1), "prepare_s": round(t1 - t0) if i == 0 else 0}
-            log_path.write_text(json.dumps(log, indent=1))
+            (results / f"stages-{stage}.json").write_text(json.dumps(log, indent=1))  # one file per stage:
+            # two report.py runs (different --stages) may share the results folder
     if stages:
         record_peers(results, a)
         (results / "run.json").write_text(json.dumps({"quick": a.quick}))
