@@ -70,7 +70,7 @@ def _cmd_inspect(a):
         print(f"  lowering: {m.converter['lowering']}")
     _print_parity(m)
     if m.auto:  # export --target auto / --quantize auto: every candidate measured
-        from edgeport.export.auto import format_table
+        from edgeport.export.measuring import format_table
 
         print(f"  auto: kept {m.auto.get('chosen')}, the fastest of the candidates meeting the budget (*)")
         print(format_table(m.auto))

@@ -87,6 +87,11 @@ def test_every_target_and_precision_measured_and_the_kept_one_meets_the_budget(b
     assert (m["target"], m["quantization"]["tag"] if m["quantization"] else "fp32") == (best["target"], best["precision"])
     assert _hf_top1(out, ckpt, hf) >= 0.9
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "work folders left behind"
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"auto: kept {a['chosen']}" in shown
+    assert len([ln for ln in shown.splitlines() if ln.rstrip().endswith((" pass", " miss"))
+                and ln.split()[-1] in ("pass", "miss") and ("onnx" in ln or "tflite" in ln)]) == 5, shown
 
 
 def test_quantize_scheme_auto_against_the_float_artifact(bert_ckpt, tmp_path, capsys):

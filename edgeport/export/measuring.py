@@ -353,7 +353,7 @@ def format_table(block: dict) -> str:
     head = f"  {'':1s} {'target':8s} {'lowering':9s} {'precision':14s} {'median ms':>9s} {'p90 ms':>8s} " \
            f"{'top1':>6s} {'cos':>8s} {'maxdiff':>9s}  budget"
     lines = [f"  budget {block['budget']}; inputs: {block['inputs']}; timed: {block['timed']}", head]
-    num = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"  # noqa: E731
+    num = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-".rjust(int(f.split(".")[0]))  # noqa: E731
     for c in block["candidates"]:
         label = f"{c['target']}/{c['lowering'] or 'plain'}/{c['precision']}"
         m = c["metrics"] or {}
