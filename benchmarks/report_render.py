@@ -218,6 +218,8 @@ def plot_latency(results, xkey: str, fixed: dict, path: Path) -> bool:
             ax.plot(xs, ys, "-o" if (name, prec) in ours else "--x", label=f"{name} {prec}", markersize=4, linewidth=1.2)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        xs_all = sorted({r[xkey] for r in mine})
+        ax.set_xticks(xs_all, [str(x) for x in xs_all])
         ax.set_xlabel("sequence length" if xkey == "seq" else "batch")
         ax.set_ylabel("median ms per call")
         ax.set_title(f"{model} ({', '.join(f'{k} {v}' for k, v in fixed.items())})", fontsize=9)
