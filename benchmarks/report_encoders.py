@@ -482,12 +482,13 @@ def stage_goals(work: Path, quick: bool) -> dict:
         res["latency"] += time_grid(name, b, {(1, 128): (4 if quick else 10, list(b))}, 2 if quick else 5)
         if "Optimum ONNX fp32" in p:
             res["flops"][name] = count_matmul_flops(p["Optimum ONNX fp32"], 128)
-        for label in ("edgeport ONNX fp32", "Optimum ONNX fp32"):
+        for label in ("edgeport ONNX fp32", "Optimum ONNX fp32", "edgeport ONNX int8", "Optimum ONNX int8"):
             if label in p:
                 f = Path(p[label])
                 f = f / json.loads((f / "edgeport.json").read_text())["artifact"] if f.is_dir() else f
-                res["profiles"].append({"model": name, "contender": label.rsplit(" ", 1)[0], "precision": "fp32",
-                                        "seq": 128, "ops": profile_ops(str(f), 128, runs=10)})
+                res["profiles"].append({"model": name, "contender": label.rsplit(" ", 1)[0],
+                                        "precision": label.rsplit(" ", 1)[1], "seq": 128,
+                                        "ops": profile_ops(str(f), 128, runs=10)})
         q = json.loads((Path(p["edgeport ONNX int8"]) / "edgeport.json").read_text()).get("quantization") or {}
         res["accuracy"].append({"model": name + " (random weights)", "contender": "edgeport ONNX",
                                 "scheme": q.get("tag", "int8"), "metrics": {k: v for k, v in q.get("accuracy", {}).items()

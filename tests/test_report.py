@@ -89,6 +89,9 @@ def test_render_writes_markdown_tables_and_small_pngs(tmp_path):
     assert any("decode" in ln and "int4" in ln and "0.95x" in ln and "**missed**" in ln for ln in goal_lines)
     assert any("decode" in ln and "fp32" in ln and "1.24x" in ln and ln.endswith("| met |") for ln in goal_lines)
     assert "3.1 2.0 1.0" in text and "not idle" in text
+    missed = [ln for ln in text.splitlines() if ln.startswith("- ") and "(" in ln]
+    assert any(ln.startswith("- default") and "MiniLM int8" in ln and "not profiled" in ln for ln in missed)
+    assert any(ln.startswith("- decode") and "int4" in ln and "not profiled" in ln for ln in missed)
     for png in ("latency-vs-length.png", "latency-vs-batch.png", "decode.png", "exports.png", "accuracy.png"):
         path = tmp_path / report_render.PNG_DIR / png
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
