@@ -25,7 +25,7 @@ def _cmd_export(a):
                  seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet,
                  quantize=a.quantize, allow_random_head=a.allow_random_head, streaming=a.streaming,
                  memory_check=not a.no_memory_check)
-    if a.quantize:
+    if a.quantize and not a.streaming:  # --streaming writes the quantized artifact itself
         from edgeport.quantize import quantize_artifact
 
         quantize_artifact(out, a.quantize, quiet=a.quiet)
@@ -148,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     e.add_argument("--lowering", help="a registered lowering for custom ops (default: the family's default)")
     e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`); "
-                   "auto: measure fp32 and the quantized precisions too, keep the fastest within --budget")
+                   "auto: measure fp32 and the quantized precisions too, keep the fastest within --budget; "
+                   "with --streaming: int4 schemes only, written straight from the checkpoint (no fp32 artifact)")
     e.add_argument("--budget", metavar="BOUNDS", help="with auto: accuracy against the float reference the kept "
                    "candidate must reach, e.g. 'top1>=0.99', 'cos>=0.995', 'maxdiff<=0.01' (comma = and; default "
                    "cos>=0.99 for feature-extraction, top1>=0.99 otherwise)")

@@ -155,6 +155,10 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
     if fitted:
         steps.note(fitted)
     static = (opts.batch, opts.seq_len) if tgt.static_shapes else None
+    if opts.streaming and opts.quantize:  # int4 straight from the checkpoint, never an fp32 artifact
+        from edgeport.export.streaming_int4 import export_int4
+
+        return export_int4(ref, contract, tgt, opts, out, steps)
     with atomic_output_dir(out) as tmp:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {tgt.name}"):
             if opts.streaming:

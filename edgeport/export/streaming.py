@@ -47,6 +47,9 @@ STREAMING_FAMILIES = ("mistral", "gpt2")
 VALIDATION = ("decoders: the whole artifact in onnxruntime first (weights memory-mapped, prepacking off), "
               "then the reference on the memory-mapped checkpoint releasing each module's pages after it "
               "ran, same plans and tolerances as the in-memory export; never both in memory at once")
+VALIDATION_INT4 = ("int4 weights written from the checkpoint, no float artifact: no fp32 parity checks (int4 "
+                   "differs from fp32 by design); held-out perplexity and greedy agreement against the float "
+                   "reference on a token budget (quantization.accuracy), artifact first, then the reference")
 INLINE_BYTES = 1024  # tensors smaller than this stay inside model.onnx (as onnx.save's size_threshold)
 ALIGN = 4096  # external data offsets on page boundaries: onnxruntime can map them instead of copying
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
@@ -318,33 +321,43 @@ def _remove(repeated, doomed) -> None:
         del repeated[k]
 
 
+def append_tensor(proto, f, data_path: Path, name: str, dims: list, data_type: int, nbytes: int, chunks) -> None:
+    """Add initializer `name` (ONNX TensorProto.DataType `data_type`, shape `dims`) whose raw bytes are
+    the concatenation of `chunks` (bytes-like, `nbytes` in all) to `proto`: inside it under INLINE_BYTES,
+    else appended to the open external-data file `f` (`data_path`) at an ALIGN-byte boundary."""
+    from onnx import TensorProto
+
+    tensor = TensorProto(name=name, dims=list(dims), data_type=int(data_type))
+    if nbytes < INLINE_BYTES:
+        tensor.raw_data = b"".join(bytes(c) for c in chunks)
+    else:
+        f.write(b"\0" * (-f.tell() % ALIGN))
+        offset = f.tell()
+        for c in chunks:
+            f.write(c)
+        if f.tell() - offset != nbytes:
+            raise AssertionError(f"{name}: wrote {f.tell() - offset} bytes, expected {nbytes}")
+        for key, value in (("location", data_path.name), ("offset", offset), ("length", nbytes)):
+            tensor.external_data.add(key=key, value=str(value))
+        tensor.data_location = TensorProto.EXTERNAL
+    proto.graph.initializer.append(tensor)
+
+
 def write_weights(proto, plan: list, params: dict, data_path: Path, progress=None) -> int:
     """Append each planned tensor to `data_path` (external data, ALIGN-byte aligned) or inline it when
     under INLINE_BYTES, adding its initializer to `proto`. One tensor in memory at a time (the mapped
     checkpoint view, plus its transposed copy when folded). `progress(done_bytes, total_bytes)` is
     called after each tensor. Returns the bytes written to `data_path`."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     total = sum(params[src].numel() * params[src].element_size() for _, src, _ in plan)
     done = 0
     with open(data_path, "wb") as f:
         for name, src, transposed in plan:
             t = params[src].detach()
-            t = (t.t() if transposed else t).contiguous()
-            arr = t.numpy()
-            if arr.nbytes < INLINE_BYTES:
-                proto.graph.initializer.append(numpy_helper.from_array(arr, name))
-            else:
-                f.write(b"\0" * (-f.tell() % ALIGN))
-                offset = f.tell()
-                f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
-                tensor = TensorProto(name=name, dims=list(arr.shape),
-                                     data_type=int(helper.np_dtype_to_tensor_dtype(arr.dtype)))
-                for key, value in (("location", data_path.name), ("offset", offset), ("length", arr.nbytes)):
-                    tensor.external_data.add(key=key, value=str(value))
-                tensor.data_location = TensorProto.EXTERNAL
-                proto.graph.initializer.append(tensor)
+            arr = (t.t() if transposed else t).contiguous().numpy()
+            append_tensor(proto, f, data_path, name, arr.shape, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                          arr.nbytes, [memoryview(arr).cast("B")])
             done += arr.nbytes
             del t, arr
             release_pages(params[src])  # the mapped pages just copied out leave this process's RSS
@@ -369,10 +382,11 @@ class Progress:
 
 # ---------------------------------------------------------------- the pipeline's lowering step
 
-def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps):
+def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
     """The streaming counterpart of export.lower for ONNX-route targets -> Lowered (model.onnx +
-    model.onnx.data). Raises EdgeportError for a target or lowering that rewrites the written graph
-    (graph passes load it whole) or for a non-ONNX target."""
+    model.onnx.data; with an int4 `scheme` (schemes.Scheme), model.<tag>.onnx with MatMulNBits /
+    GatherBlockQuantized weights, streaming_int4.py). Raises EdgeportError for a target or lowering that
+    rewrites the written graph (graph passes load it whole) or for a non-ONNX target."""
     import onnx
 
     from edgeport.export.lowerings import Lowered, choose_lowering
@@ -391,20 +405,27 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps):
     params = dict(ref.model.named_parameters())
     plan = weight_plan(proto, params)
     steps.note(f"graph traced without weights: {len(proto.graph.node)} nodes, {len(plan)} weight tensors")
-    written = write_weights(proto, plan, params, tmp / "model.onnx.data", Progress(steps.note))
-    onnx.save(proto, str(tmp / "model.onnx"))
+    name = f"model.{scheme.tag}.onnx" if scheme else "model.onnx"
+    if scheme is None:
+        written, extra = write_weights(proto, plan, params, tmp / (name + ".data"), Progress(steps.note)), {}
+    else:
+        from edgeport.export.streaming_int4 import write_int4_weights
+
+        extra = write_int4_weights(proto, plan, params, tmp / (name + ".data"), scheme, Progress(steps.note, "quantized"))
+        written = extra.pop("bytes")
+    onnx.save(proto, str(tmp / name))
     try:
-        onnx.checker.check_model(str(tmp / "model.onnx"))
+        onnx.checker.check_model(str(tmp / name))
     except onnx.checker.ValidationError as e:
         raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
     converter = {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opts.opset,
                  "exporter": "torch.onnx (TorchScript), streaming: weights from the memory-mapped checkpoint",
-                 "external_data_bytes": written,
-                 "validation": VALIDATION, **(lowering.converter if lowering else {}), **notes,
-                 **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}
+                 "external_data_bytes": written, **({"quantized_nodes": extra} if scheme else {}),
+                 "validation": VALIDATION_INT4 if scheme else VALIDATION, **(lowering.converter if lowering else {}),
+                 **notes, **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}
     if lowering is not None:
         converter["lowering"] = lowering.name
-    return Lowered("model.onnx", converter, custom_ops(tmp / "model.onnx"), None)
+    return Lowered(name, converter, custom_ops(tmp / name), None)
 
 
 # ---------------------------------------------------------------- preflight: refuse before any work
