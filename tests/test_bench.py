@@ -292,3 +292,45 @@ def test_static_decoder_batch_refused(gpt2_export, tmp_path):
 def test_json_folder_must_exist(bert_exports, tmp_path, capsys):
     assert main(["bench", str(bert_exports["default"]), "--json", str(tmp_path / "no" / "r.json")]) == 2
     assert "its folder does not exist" in capsys.readouterr().err
+
+
+def test_probe_path_counts_the_same(bert_exports, monkeypatch):
+    """Where symbolic shape inference gives up (it asserts on some graphs, e.g. ConvBERT's), shapes are
+    observed by running the graph: the count stays the hand count."""
+    from edgeport.runtime import flops
+
+    def fail(*_):
+        raise AssertionError("symbolic shape inference gave up")
+
+    monkeypatch.setattr(flops, "infer_concrete", fail)
+    for lowering in ("default", "generic"):
+        path, feeds = _feeds(bert_exports[lowering], 2, 24)
+        fc = flops.count_flops(path, feeds)
+        assert fc.complete and fc.by_class == {"fp32": sum(bert_flops(2, 24).values())}
+        shapes_only = flops.count_flops(path, {k: v.shape for k, v in feeds.items()})  # nothing to run
+        assert not shapes_only.complete
+
+
+def test_moe_counts_k_experts_per_token():
+    """onnxruntime's MoE (Mixtral layout: fc1 interleaves gate and up, (E, 2I, H); fc2 (E, H, I)): each
+    token runs k SwiGLU experts of 3 H x I matrices (Mixtral's w1, w3, w2); expert weights are kept apart
+    from the bytes every decode step reads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeport.runtime.flops import count_flops, weight_bytes
+
+    tokens, hidden, inter, experts, k = 5, 16, 24, 4, 2
+    fc1 = numpy_helper.from_array(np.zeros((experts, 2 * inter, hidden), np.float32), "fc1")
+    fc2 = numpy_helper.from_array(np.zeros((experts, hidden, inter), np.float32), "fc2")
+    gate = numpy_helper.from_array(np.zeros((hidden, experts), np.float32), "gate")
+    nodes = [helper.make_node("MatMul", ["x", "gate"], ["logits"]),
+             helper.make_node("MoE", ["x", "logits", "fc1", "", "fc2"], ["y"], domain="com.microsoft", k=k,
+                              activation_type="swiglu", swiglu_fusion=1, normalize_routing_weights=1)]
+    g = helper.make_graph(nodes, "moe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, hidden])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, hidden])], [fc1, fc2, gate])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    fc = count_flops(model, {"x": np.ones((tokens, hidden), np.float32)})
+    assert fc.complete
+    assert fc.by_op == {"MatMul": 2 * tokens * hidden * experts, "MoE": 2 * tokens * k * 3 * hidden * inter}
+    assert weight_bytes(model) == {"weights": 4 * hidden * experts, "gathered": 0,
+                                   "experts": 4 * experts * 3 * hidden * inter}

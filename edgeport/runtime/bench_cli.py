@@ -55,7 +55,7 @@ def _open(p, threads: int):
 
 
 def _forward_rows(p, sess, limits, seconds: float) -> list:
-    from edgeport.runtime.bench import _vocab_size, compute_fraction, count_at, make_feeds, time_forward
+    from edgeport.runtime.bench import _vocab_size, count_at, make_feeds, time_forward
 
     path, vocab = p.folder / p.manifest.artifact, _vocab_size(p.folder, p.manifest)
     rows = []
@@ -64,17 +64,14 @@ def _forward_rows(p, sess, limits, seconds: float) -> list:
         _progress(f"batch {batch} x length {length}: timing for ~{seconds:g} s")
         stats = time_forward(sess, feeds, seconds)
         flops, why = count_at(path, feeds)
-        fraction, against = compute_fraction(flops, stats.median_ms / 1e3, limits)
         rows.append({"kind": "forward", "batch": batch, "length": length, "latency": stats.to_dict(),
-                     "flops": flops.to_dict() if flops else None,
                      "gflops_per_s": flops.total / stats.median_ms / 1e6 if flops and flops.complete else None,
-                     "fraction": fraction, "fraction_of": against if fraction is not None else None,
-                     "why_no_fraction": None if fraction is not None else (why or against)})
+                     **_compute_part(flops, why, stats, limits)})
     return rows
 
 
 def _decoder_rows(p, decoder, limits, seconds: float, new_tokens: int) -> list:
-    from edgeport.runtime.bench import _vocab_size, compute_fraction, count_at, decoder_feeds, time_decoder
+    from edgeport.runtime.bench import _vocab_size, count_at, decoder_feeds, time_decoder
 
     info, path = p.manifest.decoder, p.folder / p.manifest.artifact
     vocab = _vocab_size(p.folder, p.manifest)
@@ -83,31 +80,43 @@ def _decoder_rows(p, decoder, limits, seconds: float, new_tokens: int) -> list:
     for batch, length in p.shapes:
         _progress(f"batch {batch} x prompt {length} + {new_tokens} new tokens: timing for ~{seconds:g} s")
         prefill, step = time_decoder(decoder, batch, length, new_tokens, vocab, seconds)
-        flops, why = count_at(path, decoder_feeds(info, batch, length, vocab)) if path.suffix == ".onnx" else \
-            count_at(path, {})
-        fraction, against = compute_fraction(flops, prefill.median_ms / 1e3, limits)
+        feeds = decoder_feeds(info, batch, length, vocab) if path.suffix == ".onnx" else {}
+        flops, why = count_at(path, feeds)
         kv = _kv_bytes(info, batch, length + new_tokens / 2)
-        read = weights + kv if weights is not None else None
-        bw = read / (step.median_ms / 1e3) / 1e9 if read is not None else None
         rows.append({"kind": "decoder", "batch": batch, "length": length, "new_tokens": new_tokens,
-                     "prefill": {"latency": prefill.to_dict(), "flops": flops.to_dict() if flops else None,
-                                 "fraction": fraction, "fraction_of": against if fraction is not None else None,
-                                 "why_no_fraction": None if fraction is not None else (why or against)},
-                     "decode": {"latency_per_step": step.to_dict(), "tokens_per_s": batch * 1e3 / step.median_ms,
-                                "weight_bytes": weights, "kv_cache_bytes": kv, "bytes_per_step": read,
-                                "gb_per_s": bw, "fraction": bw / limits.memory_read_gbps if bw and limits else None,
-                                "fraction_of": "memory read bandwidth" if bw and limits else None,
-                                "why_no_fraction": None if read is not None else
-                                "weight bytes are counted for ONNX graphs only"}})
+                     "prefill": {"latency": prefill.to_dict(), **_compute_part(flops, why, prefill, limits)},
+                     "decode": _decode_part(weights, kv, step, batch, limits)})
     return rows
 
 
-def _weight_bytes(path) -> int | None:
+def _compute_part(flops, why: str, stats, limits) -> dict:
+    """flops, fraction of the compute limits (or why there is none) for one timed shape."""
+    from edgeport.runtime.bench import compute_fraction
+
+    fraction, against = compute_fraction(flops, stats.median_ms / 1e3, limits)
+    return {"flops": flops.to_dict() if flops else None, "fraction": fraction,
+            "fraction_of": against if fraction is not None else None,
+            "why_no_fraction": None if fraction is not None else (why or against)}
+
+
+def _decode_part(weights: dict | None, kv: int, step, batch: int, limits) -> dict:
+    """Decode-step figures: bytes read per step (weights + KV cache) over the time, against bandwidth."""
+    why = ("weight bytes are counted for ONNX graphs only" if weights is None else
+           "MoE: the expert weights a step reads depend on the routing" if weights["experts"] else None)
+    read = weights["weights"] + kv if why is None else None
+    bw = read / (step.median_ms / 1e3) / 1e9 if read is not None else None
+    return {"latency_per_step": step.to_dict(), "tokens_per_s": batch * 1e3 / step.median_ms,
+            "weight_bytes": weights["weights"] if weights else None, "kv_cache_bytes": kv, "bytes_per_step": read,
+            "gb_per_s": bw, "fraction": bw / limits.memory_read_gbps if bw is not None else None,
+            "fraction_of": "memory read bandwidth" if bw is not None else None, "why_no_fraction": why}
+
+
+def _weight_bytes(path) -> dict | None:
     if Path(path).suffix != ".onnx":
         return None
     from edgeport.runtime.flops import weight_bytes
 
-    return weight_bytes(path)["weights"]
+    return weight_bytes(path)
 
 
 def _kv_bytes(info: dict, batch: int, context: float) -> int:

@@ -16,8 +16,10 @@ and small next to these):
 - com.microsoft MultiHeadAttention / GroupQueryAttention, ONNX Attention (opset 23): the two attention
   products 2*B*S*T*(heads*head_dim) each, T = past keys + new keys.
   Counted dense: a causal or sliding-window kernel may skip up to half of that work.
+- com.microsoft MoE / QMoE: each token through k experts, 2 * k * (fc1 + fc2 [+ fc3] weights) per
+  token (the router is a MatMul); fp32.
 - Conv: 2 * output elements * (C_in / group) * kernel size.
-Ops that do heavy work but are not counted (Einsum, ConvTranspose, MoE, QMoE, plugin nodes of other
+Ops that do heavy work but are not counted (Einsum, ConvTranspose, recurrent ops, plugin nodes of other
 domains) and counted ops whose shapes shape inference could not make concrete make the count
 incomplete: `not_counted` names them and callers must not turn an incomplete count into a fraction.
 
@@ -37,7 +39,10 @@ from edgeport.errors import EdgeportError
 
 INT8_MATMULS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 # ops whose work is not counted here; their presence makes a count incomplete
-HEAVY_UNCOUNTED = {"Einsum", "ConvTranspose", "MoE", "QMoE", "ConvInteger", "QLinearConv", "LSTM", "GRU", "RNN"}
+HEAVY_UNCOUNTED = {"Einsum", "ConvTranspose", "ConvInteger", "QLinearConv", "LSTM", "GRU", "RNN"}
+# input indices of the fc1, fc2, fc3 expert weights (onnxruntime's contrib op schemas)
+MOE_WEIGHTS = {"MoE": (2, 4, 6), "QMoE": (2, 5, 8)}
+MOE_OPS = set(MOE_WEIGHTS)  # a decode step reads only the routed experts' weights (see weight_bytes)
 # ops of the com.microsoft domain known to be cheap (memory-bound, not matmuls)
 CHEAP_CONTRIB = {"SkipLayerNormalization", "EmbedLayerNormalization", "QEmbedLayerNormalization", "BiasGelu",
                  "FastGelu", "Gelu", "QuickGelu", "BiasAdd", "BiasSoftmax", "SkipSimplifiedLayerNormalization",
@@ -223,6 +228,8 @@ def _count_node(node, g: _Graph, fc: FlopCount):
         _contrib_attention(node, g, fc)
     elif op in ("MultiHeadAttention", "GroupQueryAttention") or (op == "Attention" and node.domain in ("", "ai.onnx")):
         _sdpa(node, g, fc)
+    elif op in MOE_OPS and node.domain == "com.microsoft":
+        _moe(node, g, fc)
     elif op == "Conv":
         w, y = g.shape(ins[1]), g.shape(node.output[0])
         fc.add(op, g.klass(ins[0]), 2.0 * math.prod(y) * math.prod(w[1:]))
@@ -244,6 +251,24 @@ def _contrib_attention(node, g: _Graph, fc: FlopCount):
     proj = "int8" if node.op_type == "QAttention" else g.klass(node.input[0])
     fc.add(node.op_type, proj, 2.0 * b * s * w[0] * w[1])
     fc.add(node.op_type, "fp32", _attention_products(b, s, past + s, widths[0], widths[2]))
+
+
+def _moe(node, g: _Graph, fc: FlopCount):
+    """com.microsoft MoE / QMoE: every token runs k experts; fc1 (E, N1, K1) [, fc3], fc2 (E, N2, K2) at
+    inputs 2, 4 (MoE) / 2, 5 (QMoE) and 8 (QMoE fc3) or 6 (MoE fc3); QMoE packs K * bits / 8 bytes a row.
+    Per token: 2 * k * sum(N * K). QMoE dequantizes to float on the CPU: counted fp32."""
+    if _attr(node, "weights_prepacked", 0):
+        raise NotCounted("prepacked expert weights")
+    tokens = math.prod(g.shape(node.input[0])[:-1])
+    k = _attr(node, "k", 1)
+    macs = 0
+    for fc_index, i in enumerate(MOE_WEIGHTS[node.op_type], start=1):
+        if len(node.input) > i and node.input[i]:
+            bits = _attr(node, f"fc{fc_index}_expert_weight_bits") or _attr(node, "expert_weight_bits", 4)
+            unpack = 8 // bits if node.op_type == "QMoE" else 1
+            _, n, kk = g.shape(node.input[i])
+            macs += n * kk * unpack
+    fc.add(node.op_type, "fp32", 2.0 * tokens * k * macs)
 
 
 def _sdpa(node, g: _Graph, fc: FlopCount):
@@ -288,12 +313,18 @@ def count_flops(path_or_model, feeds: dict, folder=None) -> FlopCount:
     else:
         model = path_or_model
     shapes = {k: tuple(getattr(v, "shape", v)) for k, v in feeds.items()}
-    g = _Graph(infer_concrete(model, shapes))
+    try:
+        g = _Graph(infer_concrete(model, shapes))
+    except Exception:  # the symbolic inference asserts on some graphs (a Reshape of unknown rank): probe instead
+        g = _Graph(model)
+        g.vi.update({k: (0, list(v)) for k, v in shapes.items()})
     fc, missing = _count_all(model, g)
-    arrays = all(hasattr(v, "dtype") for v in feeds.values())
-    if missing and arrays:
-        g.vi.update(_probe(model, folder, feeds, sorted(missing)))
-        fc, _ = _count_all(model, g)
+    probed: set = set()
+    while missing - probed and all(hasattr(v, "dtype") for v in feeds.values()):
+        # a node reports its first unknown operand only: probe until no new name turns up
+        g.vi.update(_probe(model, folder, feeds, sorted(missing - probed)))
+        probed |= missing
+        fc, missing = _count_all(model, g)
     return fc
 
 
@@ -349,20 +380,24 @@ def weight_bytes(path_or_model) -> dict:
     """Bytes of the graph's constant tensors a forward step reads: {"weights": bytes, "gathered": bytes}.
 
     "weights": every initializer (and Constant node tensor) read in full each step; "gathered": tables
-    that only Gather-like ops consume (embeddings: a row per token is read, not the table), kept apart.
+    that only Gather-like ops consume (embeddings: a row per token is read, not the table); "experts":
+    MoE/QMoE expert weights, scales and biases (a step reads only the routed experts': it depends on
+    the routing).
     Sizes from dims and dtype (int4 types count half a byte), so external data need not be loaded."""
     onnx = _onnx()
     model = path_or_model if not isinstance(path_or_model, (str, Path)) else load_graph(path_or_model)
     uses: dict = {}
+    experts = {name for n in model.graph.node if n.op_type in MOE_OPS for name in n.input[2:]}
     for node in model.graph.node:
         for i, name in enumerate(node.input):
             uses.setdefault(name, []).append(i in GATHER_TABLE_INPUTS.get(node.op_type, ()))
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
                                                for a in n.attribute if a.name == "value"]
-    out = {"weights": 0, "gathered": 0}
+    out = {"weights": 0, "gathered": 0, "experts": 0}
     for t in tensors:
         size = math.prod(t.dims) * _itemsize(onnx, t.data_type)
-        key = "gathered" if t.name in uses and all(uses[t.name]) else "weights"
+        key = ("experts" if t.name in experts else "gathered" if t.name in uses and all(uses[t.name])
+               else "weights")
         out[key] += int(size)
     return out
 
