@@ -168,29 +168,39 @@ def test_bad_budget_syntax_is_one_line(budget, says, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_budget_needs_auto_and_top1_needs_a_task_with_argmax(tmp_path, capsys):
+def test_refusals_before_any_export(tmp_path, capsys):
     code, io = _cli(capsys, "--model", "bert-tiny", "--budget", "top1>=0.9", "-o", tmp_path / "x")
     assert code == 2 and "--budget goes with --target auto" in io.err
     code, io = _cli(capsys, "--model", "bert-tiny", "--task", "feature-extraction", "--target", "auto",
                     "--budget", "top1>=0.9", "-o", tmp_path / "x")
     assert code == 2 and "top1 is not defined for feature-extraction" in io.err and len(io.err.splitlines()) == 1
+    code, io = _cli(capsys, "--model", "bert-tiny", "--task", "multiple-choice", "--target", "auto", "-o", tmp_path / "x")
+    assert code == 2 and "(batch, sequence) token ids" in io.err and len(io.err.splitlines()) == 1, io.err
+    code, io = _cli(capsys, "--model", "bert-tiny", "--target", "auto", "--quantize", "int8", "-o", tmp_path / "x")
+    assert code == 2 and "takes --quantize auto" in io.err
+    assert not (tmp_path / "x").exists()
 
 
 def test_plan_follows_the_registry_and_the_cap():
     """Candidates: each timeable target x its registered lowerings (default first) x precisions; deberta-v2's
-    8 float forms x precisions exceed MAX_CANDIDATES and the rest are listed as skipped."""
+    8 float forms x precisions exceed MAX_CANDIDATES: whole lowerings are dropped, listed as skipped."""
     from edgeport.export.lowerings import lowerings_for
     from edgeport.reference_models import get_family
 
     cands, skipped = auto.plan(get_family("bert"), "encoder", "auto", None, quantize=True)
-    want = [("onnx", low, p) for low in lowerings_for("bert", "onnx") for p in ("fp32", "fp16", "int8")]
-    assert [(c.target, c.lowering, c.precision) for c in cands] == want + [("tflite", None, "fp32"),
-                                                                            ("tflite", None, "int8")]
+    onnx = [[("onnx", low, p) for p in ("fp32", "fp16", "int8")] for low in lowerings_for("bert", "onnx")]
+    assert lowerings_for("bert", "tflite") == [] and onnx[0][0][1] == "default"
+    want = onnx[0] + [("tflite", None, "fp32"), ("tflite", None, "int8")] + sum(onnx[1:], [])  # round-robin
+    assert [(c.target, c.lowering, c.precision) for c in cands] == want
     assert skipped[0]["target"] == "tensorrt" and "not measured" in skipped[0]["reason"]
     cands, skipped = auto.plan(get_family("deberta-v2"), "encoder", "auto", None, quantize=True)
     total = 3 * len(lowerings_for("deberta-v2", "onnx")) + 2 * len(lowerings_for("deberta-v2", "tflite"))
-    assert len(cands) == auto.MAX_CANDIDATES and len(skipped) == 1 + total - auto.MAX_CANDIDATES
-    assert cands[0].lowering == "default"
+    assert total > auto.MAX_CANDIDATES and len(cands) <= auto.MAX_CANDIDATES
+    assert len(cands) + len(skipped) == total + 1  # every candidate is measured or listed (+ tensorrt)
+    assert {c.target for c in cands} == {"onnx", "tflite"}  # the cap drops lowerings, not a target
+    assert (cands[0].target, cands[0].lowering) == ("onnx", "default")
+    for c in cands:  # a quantized candidate is made from its own lowering's fp32 export, measured before it
+        assert c.source is None or (cands[c.source].precision, cands[c.source].lowering) == ("fp32", c.lowering)
     with pytest.raises(EdgeportError, match="unknown target"):
         auto.plan(get_family("bert"), "encoder", "gpu", None, quantize=False)
 

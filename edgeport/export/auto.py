@@ -63,11 +63,14 @@ AUTO_SCHEMES = {
 # ---------------------------------------------------------------- planning
 
 def plan(family, contract_kind: str, target: str, lowering: str | None, quantize: bool) -> tuple[list, list]:
-    """-> (candidates in measuring order, skipped [{"target", "reason"}]).
+    """-> (candidates in measuring order, skipped [{"target", ...,  "reason"}]).
 
-    `target`: "auto" (every target the family offers) or one target name. The family's own targets, then
-    any other that its lowerings reach (as `edgeport list` offers them). Raises EdgeportError for an unknown
-    target or when nothing can be measured.
+    `target`: "auto" (every target the family offers: its own, then any other its lowerings reach, as
+    `edgeport list` offers them) or one target name. A group is one lowering's fp32 candidate and its
+    quantized ones (each made from that fp32 export); groups are taken round-robin over the targets, the
+    default lowering first, whole groups while they fit in MAX_CANDIDATES, so a cap drops the last
+    lowerings of every target rather than a whole target. Raises EdgeportError for an unknown target or
+    when nothing can be measured.
     """
     from edgeport.export.lowerings import lowerings_for
 
@@ -75,30 +78,31 @@ def plan(family, contract_kind: str, target: str, lowering: str | None, quantize
         raise EdgeportError(f"unknown target '{target}'; targets: auto, {', '.join(TARGETS)}")
     names = list(family.targets) + [t for t, row in TARGETS.items() if t not in family.targets
                                     and (not row.needs_lowering or lowerings_for(family.name, t))]
-    cands, skipped = [], []
+    groups, skipped = [], []
     for t in (names if target == "auto" else [target]):
         reason = _untimed(TARGETS[t])
+        lows = sorted(lowerings_for(family.name, t), key=lambda n: (n != "default", n)) or [None]
+        if not reason and lowering is not None and lowering not in lows and lows != [None]:
+            reason = f"no lowering '{lowering}' (has {', '.join(lows)})"
         if reason:
             skipped.append({"target": t, "reason": reason})
             continue
-        lows = sorted(lowerings_for(family.name, t), key=lambda n: (n != "default", n)) or [None]
-        if lowering is not None:
-            if lowering not in lows and lows != [None]:
-                skipped.append({"target": t, "reason": f"no lowering '{lowering}' (has {', '.join(lows)})"})
-                continue
-            lows = [lowering] if lowering in lows else lows
-        for low in lows:
-            cands.append(Candidate(t, low, "fp32"))
-            src = len(cands) - 1
-            for scheme in AUTO_SCHEMES.get((t, contract_kind), ()) if quantize else ():
-                cands.append(Candidate(t, low, scheme, source=src))
+        lows = [lowering] if lowering in lows else lows
+        schemes = AUTO_SCHEMES.get((t, contract_kind), ()) if quantize else ()
+        groups.append([[(t, low, p) for p in ("fp32", *schemes)] for low in lows])
+    cands = []
+    for group in (g for rank in range(max(map(len, groups), default=0)) for per in groups
+                  for g in per[rank:rank + 1]):
+        if len(cands) + len(group) > MAX_CANDIDATES:
+            skipped += [{"target": t, "lowering": low, "precision": p, "reason": f"over the {MAX_CANDIDATES}-"
+                         "candidate limit (narrow with --target or --lowering)"} for t, low, p in group]
+            continue
+        src = len(cands)
+        cands += [Candidate(t, low, p, source=None if p == "fp32" else src) for t, low, p in group]
     if not cands:
         raise EdgeportError("no candidate can be measured here: " + "; ".join(f"{s['target']}: {s['reason']}"
                                                                             for s in skipped))
-    for c in cands[MAX_CANDIDATES:]:
-        skipped.append({"target": c.target, "lowering": c.lowering, "precision": c.precision,
-                        "reason": f"over the {MAX_CANDIDATES}-candidate limit (narrow with --target or --lowering)"})
-    return cands[:MAX_CANDIDATES], skipped
+    return cands, skipped
 
 
 def _untimed(row) -> str | None:
