@@ -230,16 +230,13 @@ def _one_line(e: Exception) -> str:
 
 
 def machine_facts() -> dict:
-    """CPU model and the SIMD flags that decide int8 speed, cores, load averages (Linux /proc; else less)."""
-    facts = {"cores": os.cpu_count(), "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return facts
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    facts["cpu"] = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), None)
-    facts["flags"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return facts
+    """runtime.machine.machine_facts as a dict: CPU model and flags (AVX2, AVX-512 VNNI, AMX...), cores,
+    memory, load averages, library versions."""
+    from dataclasses import asdict
+
+    from edgeport.runtime.machine import machine_facts as facts
+
+    return asdict(facts())
 
 
 def measure_all(cands: list, make, probe_for, task: str, bud: Budget, seconds: float, steps: Steps) -> dict:
