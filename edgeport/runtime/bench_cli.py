@@ -48,10 +48,16 @@ def _open(p, threads: int):
     if p.kind == "decoder":
         from edgeport.runtime.generate import open_decoder
 
-        return open_decoder(p.folder / p.manifest.artifact, p.manifest.decoder, threads)
+        decoder = open_decoder(p.folder / p.manifest.artifact, p.manifest.decoder, threads)
+        if getattr(decoder, "device", "cpu") != "cpu":  # OrtDecoder takes CUDA where onnxruntime has it
+            raise EdgeportError(f"this decoder runs on {decoder.device} here; edgeport bench measures against "
+                                "the CPU's limits (use a CPU-only onnxruntime)")
+        return decoder
     from edgeport.runtime import load
 
-    return load(p.folder, threads=threads)
+    # the limits are the CPU's: an ONNX graph runs on onnxruntime's CPU provider even where a GPU one exists
+    cpu = {"providers": ["CPUExecutionProvider"]} if p.manifest.artifact.endswith(".onnx") else {}
+    return load(p.folder, threads=threads, **cpu)
 
 
 def _forward_rows(p, sess, limits, seconds: float) -> list:
