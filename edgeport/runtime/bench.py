@@ -111,12 +111,14 @@ def _plan_decoder(folder, m, lengths, batches, new_tokens) -> Plan:
 
 # ---------------------------------------------------------------- feeds
 
-def _vocab_size(folder, m) -> int:
+def vocab_size(folder, m) -> int:
+    """Token ids the feeds draw from: the export's tokenizer.json vocabulary size (at least 2), or 2
+    (ids 0 and 1, valid in any vocabulary) where the export has no `tokenizers` file."""
     if m.tokenizer is None or m.tokenizer.kind != "tokenizers" or not (folder / m.tokenizer.file).is_file():
         return 2
     from tokenizers import Tokenizer
 
-    return max(2, Tokenizer.from_file(str(folder / m.tokenizer.file)).get_vocab_size())
+    return max(2, Tokenizer.from_file(str(folder / m.tokenizer.file)).getvocab_size())
 
 
 def make_feeds(specs, batch: int, length: int, vocab: int, seed: int = 0) -> dict:

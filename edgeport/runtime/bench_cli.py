@@ -36,8 +36,8 @@ def _limits(a, threads: int):
             raise EdgeportError(f"--limits-from {a.limits_from}: measured at {limits.threads} threads, "
                                 f"this run uses {threads}")
         return limits, f"read from {a.limits_from}"
-    _progress(f"measuring this machine's limits at {threads} threads (about "
-              f"{'a minute' if a.precise_limits else '10 s'}; --precise-limits for a longer, steadier one)")
+    _progress(f"measuring this machine's limits at {threads} threads (" + ("about a minute" if a.precise_limits
+              else "about 10 s; --precise-limits for a longer, steadier one") + ")")
     limits = measure_limits(threads, precise=a.precise_limits)
     _progress(f"limits measured in {limits.seconds:.1f} s")
     return limits, f"measured now in {limits.seconds:.1f} s"
@@ -61,9 +61,9 @@ def _open(p, threads: int):
 
 
 def _forward_rows(p, sess, limits, seconds: float) -> list:
-    from edgeport.runtime.bench import _vocab_size, count_at, make_feeds, time_forward
+    from edgeport.runtime.bench import count_at, make_feeds, time_forward, vocab_size
 
-    path, vocab = p.folder / p.manifest.artifact, _vocab_size(p.folder, p.manifest)
+    path, vocab = p.folder / p.manifest.artifact, vocab_size(p.folder, p.manifest)
     rows = []
     for batch, length in p.shapes:
         feeds = make_feeds(sess.inputs, batch, length, vocab)
@@ -77,10 +77,10 @@ def _forward_rows(p, sess, limits, seconds: float) -> list:
 
 
 def _decoder_rows(p, decoder, limits, seconds: float, new_tokens: int) -> list:
-    from edgeport.runtime.bench import _vocab_size, count_at, decoder_feeds, time_decoder
+    from edgeport.runtime.bench import count_at, decoder_feeds, time_decoder, vocab_size
 
     info, path = p.manifest.decoder, p.folder / p.manifest.artifact
-    vocab = _vocab_size(p.folder, p.manifest)
+    vocab = vocab_size(p.folder, p.manifest)
     weights = _weight_bytes(path)
     rows = []
     for batch, length in p.shapes:
