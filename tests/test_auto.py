@@ -225,3 +225,23 @@ def test_parse_budget_bounds():
     assert b.text == "top1>=0.99, maxdiff<=0.5" and b.metrics == ["top1", "maxdiff"]
     assert b.holds({"top1": 0.99, "maxdiff": 0.5}) and not b.holds({"top1": 0.98, "maxdiff": 0.1})
     assert not b.holds({"top1": 1.0, "maxdiff": 0.51}) and not b.holds({"top1": float("nan"), "maxdiff": 0.0})
+
+
+def test_a_failing_candidate_is_recorded_and_the_search_goes_on(bert_ckpt, tmp_path):
+    """Python API with a quantizer that fails for one scheme: that row carries the error, the others are
+    measured and one of them is kept."""
+    from edgeport.export.auto import export_auto
+    from edgeport.quantize import quantize_artifact
+
+    def quantizer(folder, scheme, out):
+        if scheme == "fp16":
+            raise RuntimeError("planted failure\nsecond line")
+        return quantize_artifact(folder, scheme, out_dir=out, quiet=True)
+
+    out = export_auto(str(bert_ckpt[0]), task="text-classification", target="onnx", lowering="generic",
+                      quantizer=quantizer, budget="top1>=0.9", out_dir=tmp_path / "a", seconds=0.05, quiet=True)
+    rows = {c["precision"]: c for c in _manifest(out)["auto"]["candidates"]}
+    assert rows["fp16"]["error"] == "RuntimeError: planted failure" and not rows["fp16"]["passed"]
+    assert rows["fp16"]["latency_median_ms"] is None
+    assert rows["fp32"]["error"] is None and rows["int8-dyn-pc"]["error"] is None
+    assert _manifest(out)["auto"]["chosen"] in ("onnx/generic/fp32", "onnx/generic/int8-dyn-pc")
