@@ -7,12 +7,13 @@ Candidates (`plan`): every target this machine can time (the target row's `timed
 TensorRT is never timed here: its artifact is an ONNX graph for an engine that only a GPU host builds)
 x every lowering the registry offers for the family on that target (the plain route where it has none;
 `lowering=` keeps one) x the precisions: fp32, and with a quantizer the schemes of AUTO_SCHEMES. At most
-MAX_CANDIDATES are measured; what is left out, and why, is recorded under `skipped`.
+MAX_CANDIDATES are measured (whole lowerings dropped, the targets taken in turn); what is left out, and
+why, is recorded under `skipped`.
 
-Each candidate is exported (and quantized) into a work folder beside the output, then measured on this
-machine through the runtime: latency with runtime.latency.measure (median and p90 over at least
-`seconds` of calls after warm-up), accuracy against the float *reference model's* outputs on one fixed
-set of inputs (export/budget.py's metrics). The fastest candidate meeting the budget becomes the output
+Each candidate is exported (and quantized) into a work folder beside the output and scored against the
+float *reference model's* outputs on one fixed set of inputs (export/budget.py's metrics); then all are
+timed on this machine through the runtime in interleaved rounds (runtime.latency.measure: median and
+p90 over at least `seconds` of calls each). The fastest candidate meeting the budget becomes the output
 folder (moved into place through manifest.atomic_output_dir, as every export); its manifest's `auto`
 block lists every candidate. When none meets the budget: EdgeportError with the best accuracy reached,
 and no folder is written. Work folders are removed in every case.
