@@ -118,7 +118,7 @@ def vocab_size(folder, m) -> int:
         return 2
     from tokenizers import Tokenizer
 
-    return max(2, Tokenizer.from_file(str(folder / m.tokenizer.file)).getvocab_size())
+    return max(2, Tokenizer.from_file(str(folder / m.tokenizer.file)).get_vocab_size())
 
 
 def make_feeds(specs, batch: int, length: int, vocab: int, seed: int = 0) -> dict:
