@@ -11,7 +11,8 @@ over sequence lengths (batch 1) and batches (length 128), plus PyTorch eager and
 profiles edgeport's and Optimum's fp32 graphs op by op (onnxruntime profiler).
 `goals`: BERT-base (text classification), MobileBERT (QA), DeBERTa-v3-base (text classification) in their
 real architectures with random weights (seed 0), batch 1 x 128: eager, edgeport ONNX default fp32 / int8,
-Optimum fp32 / int8 on the same weights; MatMul FLOPs counted on Optimum's plain graph.
+Optimum fp32 / int8 on the same weights; MatMul FLOPs counted on Optimum's plain graph
+(edgeport.runtime.flops).
 `prepare` does the untimed work (exports of the goal models); `exports` (minilm: the timed exports) and
 `measure` each run under the timing lock, taken by report.py. Both write their part of the results JSON (schema: report_render.py).
 """
@@ -384,35 +385,16 @@ def stage_minilm(work: Path, quick: bool) -> dict:
     return {"latency": latency, "accuracy": accuracy, "profiles": profiles}
 
 
-def count_matmul_flops(path: str, seq: int) -> float:
-    """2*M*K*N summed over MatMul / Gemm nodes of one batch-1 x seq call, from the shapes onnxruntime's
-    profiler records with graph optimizations off (the graph as exported), own process."""
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_flops_child, (path, seq))
-
-
-def _flops_child(path: str, seq: int) -> float:
+def count_matmul_flops(path: str, seq: int) -> float | None:
+    """MatMul FLOP of one batch-1 x seq call (edgeport.runtime.flops.count_flops; every class together),
+    or None when the count is incomplete (an op it could not count: no fraction is made from it)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.enable_profiling, so.profile_file_prefix = True, str(Path(path).parent / "flops-profile")
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    sess.run(None, feeds(1, seq, "int64", [i.name for i in sess.get_inputs()]))
-    flops = 0.0
-    for ev in json.loads(Path(sess.end_profiling()).read_text()):
-        args = ev.get("args", {})
-        if ev.get("cat") != "Node" or args.get("op_name") not in ("MatMul", "Gemm"):
-            continue
-        a, b = (next(iter(d.values())) for d in args["input_type_shape"][:2])
-        if args["op_name"] == "Gemm" and args.get("transB", 0):
-            b = b[::-1]
-        k = a[-1]
-        n = b[-1] if args["op_name"] == "MatMul" or len(b) > 1 else 1
-        flops += 2.0 * float(np.prod(a)) * n if k else 0.0
-    return flops
+    from edgeport.runtime.flops import count_flops
+
+    names = [i.name for i in ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()]
+    fc = count_flops(path, feeds(1, seq, "int64", names))
+    return float(fc.total) if fc.complete else None
 
 
 def goals_prepare(work: Path, venv: Path) -> dict:
@@ -480,8 +462,8 @@ def stage_goals(work: Path, quick: bool) -> dict:
     for name, p in paths.items():
         b = goals_builders(p)
         res["latency"] += time_grid(name, b, {(1, 128): (4 if quick else 10, list(b))}, 2 if quick else 5)
-        if "Optimum ONNX fp32" in p:
-            res["flops"][name] = count_matmul_flops(p["Optimum ONNX fp32"], 128)
+        if "Optimum ONNX fp32" in p and (flops := count_matmul_flops(p["Optimum ONNX fp32"], 128)):
+            res["flops"][name] = flops
         for label in ("edgeport ONNX fp32", "Optimum ONNX fp32", "edgeport ONNX int8", "Optimum ONNX int8"):
             if label in p:
                 f = Path(p[label])
