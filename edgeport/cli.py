@@ -62,6 +62,8 @@ def _cmd_inspect(a):
     print(f"{folder / m.artifact}: {m.family} {m.task} for {m.target} ({m.precision}), "
           f"{m.size_bytes / 2**20:.1f} MiB, sha256 {m.sha256[:16]}...")
     print(f"  source: {m.source}{' (random weights)' if m.random_weights else ''}")
+    if m.signature_key:
+        print(f"  signature: {m.signature_key}")
     for kind, specs in (("input", sess.inputs), ("output", sess.outputs)):
         for s in specs:
             print(f"  {kind:6s} {s.name:16s} {s.dtype:8s} {s.shape}")

@@ -72,6 +72,10 @@ class Manifest:
     outputs: list = field(default_factory=list)  # [TensorSpec]
     max_sequence_length: int = 512  # what the positions allow (or the static length)
     static_shapes: bool = False  # TFLite: inputs must be fed at exactly their shape
+    # TFLite: the key of the artifact's one signature (LiteRT `get_signature_runner(key)`, Android
+    # `Interpreter.runSignature(inputs, outputs, key)`); None for ONNX and for decoders, whose `decoder`
+    # block names their prefill and decode signatures
+    signature_key: str | None = None
     labels: dict | None = None  # id -> label for classification heads
     # text-classification: "softmax" | "sigmoid" | "none", what the config's problem_type / num_labels make
     # transformers' pipeline apply to the logits (reference_models.config.ModelConfig.score_function)

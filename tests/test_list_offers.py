@@ -80,8 +80,18 @@ def test_offered_task_has_a_contract(family, preset, task):
 @pytest.mark.slow
 @pytest.mark.parametrize("family,preset,task,target", offers())
 def test_offer_exports(family, preset, task, target, tmp_path):
-    """The offer exports (parity over the target's grid is checked inside export: ParityError on a miss)."""
+    """The offer exports (parity over the target's grid is checked inside export: ParityError on a miss),
+    and its manifest lists exactly the inputs the artifact's graph (ONNX) or every signature (LiteRT) takes."""
+    import json
+
+    from test_manifest_faults import litert_signatures, onnx_graph_inputs
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = export(preset, target, task=task, out_dir=tmp_path / "out", quiet=True)
-    assert (out / "edgeport.json").is_file()
+    m = json.loads((out / "edgeport.json").read_text())
+    names = sorted(s["name"] for s in m["inputs"])
+    if m["artifact"].endswith(".tflite"):
+        assert all(sorted(ins) == names for ins in litert_signatures(out / m["artifact"]).values())
+    else:
+        assert [s["name"] for s in m["inputs"]] == [n for n, _, _ in onnx_graph_inputs(out / m["artifact"])]

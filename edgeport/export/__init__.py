@@ -145,6 +145,7 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
     checks and manifest; raises as `export()` does.
     """
     import edgeport
+    from edgeport.export.artifact_io import check_io
     from edgeport.export.contracts import DEFAULT_OPSET, contract_for
     from edgeport.export.onnx import artifact_files
 
@@ -183,8 +184,9 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
                        f"({worst.output} at {contract.shape_label}{worst.shape})")
         with steps.step("writing edgeport.json"):
             ins, outs = contract.io_specs(tgt.input_dtype, static)
+            signature_key = check_io(tgt.route, tmp / lowered.artifact, ins, outs)  # the graph's own names
             m = Manifest(family=ref.family.name, task=ref.task, target=tgt.name, artifact=lowered.artifact,
-                         inputs=ins, outputs=outs,
+                         inputs=ins, outputs=outs, signature_key=signature_key,
                          max_sequence_length=contract.max_sequence_length(static, block),
                          static_shapes=tgt.static_shapes,
                          labels=ref.config.labels() if ref.task.endswith("classification") else None,

@@ -67,6 +67,12 @@ class MegaConfig(ModelConfig):
     tie_word_embeddings: bool = True  # fill-mask projection shares the word embedding matrix
     pad_token_id: int = 1
 
+    @property
+    def input_names(self) -> tuple:
+        """What the task model's forward uses: token_type_ids only with `add_token_type_embeddings`
+        (transformers' MegaEmbeddings ignores them otherwise; the exported graph then has no such input)."""
+        return ("input_ids", "attention_mask") + (("token_type_ids",) if self.add_token_type_embeddings else ())
+
     def validate(self):
         # The base check rejects negative ints; chunk_size uses -1 for "none", so check by hand.
         """EdgeportError naming the first value that cannot build a model."""
@@ -468,6 +474,7 @@ class MegaForTask(EncoderForTask):
             backbone.pooler = Pooler(cfg)
         heads = {task: HEADS[task](cfg, backbone)} if task in HEADS else None
         super().__init__("mega", backbone, task, cfg.hidden_size, cfg.num_labels, heads=heads)
+        self.input_names = cfg.input_names  # the export contract's inputs (MegaConfig.input_names)
 
     def head_prefixes(self) -> tuple:
         """Checkpoint key prefixes of the heads (mlm_head., dense., classifier., qa_outputs., lm_head.,

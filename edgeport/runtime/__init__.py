@@ -23,7 +23,7 @@ def load(path, **kw) -> Session:
     if p.is_dir() or (p.parent / MANIFEST_NAME).is_file():
         manifest, folder = read_manifest(p)
         p = folder / manifest.artifact
-    sess = open_session(p, **kw)
+    sess = open_session(p, **_signature(manifest), **kw)
     sess.manifest = manifest
     return sess
 
@@ -41,9 +41,14 @@ def pipeline(path, truncate: bool | str = False, **kw):
     if kind and kind != getattr(cls, "tokenizer_kind", "tokenizers"):  # e.g. LUKE fill-mask: words + entities
         raise EdgeportError(f"no {manifest.task} pipeline for {manifest.family} exports with entity inputs yet; "
                             "tokenize with edgeport.runtime.luke_tokenizer.LukeTokenizer and run edgeport.runtime.load")
-    sess = open_session(folder / manifest.artifact, **kw)
+    sess = open_session(folder / manifest.artifact, **_signature(manifest), **kw)
     sess.manifest = manifest
     return cls(sess, manifest, folder, truncate=truncate)
+
+
+def _signature(manifest) -> dict:
+    """open_session's keyword for the manifest's TFLite signature key (none for ONNX or older manifests)."""
+    return {"signature_key": manifest.signature_key} if manifest is not None and manifest.signature_key else {}
 
 
 __all__ = ["load", "pipeline", "Session", "OrtSession", "LiteRTSession", "IOSpec"]

@@ -125,11 +125,12 @@ class OrtSession(Session):
 
 
 class LiteRTSession(Session):
-    """Runs the .tflite's `serving_default` signature (named I/O); falls back to tensor order."""
+    """Runs one signature of a .tflite (named I/O): `signature_key` (the manifest's), else the file's
+    first; a file without signatures runs in tensor order. EdgeportError when the key is not in the file."""
 
     backend = "litert"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, signature_key: str | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -139,8 +140,10 @@ class LiteRTSession(Session):
         except (ValueError, RuntimeError) as e:
             raise EdgeportError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:300]})") from None
         sigs = self.interp.get_signature_list()
+        if signature_key is not None and signature_key not in sigs:
+            raise EdgeportError(f"{path}: no signature '{signature_key}' (has {', '.join(sigs) or 'none'})")
         if sigs:
-            self.runner = self.interp.get_signature_runner(next(iter(sigs)))
+            self.runner = self.interp.get_signature_runner(signature_key or next(iter(sigs)))
             ins, outs = self.runner.get_input_details(), self.runner.get_output_details()
         else:
             self.runner = None

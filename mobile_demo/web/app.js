@@ -12,11 +12,12 @@ const variant = params.get('model') || 'int8';
 const threads = Number(params.get('threads') || Math.min(4, navigator.hardwareConcurrency || 1));
 
 /** The interpreter behind the engine: one compiled model, inputs named as in edgeport.json. */
-function liteRtModel(compiled, shape) {
+function liteRtModel(compiled, shape, signatureKey) {
   return {
     async run(feeds) {
       const inputs = Object.fromEntries(Object.entries(feeds).map(([n, a]) => [n, new Tensor(a, shape)]));
-      const out = await compiled.run(inputs);
+      // edgeport.json's signature_key; manifests written before it: the model's default signature
+      const out = await (signatureKey ? compiled.run(signatureKey, inputs) : compiled.run(inputs));
       const result = {};
       for (const [name, t] of Object.entries(out)) {
         result[name] = Float32Array.from(t.toTypedArray());
@@ -39,7 +40,7 @@ async function load() {
   const compiled = await loadAndCompile(base + manifest.artifact,
     {accelerator: 'wasm', cpuOptions: {numThreads: threaded ? threads : 1}});
   const shape = manifest.inputs.find((t) => t.name === 'input_ids').shape;
-  const engine = new QaEngine(manifest, tokenizerJson, liteRtModel(compiled, shape));
+  const engine = new QaEngine(manifest, tokenizerJson, liteRtModel(compiled, shape, manifest.signature_key));
   const mib = (manifest.size_bytes / 2 ** 20).toFixed(1);
   const info = {variant, precision: manifest.precision, sizeMiB: Number(mib), seqLen: engine.converter.maxSeqLen,
     threads: threaded ? threads : 1, randomWeights: manifest.random_weights};

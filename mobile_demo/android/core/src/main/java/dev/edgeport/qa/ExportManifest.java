@@ -32,6 +32,8 @@ public final class ExportManifest {
     public final List<Tensor> outputs;
     public final int maxSequenceLength;
     public final String tokenizerFile;
+    /** The TFLite signature to run (edgeport.json {@code signature_key}); null in manifests written before it. */
+    public final String signatureKey;
     public final boolean randomWeights;
     public final long sizeBytes;
 
@@ -46,6 +48,8 @@ public final class ExportManifest {
         maxSequenceLength = ((Double) m.get("max_sequence_length")).intValue();
         Object tok = m.get("tokenizer");
         tokenizerFile = tok instanceof Map ? str(cast(tok), "file") : null;
+        Object key = m.get("signature_key");
+        signatureKey = key instanceof String ? (String) key : null;
         randomWeights = Boolean.TRUE.equals(m.get("random_weights"));
         Object size = m.get("size_bytes");
         sizeBytes = size == null ? 0 : ((Double) size).longValue();

@@ -49,6 +49,15 @@ public class QaEngineTest {
         assertEquals(true, outs.contains("start_logits") && outs.contains("end_logits"));
     }
 
+    @Test
+    public void manifestGivesTheSignatureKeyWhenItHasOne() throws Exception {
+        String json = Fixtures.read("edgeport.json");
+        assertEquals(null, ExportManifest.parse(json.replace("\"signature_key\": \"serving_default\",", "")).signatureKey);
+        String withKey = json.contains("\"signature_key\"") ? json
+                : json.replace("\"static_shapes\": true,", "\"static_shapes\": true, \"signature_key\": \"serving_default\",");
+        assertEquals("serving_default", ExportManifest.parse(withKey).signatureKey);
+    }
+
     @Test(expected = IllegalArgumentException.class)
     public void refusesAnExportForAnotherTask() throws Exception {
         ExportManifest.parse(Fixtures.read("edgeport.json").replace("\"question-answering\"", "\"fill-mask\""));

@@ -14,8 +14,8 @@ import org.tensorflow.lite.Interpreter;
 
 /**
  * The core's interpreter over LiteRT's Interpreter API: the export's .tflite memory-mapped from the APK's
- * assets, XNNPACK on the CPU (LiteRT's default), run through its signature with the input and output
- * names edgeport.json lists. Not thread-safe: one instance per thread (as LiteRT's Interpreter).
+ * assets, XNNPACK on the CPU (LiteRT's default), run through the signature edgeport.json names
+ * ({@code signature_key}) with the input and output names it lists. Not thread-safe: one instance per thread (as LiteRT's Interpreter).
  */
 final class LiteRtQaInterpreter implements QaInterpreter, AutoCloseable {
     private final Interpreter interpreter;
@@ -46,7 +46,8 @@ final class LiteRtQaInterpreter implements QaInterpreter, AutoCloseable {
         for (ExportManifest.Tensor t : manifest.inputs) in.put(t.name, new int[][] {inputs.get(t.name)});  // [1, S]
         Map<String, Object> out = new HashMap<>();
         for (ExportManifest.Tensor t : manifest.outputs) out.put(t.name, new float[1][seqLen]);
-        interpreter.runSignature(in, out);  // the export's only signature
+        if (manifest.signatureKey != null) interpreter.runSignature(in, out, manifest.signatureKey);
+        else interpreter.runSignature(in, out);  // older manifests: the export's only signature
         Map<String, float[]> result = new HashMap<>();
         for (Map.Entry<String, Object> e : out.entrySet()) result.put(e.getKey(), ((float[][]) e.getValue())[0]);
         return result;
