@@ -62,6 +62,12 @@ def _cmd_inspect(a):
     print(f"{folder / m.artifact}: {m.family} {m.task} for {m.target} ({m.precision}), "
           f"{m.size_bytes / 2**20:.1f} MiB, sha256 {m.sha256[:16]}...")
     print(f"  source: {m.source}{' (random weights)' if m.random_weights else ''}")
+    if m.quantization:
+        from edgeport.manifest import float_artifact_path
+
+        found = float_artifact_path(m, folder)
+        print(f"  quantized ({m.quantization.get('tag')}) from: {found or m.quantization.get('float_artifact')}"
+              + ("" if found else " (not found here: moved apart or removed)"))
     if m.signature_key:
         print(f"  signature: {m.signature_key}")
     for kind, specs in (("input", sess.inputs), ("output", sess.outputs)):

@@ -133,6 +133,29 @@ def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
     return manifest, folder
 
 
+def float_artifact_path(manifest: Manifest, folder: str | os.PathLike) -> Path | None:
+    """The float artifact a quantized export (`manifest`, read from `folder`) was made from, or None.
+
+    `quantization.float_artifact` is a path relative to the quantized folder (a sibling export:
+    "../bert/model.onnx"); manifests written before that held the path as the quantizer was given it
+    (absolute, or relative to the directory it ran in), which is tried next. A candidate counts only
+    when its sha256 (with its `.data` file, as the export hashed it) equals `quantization.float_sha256`,
+    so a different file at the same path is never returned. None for float exports and when no
+    candidate is found (the float folder moved apart or was removed).
+    """
+    q = manifest.quantization or {}
+    recorded = q.get("float_artifact")
+    if not recorded:
+        return None
+    for candidate in dict.fromkeys((Path(folder) / recorded, Path(recorded))):  # folder-relative, then as written
+        if not candidate.is_file():
+            continue
+        data = candidate.with_name(candidate.name + ".data")
+        if not q.get("float_sha256") or sha256_of([candidate] + ([data] if data.is_file() else [])) == q["float_sha256"]:
+            return candidate
+    return None
+
+
 def sha256_of(paths) -> str:
     """sha256 over one file, or over several in order (model.onnx + model.onnx.data)."""
     h = hashlib.sha256()

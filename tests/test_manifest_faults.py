@@ -133,3 +133,42 @@ def test_runtime_runs_the_recorded_signature(tflite_exports):
     assert sorted(s.name for s in sess.inputs) == sorted(s["name"] for s in m["inputs"])
     with pytest.raises(EdgeportError, match="no signature 'decode'"):
         LiteRTSession(folder / m["artifact"], signature_key="decode")
+
+
+def test_quantized_manifest_survives_moving_the_folders(onnx_exports, tmp_path, monkeypatch):
+    """float_artifact is relative to the quantized folder: after moving both folders it still names the
+    float artifact (same bytes as the float manifest's sha256 says); `inspect` shows it."""
+    from edgeport.manifest import float_artifact_path, read_manifest
+    from edgeport.quantize import quantize_artifact
+
+    monkeypatch.setattr("edgeport.quantize.EVAL_TEXTS", 24)
+    shutil.copytree(onnx_exports("bert"), tmp_path / "a" / "bert")
+    quantized = quantize_artifact(tmp_path / "a" / "bert", "int8", quiet=True)  # a/bert-<scheme tag>
+    recorded = _manifest(quantized)["quantization"]["float_artifact"]
+    assert recorded == "../bert/model.onnx"
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    m, folder = read_manifest(tmp_path / "b" / quantized.name)
+    found = float_artifact_path(m, folder)
+    assert found is not None and found.samefile(tmp_path / "b" / "bert" / "model.onnx")
+    assert hashlib.sha256(found.read_bytes()).hexdigest() == _manifest(tmp_path / "b" / "bert")["sha256"]
+    out = subprocess.run([sys.executable, "-m", "edgeport.cli", "inspect", str(folder)], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"from: {found}" in out
+
+
+def test_old_absolute_float_artifact_still_reads(onnx_exports, tmp_path):
+    """Manifests written before held the path as given (absolute here): it is used while that file still
+    holds the float bytes, and reads as not found (no error) once the folder moved."""
+    from edgeport.manifest import Manifest, float_artifact_path
+
+    src = onnx_exports("bert")
+    m = Manifest.from_dict(_manifest(src))
+    old = Manifest.from_dict({**_manifest(src), "quantization": {
+        "tag": "int8", "float_artifact": str(src / "model.onnx"), "float_sha256": m.sha256}})
+    assert float_artifact_path(old, tmp_path) == src / "model.onnx"
+    moved = Manifest.from_dict({**_manifest(src), "quantization": {
+        "tag": "int8", "float_artifact": str(tmp_path / "gone" / "model.onnx"), "float_sha256": m.sha256}})
+    assert float_artifact_path(moved, tmp_path) is None
+    other = Manifest.from_dict({**_manifest(src), "quantization": {
+        "tag": "int8", "float_artifact": str(src / "model.onnx"), "float_sha256": "0" * 64}})
+    assert float_artifact_path(other, tmp_path) is None  # same path, different bytes: not it

@@ -13,6 +13,7 @@ The output folder is written atomically: it exists complete, or not at all.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def quantize_artifact(folder_or_artifact, scheme: str, out_dir=None, calibration
     with atomic_output_dir(out) as tmp:
         report = _build(m, folder, tmp, name, sch, keep, calibration_text, steps)
         with steps.step("writing edgeport.json"):
-            (tmp / MANIFEST_NAME).write_text(_manifest(m, folder, tmp, name, sch, keep, report).to_json())
+            (tmp / MANIFEST_NAME).write_text(_manifest(m, folder, tmp, name, sch, keep, report, out).to_json())
     if not quiet:
         print(f"wrote {out}/{name}", flush=True)
     return out
@@ -173,13 +174,16 @@ def _accuracy(m, folder, float_sess, quant_sess, tmp) -> dict:
     return report
 
 
-def _manifest(m: Manifest, folder, tmp, name, sch, keep, report) -> Manifest:
+def _manifest(m: Manifest, folder, tmp, name, sch, keep, report, out) -> Manifest:
     import dataclasses
 
     import edgeport
 
     files = _artifact_files(tmp, name)
-    quant = {"tag": sch.tag, **sch.axes(), "keep_float": keep, "float_artifact": str(folder / m.artifact),
+    # float_artifact: relative to the quantized folder (e.g. "../bert/model.onnx"), so moving both folders
+    # together keeps it; float_sha256 identifies the file wherever it went (manifest.float_artifact_path)
+    rel = os.path.relpath(Path(folder).resolve() / m.artifact, Path(out).resolve()).replace(os.sep, "/")
+    quant = {"tag": sch.tag, **sch.axes(), "keep_float": keep, "float_artifact": rel,
              "float_sha256": m.sha256, "float_size_bytes": m.size_bytes,
              "size_ratio": report["size_bytes"] / max(m.size_bytes, 1), "calibration": report["calibration"],
              "calibration_samples": report["calibration_samples"], "accuracy": report["accuracy"]}
