@@ -172,3 +172,25 @@ def test_old_absolute_float_artifact_still_reads(onnx_exports, tmp_path):
     other = Manifest.from_dict({**_manifest(src), "quantization": {
         "tag": "int8", "float_artifact": str(src / "model.onnx"), "float_sha256": "0" * 64}})
     assert float_artifact_path(other, tmp_path) is None  # same path, different bytes: not it
+
+
+def test_luke_word_only_length_is_what_transformers_embeds(tmp_path):
+    """A word-only LUKE export records the longest input transformers' own LukeModel (same config) embeds:
+    that length runs there, one more token is out of its position table. The pipeline truncates to it."""
+    import torch
+    import transformers
+
+    from edgeport.runtime import pipeline
+
+    folder = _export("luke-tiny", "onnx", "text-classification", tmp_path / "l")
+    longest = _manifest(folder)["max_sequence_length"]
+    from edgeport.reference_models.luke import PRESETS
+
+    fields = {k: v for k, v in PRESETS["luke-tiny"].items() if k != "model_type"}
+    hf = transformers.LukeModel(transformers.LukeConfig(**fields, pad_token_id=1)).eval()
+    with torch.inference_mode():
+        hf(input_ids=torch.full((1, longest), 5))
+        with pytest.raises(IndexError):
+            hf(input_ids=torch.full((1, longest + 1), 5))
+    [result] = pipeline(folder, truncate=True)("word " * (2 * longest))  # one text: a list of one, as transformers'
+    assert result["score"] == max(result["scores"].values())  # ran: before, 130 ids overran the table

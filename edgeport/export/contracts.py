@@ -134,9 +134,10 @@ def encoder_contract(cfg, task: str, hidden_size: int, input_names=None) -> Cont
         inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tuple(input_names)]
     input_dims = ["batch", "choices", "sequence"] if head_for(task).choices else ["batch", "sequence"]
     dims = output_dims(task, cfg, hidden_size)
+    # max_words: RoBERTa-style positions (LUKE) start after the pad id, so fewer words than table rows;
     # MEGA calls it max_positions; a family with neither has no table limit we know of
-    max_pos = (getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_positions", None)
-               or getattr(cfg, "n_positions", None) or 512)  # GPT-2: n_positions
+    max_pos = (getattr(cfg, "max_words", None) or getattr(cfg, "max_position_embeddings", None)
+               or getattr(cfg, "max_positions", None) or getattr(cfg, "n_positions", None) or 512)  # GPT-2: n_positions
     return Contract(inputs, input_dims, list(dims), dims, cfg.vocab_size, type_vocab, max_pos)
 
 

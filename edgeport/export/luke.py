@@ -150,7 +150,7 @@ def entity_contract(ref, mention: int | None = None) -> EntityContract:
     outs = own[task] if task in own else output_dims(task, cfg, H)
     static_e = {"entity-classification": 1, "entity-pair-classification": 2}.get(task, STATIC_ENTITIES)
     return EntityContract(list(ref.model.input_names()), outs, cfg.vocab_size, cfg.entity_vocab_size,
-                          cfg.type_vocab_size, cfg.max_position_embeddings - cfg.pad_token_id - 1, cfg.pad_token_id,
+                          cfg.type_vocab_size, cfg.max_words, cfg.pad_token_id,
                           MIN_ENTITIES.get(task, 1), static_e, mention or tokenizer_mention(ref.folder))
 
 

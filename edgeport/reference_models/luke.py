@@ -65,6 +65,13 @@ class LukeConfig(BertConfig):
     layer_norm_eps: float = 1e-5
     pad_token_id: int = 1  # RoBERTa's <pad>; word positions count from pad_token_id + 1
 
+    @property
+    def max_words(self) -> int:
+        """The longest word sequence the position table embeds: RoBERTa-style positions run from
+        pad_token_id + 1 (WordEmbeddings), so max_position_embeddings - pad_token_id - 1 (514 -> 512, the
+        model_max_length of LUKE's released tokenizers). The export contracts' max_positions."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
 
 PRESETS = {
     # https://huggingface.co/studio-ousia/luke-base/blob/main/config.json
