@@ -175,7 +175,8 @@ def main(argv=None):
                 run(cmd)
                 name = stage if len(timed) == 1 else f"{stage} ({cmd[1]})"
                 log[name] = {"name": name, "loadavg_before": before, "loadavg_after": loadavg(),
-                             "wall_s": round(time.perf_counter() - t1), "prepare_s": round(t1 - t0) if i == 0 else 0}
+                             "wall_s": round(time.perf_counter() - t1), "prep_and_wait_s": round(t1 - t0)}
+            t0 = time.perf_counter()
             (results / f"stages-{stage}.json").write_text(json.dumps(log, indent=1))  # one file per stage:
             # two report.py runs (different --stages) may share the results folder
     if stages:

@@ -9,7 +9,7 @@ synthetic results dict (tests/test_report.py).
 Results schema (every list may be empty; times in ms, sizes in MiB, memory in MiB, rates per second):
     machine:  {cpu, flags: [str], cores, threads, versions: {pkg: ver}, limits: {fp32_gflops, int8_gops,
                bandwidth_gbs}}
-    stages:   [{name, loadavg_before, loadavg_after, wall_s}]
+    stages:   [{name, loadavg_before, loadavg_after, wall_s, prep_and_wait_s}]
     latency:  [{model, contender, backend, precision, seq, batch, median_ms, p90_ms, edgeport: bool, default: bool}]
     flops:    {model: MatMul FLOPs of one batch-1 call at length 128}
     exports:  [{model, contender, precision, export_s, peak_rss_mib, size_mib}]
@@ -318,7 +318,10 @@ def render(results: dict, out_md: Path) -> Path:
              f"{lim.get('copy_gbs', math.nan):.1f} GB/s read + write)",
              "- **The machine was not idle**: other work shared its cores during these runs. Load average "
              "(1/5/15 min) at each stage:", ""]
-    lines += simple_table(results.get("stages", []), ["name", "loadavg_before", "loadavg_after", "wall_s", "prepare_s"])
+    lines += simple_table(results.get("stages", []), ["name", "loadavg_before", "loadavg_after", "wall_s",
+                                                      "prep_and_wait_s"])
+    lines += ["", "wall_s: the timed step, holding the timing lock; prep_and_wait_s: untimed preparation before it "
+                  "plus the wait for the lock (other helpers' measurements)."]
     rows = goal_rows(results)
     lines += ["", "## Goals (issue 15)", ""] + goals_table(rows)
     missed = [r for r in rows if not r["met"]]
