@@ -236,8 +236,9 @@ def plot_bars(rows, label_key, value_keys: dict, title: str, path: Path) -> bool
     if not rows:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, len(value_keys), figsize=(4.2 * len(value_keys), 0.35 * len(rows) + 1.4), squeeze=False)
     labels = [label_key(r) for r in rows]
+    width = 3.6 * len(value_keys) + 0.065 * max(len(lab) for lab in labels)  # room for the labels
+    fig, axes = plt.subplots(1, len(value_keys), figsize=(width, 0.35 * len(rows) + 1.4), squeeze=False)
     for ax, (key, xlabel) in zip(axes[0], value_keys.items()):
         vals = [r.get(key) if isinstance(r.get(key), (int, float)) else math.nan for r in rows]
         ax.barh(range(len(rows)), vals, color=["tab:blue" if "edgeport" in lab else "tab:gray" for lab in labels])
@@ -342,6 +343,11 @@ def render(results: dict, out_md: Path) -> Path:
             ["model", "contender", "precision", "prefill_ms", "ms_per_token", "tokens_per_s"])
     lines += ["", "## Export time, peak memory, file size", ""] + simple_table(
         results.get("exports", []), ["model", "contender", "precision", "export_s", "peak_rss_mib", "size_mib"])
+    lines += ["", "Each export ran in its own child process (wall seconds including Python start-up; peak RSS from "
+                  "wait4). edgeport's export time includes its parity validation against the reference over the "
+                  "shape grid, and its int8/int4 rows the accuracy evaluation on held-out text; Optimum's CLI also "
+                  "validates its outputs; litert-torch's conversion, ai-edge-quantizer, quantize_dynamic and GenAI's "
+                  "builder do not. Sizes: the artifact with its external data, MiB."]
     lines += ["", "## Quantization accuracy (against the float export)", ""] + simple_table(
         accuracy_rows(results), ["model", "contender", "scheme", "metric", "value", "delta"])
     if results.get("profiles"):
