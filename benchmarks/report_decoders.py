@@ -100,7 +100,7 @@ def measure(work: Path, venv: Path, quick: bool) -> dict:
     model = model_name(quick)
     ckpt = work / ("ckpt-125m" if quick else "ckpt-250m")
     paths, rows = exports(work, ckpt, venv, model)
-    rounds, steps = (1, 16) if quick else (3, STEPS)
+    rounds, steps = (1, 16) if quick else (5, STEPS)
     runs = {label: [] for label in paths}
     for _ in range(rounds):  # interleaved: every contender once per round, each in a fresh process
         for label, folder in paths.items():

@@ -457,8 +457,13 @@ def goals_builders(p: dict) -> dict:
 
 def stage_goals(work: Path, quick: bool) -> dict:
     """The goal encoders at 1 x 128: latency, MatMul FLOPs (Optimum's graph), sizes, profiles."""
+    from edgeport.runtime.machine import measure_limits
+
     paths = json.loads((work / "goals-paths.json").read_text())
-    res = {"latency": [], "flops": {}, "profiles": [], "exports": [], "accuracy": []}
+    lim = measure_limits(THREADS)  # in the same locked step as the timings its fractions divide
+    res = {"latency": [], "flops": {}, "profiles": [], "exports": [], "accuracy": [],
+           "goal_limits": {"fp32_gflops": lim.fp32_gflops, "int8_gops": lim.int8_gops,
+                           "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}}
     for name, p in paths.items():
         b = goals_builders(p)
         res["latency"] += time_grid(name, b, {(1, 128): (4 if quick else 10, list(b))}, 2 if quick else 5)

@@ -101,6 +101,14 @@ def test_render_writes_markdown_tables_and_small_pngs(tmp_path):
     assert "+3.00 ms per call in all; more time in Attention +3.00, MatMul +1.00; less in Softmax -1.00" in text
 
 
+def test_a_fraction_above_the_limit_is_not_judged():
+    res = synthetic()
+    res["goal_limits"] = {"fp32_gflops": 50.0, "int8_gops": 400.0}  # 90 GFLOP/s achieved > 50 measured
+    row = by_goal(report_render.goal_rows(res))[("fp32", "DeBERTa-v3-base", "fp32")]
+    assert row["met"] is None and row["ratio"] == pytest.approx(1.8)
+    assert "| 180% | >= 90% | not judged" in "\n".join(report_render.goals_table([row]))
+
+
 def test_render_with_nothing_measured_still_writes_a_report(tmp_path):
     out = report_render.render({}, tmp_path / "REPORT.md")
     assert "## Goals (issue 15)" in out.read_text()
