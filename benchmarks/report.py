@@ -113,8 +113,9 @@ def record_peers(results_dir: Path, a) -> None:
                  a.optimum_venv, ["optimum-onnx", "transformers", "torch", "onnxruntime", "onnx"]),
              f"GenAI venv ({a.genai_venv}, benchmarks/peers/genai_venv.sh): " + peer_versions(
                  a.genai_venv, ["onnxruntime-genai", "transformers", "torch", "onnxruntime", "onnx"]),
-             "Optimum's int8: onnxruntime quantize_dynamic (per-channel, QInt8) of its export, in this venv's "
-             "onnxruntime; litert-torch's int8: ai-edge-quantizer dynamic_wi8_afp32 (shared/PEERS.md recipes)."]
+             "Optimum's int8: onnxruntime quantize_dynamic (per-channel, QInt8) of its export; litert-torch's int8: "
+             "ai-edge-quantizer dynamic_wi8_afp32 (shared/PEERS.md recipes). Every ONNX contender, Optimum's "
+             "included, runs in the main venv's onnxruntime (see Versions); only GenAI runs in its own venv."]
     (results_dir / "peers.json").write_text(json.dumps({"notes": notes}, indent=1))
 
 
