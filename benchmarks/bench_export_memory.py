@@ -1,14 +1,21 @@
 """Export memory at scale: peak RSS, disk written and wall time of exporting Mistral-architecture
 checkpoints (random weights saved as safetensors), each export in its own process under
-`/usr/bin/time -v`.
+`/usr/bin/time -v`, for edgeport (streaming and in-memory, fp32 and int4) and onnxruntime-genai's model
+builder (fp32 and int4, its own venv: benchmarks/peers/genai_venv.sh), then a linear fit of each
+against the parameter count, extrapolated to Mistral-7B and Mixtral-8x7B.
 
     python benchmarks/bench_export_memory.py make --size 125m --out /tmp/ckpt-125m
-    python benchmarks/bench_export_memory.py run --checkpoint /tmp/ckpt-125m [--streaming] [--no-validate]
+    python benchmarks/bench_export_memory.py run --checkpoint /tmp/ckpt-125m [--streaming] [--quantize int4]
+    bash benchmarks/peers/genai_venv.sh /tmp/genai-venv
+    flock /tmp/edgeport-bench.lock python benchmarks/bench_export_memory.py sweep --size 125m \
+        --checkpoint /tmp/ckpt-125m --venv /tmp/genai-venv --results /tmp/export-memory.json   # per size
+    python benchmarks/bench_export_memory.py fit --results /tmp/export-memory.json
 
 `make` writes config.json + model.safetensors (fp32, written one tensor at a time so the maker itself
-stays small). `run` times one `edgeport export` (in-memory or --streaming) in a child process and prints
-peak RSS (ru_maxrss of the child, from /usr/bin/time -v), wall seconds, bytes on disk, and the ratio
-of peak RSS to the fp32 weight bytes.
+stays small). Peak RSS is ru_maxrss of the child (/usr/bin/time -v): resident anonymous memory plus
+the file-backed pages it has mapped (the checkpoint, the artifact's external data). `sweep` skips what
+this machine cannot hold and records why (SKIP). `profile` runs one export in this process and prints
+the peak anonymous and file-backed RSS of each progress step.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ SIZES = {
     "250m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=16, num_attention_heads=16,
                  num_key_value_heads=4),
     "500m": dict(hidden_size=1280, intermediate_size=3584, num_hidden_layers=20, num_attention_heads=20,
-                 num_key_value_heads=4),
+                 num_key_value_heads=4),  # 436M parameters
+    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=20, num_attention_heads=32,
+               num_key_value_heads=8),  # 1.03B parameters
 }
 
 
@@ -92,21 +101,105 @@ def timed(cmd: list) -> dict:
             "tail": "\n".join((r.stdout + r.stderr).splitlines()[-40:])}
 
 
-def run_export(checkpoint: Path, streaming: bool, validate: bool, quantize: str | None) -> dict:
-    """One `edgeport export` of `checkpoint` to ONNX in a child process -> measurements."""
+# What each contender runs: (contender, path, precision) -> argv after the python executable.
+# edgeport in-memory int4 is `edgeport export --quantize int4`: the fp32 export, then `edgeport quantize`
+# of it in the same process (the two-step path streaming replaces).
+def contender_cmd(contender: str, path: str, precision: str, checkpoint: Path, out: Path, cache: Path) -> list:
+    """argv (after the interpreter) of one export; ValueError for a combination that does not exist."""
+    if contender == "edgeport":
+        cmd = ["-m", "edgeport.cli", "export", "--model", str(checkpoint), "--target", "onnx", "-q", "-o", str(out)]
+        return cmd + (["--streaming"] if path == "streaming" else []) + \
+            (["--quantize", "int4"] if precision == "int4" else [])
+    if contender == "onnxruntime-genai" and path == "builder":
+        return ["-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint), "-o", str(out), "-p", precision,
+                "-e", "cpu", "-c", str(cache)]
+    raise ValueError(f"no such contender/path: {contender} {path}")
+
+
+def run_export(checkpoint: Path, contender: str = "edgeport", path: str = "streaming", precision: str = "fp32",
+               python: str = sys.executable) -> dict:
+    """One export of `checkpoint` in a child process under /usr/bin/time -v -> measurements: peak RSS (GB),
+    wall (s), disk written (GB: the output folder plus the builder's cache), fp32 weight bytes, ratios."""
     weights = (checkpoint / "model.safetensors").stat().st_size
     with tempfile.TemporaryDirectory(dir=checkpoint.parent) as tmp:
-        out = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "edgeport.cli", "export", "--model", str(checkpoint), "--target", "onnx",
-               "-o", str(out)]
-        cmd += ["--streaming"] if streaming else []
-        cmd += [] if validate else ["--no-validate"]
-        cmd += ["--quantize", quantize] if quantize else []
-        res = timed(cmd)
-        res["disk_gb"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9 if out.exists() else 0
-    res["weights_gb"] = weights / 1e9
+        out, cache = Path(tmp) / "out", Path(tmp) / "cache"
+        res = timed([python, *contender_cmd(contender, path, precision, checkpoint, out, cache)])
+        res["disk_gb"] = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 1e9
+    res.update(contender=contender, path=path, precision=precision, weights_gb=weights / 1e9,
+               parameters=weights // 4)
     res["rss_x_weights"] = res["peak_rss_gb"] / res["weights_gb"]
     return res
+
+
+# Runs left out at a size, with the reason (this machine: 24 GiB shared by five agents, ~9 GB per run).
+SKIP = {("1b", "edgeport", "in-memory"): "in-memory edgeport needs ~5x the weights (20 GB at 1B)",
+        ("1b", "onnxruntime-genai", "builder", "int4"): "the builder's int4 path needs ~2.9x (12 GB at 1B)"}
+
+
+def sweep(size: str, checkpoint: Path, venv: Path, results: Path) -> list:
+    """Every contender on one checkpoint (edgeport streaming and in-memory, fp32 and int4; the GenAI
+    builder fp32 and int4), each in its own process; rows appended to the JSON list in `results`."""
+    rows = json.loads(results.read_text()) if results.is_file() else []
+    for contender, path in (("edgeport", "streaming"), ("edgeport", "in-memory"), ("onnxruntime-genai", "builder")):
+        for precision in ("fp32", "int4"):
+            why = SKIP.get((size, contender, path)) or SKIP.get((size, contender, path, precision))
+            if why:
+                rows.append({"size": size, "contender": contender, "path": path, "precision": precision, "skipped": why})
+                continue
+            py = str(venv / "bin" / "python") if contender == "onnxruntime-genai" else sys.executable
+            r = run_export(checkpoint, contender, path, precision, py)
+            r["size"], r["loadavg"] = size, Path("/proc/loadavg").read_text().split()[:3]
+            if r["rc"]:
+                print(r["tail"], file=sys.stderr)
+            r.pop("tail")
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            results.write_text(json.dumps(rows, indent=1))
+    results.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+# Parameter counts to extrapolate to (the presets' configs: mistral-7b; Mixtral-8x7B's published count).
+TARGETS = {"Mistral-7B": 7_241_732_096, "Mixtral-8x7B": 46_702_792_704}
+
+
+def fit(rows: list) -> list:
+    """Least-squares line y = a + b * parameters per (contender, path, precision) and measure (peak RSS GB,
+    wall s, disk GB) over the measured sizes -> [{..., a, b, at 7B, at 8x7B, x fp32 weights at each}]."""
+    import numpy as np
+
+    groups = {}
+    for r in rows:
+        if "skipped" not in r and r.get("rc") == 0:
+            groups.setdefault((r["contender"], r["path"], r["precision"]), []).append(r)
+    out = []
+    for key, rs in sorted(groups.items()):
+        n = np.array([r["parameters"] for r in rs], float)
+        line = {"contender": key[0], "path": key[1], "precision": key[2], "sizes": len(rs)}
+        for measure in ("peak_rss_gb", "wall_s", "disk_gb"):
+            y = np.array([r[measure] for r in rs], float)
+            b, a = np.polyfit(n, y, 1) if len(rs) > 1 else (y[0] / n[0], 0.0)
+            line[measure] = {"a": float(a), "b_per_billion": float(b * 1e9),
+                             **{t: float(a + b * p) for t, p in TARGETS.items()}}
+        line["peak_rss_x_fp32_weights"] = {t: line["peak_rss_gb"][t] / (4 * p / 1e9) for t, p in TARGETS.items()}
+        out.append(line)
+    return out
+
+
+def fit_table(lines: list) -> str:
+    """Markdown rows: contender, path, precision, sizes fitted, GB per billion parameters, then peak RSS,
+    its ratio to the fp32 weights and wall time extrapolated to each TARGETS model."""
+    head = "| contender | path | precision | sizes | peak RSS GB/B params | " + " | ".join(
+        f"{t} peak RSS (x fp32) | {t} wall" for t in TARGETS) + " |"
+    rows = [head, "|" + "---|" * (5 + 2 * len(TARGETS))]
+    for ln in lines:
+        cells = [ln["contender"], ln["path"], ln["precision"], str(ln["sizes"]),
+                 f"{ln['peak_rss_gb']['b_per_billion']:.2f}"]
+        for t in TARGETS:
+            cells += [f"{ln['peak_rss_gb'][t]:.0f} GB ({ln['peak_rss_x_fp32_weights'][t]:.2f}x)",
+                      f"{ln['wall_s'][t] / 60:.0f} min"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def rss_gb() -> tuple:
@@ -151,7 +244,8 @@ def profile_steps(argv: list) -> list:
 
 
 def main(argv=None):
-    """CLI: `make` a checkpoint or `run` one export and print its measurements as JSON."""
+    """CLI: `make` a checkpoint, `run` one export, `sweep` every contender on one size, `fit` the results,
+    `profile` one export in-process; measurements printed as JSON (fit: a markdown table too)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
@@ -160,18 +254,35 @@ def main(argv=None):
     r = sub.add_parser("run")
     r.add_argument("--checkpoint", type=Path, required=True)
     r.add_argument("--streaming", action="store_true")
-    r.add_argument("--no-validate", action="store_true")
-    r.add_argument("--quantize")
+    r.add_argument("--quantize", choices=("int4",))
+    w = sub.add_parser("sweep", help="every contender on one size, appended to --results")
+    w.add_argument("--size", choices=sorted(SIZES), required=True)
+    w.add_argument("--checkpoint", type=Path, required=True)
+    w.add_argument("--venv", type=Path, required=True, help="onnxruntime-genai venv (benchmarks/peers/genai_venv.sh)")
+    w.add_argument("--results", type=Path, required=True)
+    f = sub.add_parser("fit", help="linear fit of the sweep results against parameter count")
+    f.add_argument("--results", type=Path, required=True)
     sub.add_parser("profile", help="in-process export; peak RSS (anon, file-backed) per progress step")
     a, rest = p.parse_known_args(argv)
     if a.cmd == "profile":  # everything after `profile` goes to `edgeport export`
         for step, anon, file in profile_steps(rest):
             print(f"{anon:7.3f} GB anon {file:7.3f} GB file  {step}")
         return
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if a.cmd == "make":
         print(json.dumps({"parameters": make_checkpoint(a.size, a.out), "out": str(a.out)}))
+    elif a.cmd == "sweep":
+        from report_decoders import write_tokenizer  # GenAI's builder refuses a folder without a tokenizer
+
+        write_tokenizer(a.checkpoint, json.loads((a.checkpoint / "config.json").read_text())["vocab_size"])
+        sweep(a.size, a.checkpoint, a.venv, a.results)
+    elif a.cmd == "fit":
+        lines = fit(json.loads(a.results.read_text()))
+        print(json.dumps(lines, indent=1))
+        print(fit_table(lines))
     else:
-        res = run_export(a.checkpoint, a.streaming, not a.no_validate, a.quantize)
+        res = run_export(a.checkpoint, "edgeport", "streaming" if a.streaming else "in-memory", a.quantize or "fp32")
         print(res.pop("tail"), file=sys.stderr)
         print(json.dumps(res))
 

@@ -119,3 +119,14 @@ def test_streamed_quantize_refuses_other_schemes(checkpoint, tmp_path):
     with pytest.raises(EdgeportError, match="int4 ONNX weights from the checkpoint"):
         export(str(checkpoint), "onnx", out_dir=tmp_path / "x", quiet=True, quantize="int8", streaming=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_preflight_estimates_the_int4_path_apart():
+    """Mistral-7B (28.97 GB of fp32 weights): the streamed int4 export fits in 16 GB, the streamed fp32
+    one does not (PEAK_FACTOR: 0.3x vs 1.0x the weights, + 2x the 0.52 GB head + 0.5 GB)."""
+    from edgeport.export.streaming import preflight
+
+    need = preflight("mistral-7b", None, None, True, available=lambda: 16e9, quantize="int4")
+    assert 10e9 < need < 11e9
+    with pytest.raises(EdgeportError, match=r"streaming export: about 30\.5 GB needed"):
+        preflight("mistral-7b", None, None, True, available=lambda: 16e9)

@@ -124,7 +124,7 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     if memory_check and tgt.route == "onnx":
         from edgeport.export.streaming import preflight
 
-        preflight(model, task, checkpoint, streaming)
+        preflight(model, task, checkpoint, streaming, quantize=quantize if streaming else None)
     steps = Steps(5, quiet)
     if streaming:
         from edgeport.export.streaming import load_lazy_reference

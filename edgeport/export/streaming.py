@@ -435,7 +435,8 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
 # copy, torch.onnx protobuf, onnx.load, onnxruntime's prepacked copy during validation). Streaming: the
 # artifact's memory-mapped weights while onnxruntime validates it (1.0x, file-backed) above the base;
 # writing and the reference pass keep one tensor or one layer resident (436M: 2.04 GB = 0.30 + 1.0x).
-PEAK_FACTOR = {"in-memory": 5.0, "streaming": 1.0}
+# Streaming int4: the int4 artifact mapped while it is scored (about 0.16x with its scales) and one layer.
+PEAK_FACTOR = {"in-memory": 5.0, "streaming": 1.0, "streaming int4": 0.3}
 BASE_BYTES = 0.5e9  # python, torch, onnxruntime and the traced graph (0.35-0.45 GB measured)
 
 
@@ -472,14 +473,16 @@ def available_bytes() -> int:
     return avail
 
 
-def preflight(model: str, task: str | None, checkpoint: str | None, streaming: bool, available=None) -> int:
+def preflight(model: str, task: str | None, checkpoint: str | None, streaming: bool, available=None,
+              quantize: str | None = None) -> int:
     """Estimate the export's peak memory from the config and refuse, before any work, when the machine
     cannot hold it: EdgeportError with the numbers (one line). Returns the estimate in bytes.
 
     Estimate: PEAK_FACTOR[path] x fp32 weights + 2 x the largest tensor (streaming: a tensor and its
-    transposed copy) + BASE_BYTES. `available()`: bytes free (default available_bytes)."""
+    transposed copy) + BASE_BYTES; `quantize` with `streaming`: the int4 path (streaming_int4.py).
+    `available()`: bytes free (default available_bytes)."""
     weights, largest = weight_stats(model, task, checkpoint)
-    path = "streaming" if streaming else "in-memory"
+    path = ("streaming int4" if quantize else "streaming") if streaming else "in-memory"
     need = int(PEAK_FACTOR[path] * weights + (2 * largest if streaming else 0) + BASE_BYTES)
     have = (available or available_bytes)()
     if need > have:

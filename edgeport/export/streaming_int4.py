@@ -198,13 +198,16 @@ def held_out_tokens(ref, tokenizer_file: Path | None, eos_id, budget: int) -> tu
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z -= z.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-np.take_along_axis(logp, targets[..., None], -1).sum())
+    """Summed next-token negative log-likelihood of logits (b, S, V) float32 for targets (b, S), one
+    window at a time (log-softmax in float32: a few (S, V) temporaries, not the whole batch in float64)."""
+    total = 0.0
+    for row, tgt in zip(logits, targets):
+        logp = torch.log_softmax(torch.from_numpy(row), -1)
+        total -= float(logp.gather(-1, torch.from_numpy(tgt)[:, None]).double().sum())
+    return total
 
 
-def accuracy_report(ref, path: Path, block: dict, tokens: np.ndarray, source: str, batch: int = 4) -> dict:
+def accuracy_report(ref, path: Path, block: dict, tokens: np.ndarray, source: str, batch: int = 2) -> dict:
     """Perplexity and greedy agreement of the int4 artifact at `path` against the float reference over
     `tokens` in windows of WINDOW (empty cache each), artifact pass first, then the reference."""
     import gc
