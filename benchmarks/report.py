@@ -133,7 +133,8 @@ def merge(results_dir: Path, a) -> dict:
             elif isinstance(v, dict):
                 res.setdefault(k, {}).update(v)
     log = {}
-    for p in sorted(results_dir.glob("stages*.json")):  # stages.json: older runs' single log
+    logs = sorted(results_dir.glob("stages*.json"), key=lambda p: (p.name != "stages.json", p.name))
+    for p in logs:  # stages.json (older runs' single log) first: a per-stage file is newer
         log.update(json.loads(p.read_text()))
     order = {s: i for i, s in enumerate(STAGES)}
     res["stages"] = sorted(log.values(), key=lambda r: (order.get(r["name"].split()[0], 9), r["name"]))
