@@ -5,8 +5,8 @@
     python benchmarks/report.py --render-only                # re-render from the saved results JSON
 
 Stages, each a child process writing WORK/results/STAGE.json (schema: report_render.py):
-    machine   CPU model and flags, cores, versions (edgeport.runtime.machine), measured fp32 / int8 MatMul
-              and memory-bandwidth limits (benchmarks/bench_peak.py's kernels where machine.py is absent)
+    machine   CPU model and flags, cores, versions and the measured fp32 / int8 MatMul and memory-bandwidth
+              limits (edgeport.runtime.machine; the goals stage measures the MatMul limits again itself)
     minilm    all-MiniLM-L6-v2 real weights: export time / peak RSS / size, latency vs length and batch for
               edgeport ONNX and TFLite fp32/int8 and every peer, accuracy of int8, per-op profiles
     goals     BERT-base, MobileBERT, DeBERTa-v3-base @128: edgeport vs Optimum fp32/int8, MatMul FLOPs
