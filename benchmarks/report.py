@@ -15,7 +15,9 @@ Untimed work (peer venvs from benchmarks/peers/*.sh, the goal models' exports, t
 without the lock; every measurement runs under the timing lock /tmp/edgeport-bench.lock (flock), taken
 per stage so others can measure in between (--no-lock when the caller holds it already). The load average
 is recorded before and after each stage: the report says when the machine was not idle.
---quick: MiniLM at 1 x 128 only, 2 rounds, a 125M decoder with 16 steps, no goal encoders (a smoke run).
+--quick: MiniLM at 1 x 128 only, 2 rounds, a 125M decoder with 16 steps, no goal encoders (a smoke run),
+written to benchmarks/REPORT-quick.md from edgeport-out/report-quick so it never replaces the full report.
+--render-only refuses (exit 1, report untouched) when the work folder holds no measured results.
 """
 
 from __future__ import annotations
@@ -147,8 +149,9 @@ def merge(results_dir: Path, a) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run (minutes), not for quoting")
-    ap.add_argument("--out", type=Path, default=HERE / "REPORT.md")
-    ap.add_argument("--work", type=Path, default=HERE.parent / "edgeport-out" / "report")
+    ap.add_argument("--out", type=Path, help="default benchmarks/REPORT.md (--quick: benchmarks/REPORT-quick.md, "
+                    "so a smoke run never replaces the full report)")
+    ap.add_argument("--work", type=Path, help="default edgeport-out/report (--quick: edgeport-out/report-quick)")
     ap.add_argument("--stages", nargs="+", choices=STAGES, help="stages to (re)run (default: all; --quick: "
                     "machine minilm decoders)")
     ap.add_argument("--render-only", action="store_true")
@@ -160,8 +163,14 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.machine_json:
         return machine_json(a.machine_json, a.threads)
-    a.work = a.work.resolve()
+    suffix = "-quick" if a.quick else ""
+    a.out = a.out or HERE / f"REPORT{suffix}.md"
+    a.work = (a.work or HERE.parent / "edgeport-out" / f"report{suffix}").resolve()
     results = a.work / "results"
+    if a.render_only and not any(p.name not in ("run.json", "peers.json") and not p.name.startswith("stages")
+                                 for p in results.glob("*.json")):
+        sys.exit(f"report.py: error: no measured results in {results}: run the stages first "
+                 f"(--render-only re-renders a finished run; {a.out} left as it is)")
     results.mkdir(parents=True, exist_ok=True)
     stages = [] if a.render_only else a.stages or (["machine", "minilm", "decoders"] if a.quick else list(STAGES))
     if "minilm" in stages or "goals" in stages:

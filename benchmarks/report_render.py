@@ -26,7 +26,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-PNG_DIR = "report-png"
+PNG_DIR = "report-png"  # beside REPORT.md; another report file gets its own folder (png_dir_name)
+
+
+def png_dir_name(out_md: Path) -> str:
+    """The plots' folder name beside out_md: "report-png" for REPORT.md, "<stem>-png" (lower case) for any
+    other name, so a --quick run (REPORT-quick.md) never overwrites the full report's plots."""
+    stem = Path(out_md).stem.lower()
+    return PNG_DIR if stem == "report" else f"{stem}-png"
 GOAL_SEQ = 128
 
 
@@ -305,10 +312,33 @@ def plots(results, png_dir: Path) -> dict:
     return made
 
 
+IDLE_LOAD = 0.5  # 1-min load average before a timed step above which other work was sharing the cores
+
+
+def idle_sentence(stages: list) -> str:
+    """One line saying whether the machine was idle, from the 1-min load average recorded before each timed
+    step (`stages[i]["loadavg_before"]`, "1min 5min 15min" as /proc/loadavg gives them): idle only when every
+    step started at or below IDLE_LOAD; no stages recorded -> says so."""
+    loads = []
+    for st in stages:
+        try:
+            loads.append(float(str(st.get("loadavg_before", "")).split()[0]))
+        except (IndexError, ValueError):
+            pass
+    if not loads:
+        return "- No load average was recorded for these results."
+    if max(loads) > IDLE_LOAD:
+        return (f"- **The machine was not idle**: other work shared its cores during these runs (1-min load up to "
+                f"{max(loads):.2f} before a timed step). Load average (1/5/15 min) at each stage:")
+    return (f"- The machine was otherwise idle (1-min load at most {max(loads):.2f} before each timed step). "
+            "Load average (1/5/15 min) at each stage:")
+
+
 def render(results: dict, out_md: Path) -> Path:
-    """Write out_md (markdown) and its plots under out_md.parent / PNG_DIR; returns out_md."""
+    """Write out_md (markdown) and its plots under out_md.parent / png_dir_name(out_md); returns out_md."""
     out_md = Path(out_md)
-    made = plots(results, out_md.parent / PNG_DIR)
+    png_dir = png_dir_name(out_md)
+    made = plots(results, out_md.parent / png_dir)
     m = results.get("machine", {})
     lim = m.get("limits", {})
     lines = ["# edgeport benchmark report", "",
@@ -324,8 +354,7 @@ def render(results: dict, out_md: Path) -> Path:
              f"int8 MatMulInteger {lim.get('int8_gops', math.nan):.0f} GOP/s, memory bandwidth "
              f"{lim.get('bandwidth_gbs', math.nan):.1f} GB/s (streaming read of a 256 MiB weight; copy "
              f"{lim.get('copy_gbs', math.nan):.1f} GB/s read + write)",
-             "- **The machine was not idle**: other work shared its cores during these runs. Load average "
-             "(1/5/15 min) at each stage:", ""]
+             idle_sentence(results.get("stages", [])), ""]
     lines += simple_table(results.get("stages", []), ["name", "loadavg_before", "loadavg_after", "wall_s",
                                                       "prep_and_wait_s"])
     lines += ["", "wall_s: the timed step, holding the timing lock; prep_and_wait_s: untimed preparation before it "
@@ -348,7 +377,7 @@ def render(results: dict, out_md: Path) -> Path:
             lines.append(f"- {r['goal']}, {r['model']} {r['precision']}: {r['measured']} ({r['ratio']:.2f}); {where}.")
     lines += ["", "## Latency", ""] + latency_table(results)
     for title, png in made.items():
-        lines += ["", f"![{title}]({PNG_DIR}/{png})"]
+        lines += ["", f"![{title}]({png_dir}/{png})"]
     if results.get("decode"):
         lines += ["", "## Decoders", ""] + simple_table(
             [{**r, "tokens_per_s": 1e3 / r["ms_per_token"]} for r in results["decode"]],

@@ -113,3 +113,29 @@ def test_render_with_nothing_measured_still_writes_a_report(tmp_path):
     out = report_render.render({}, tmp_path / "REPORT.md")
     assert "## Goals (issue 15)" in out.read_text()
     assert not (tmp_path / report_render.PNG_DIR / "latency-vs-length.png").exists()
+
+
+def test_idle_is_claimed_only_when_every_step_started_quiet():
+    quiet = [{"loadavg_before": "0.21 0.30 0.40"}, {"loadavg_before": "0.45 0.3 0.2"}]
+    assert "otherwise idle" in report_render.idle_sentence(quiet) and "not idle" not in report_render.idle_sentence(quiet)
+    loaded = quiet + [{"loadavg_before": "0.9 0.5 0.4"}]
+    assert "not idle" in report_render.idle_sentence(loaded) and "0.90" in report_render.idle_sentence(loaded)
+    assert "No load average" in report_render.idle_sentence([])
+
+
+def test_a_quick_report_gets_its_own_plot_folder(tmp_path):
+    out = report_render.render(synthetic(), tmp_path / "REPORT-quick.md")
+    assert (tmp_path / "report-quick-png" / "decode.png").exists()
+    assert not (tmp_path / report_render.PNG_DIR).exists()
+    assert "](report-quick-png/decode.png)" in out.read_text()
+
+
+def test_render_only_without_results_refuses_and_keeps_the_report(tmp_path):
+    import subprocess
+
+    report = tmp_path / "REPORT.md"
+    report.write_text("the full report\n")
+    p = subprocess.run([sys.executable, str(Path(report_render.__file__).with_name("report.py")), "--render-only",
+                        "--out", str(report), "--work", str(tmp_path / "work")], capture_output=True, text=True)
+    assert p.returncode != 0 and "no measured results" in p.stderr and "Traceback" not in p.stderr
+    assert report.read_text() == "the full report\n"
