@@ -50,7 +50,8 @@ def _cmd_export_auto(a):
 
     export_auto(a.model, task=a.task, checkpoint=a.checkpoint, out_dir=a.output, target=a.target, budget=a.budget,
                 lowering=a.lowering, quantizer=quantizer, seq_len=a.seq_len, opset=a.opset,
-                seconds=a.measure_seconds, quiet=a.quiet, allow_random_head=a.allow_random_head)
+                seconds=a.measure_seconds, quiet=a.quiet, allow_random_head=a.allow_random_head,
+                memory_check=not a.no_memory_check)
 
 
 def _cmd_inspect(a):

@@ -46,13 +46,21 @@ def default_out_dir(model: str, task: str, target: str) -> Path:
 
 
 def load(model, task, checkpoint, steps: Steps, allow_random_head: bool = False):
-    """load_reference with its warnings shown as progress notes."""
+    """load_reference with its warnings shown as progress notes. An allocation failure while loading
+    (MemoryError, torch's RuntimeError "can't allocate memory") becomes a one-line EdgeportError."""
+    from edgeport.export.streaming import allocation_failed, out_of_memory
     from edgeport.reference_models import load_reference
 
     with steps.step(f"loading {model}" + (f" with weights from {checkpoint}" if checkpoint else "")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ref = load_reference(model, task, checkpoint, allow_random_head=allow_random_head)
+            try:
+                ref = load_reference(model, task, checkpoint, allow_random_head=allow_random_head)
+            except (MemoryError, RuntimeError) as e:
+                if not out_of_memory(e):
+                    raise
+                raise EdgeportError(f"not enough memory to load {model}: {allocation_failed(e)} while building "
+                                    "the model; free memory or export on a machine with more") from None
         for w in caught:
             steps.note(f"warning: {w.message}")
     return ref
@@ -111,8 +119,8 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     artifact misses tolerance; then no output folder is written. `streaming`: decoders from a safetensors
     folder, with about one copy of the weights in memory (export/streaming.py; refused with an
     EdgeportError, before any work, when the machine's available memory is below its estimate).
-    `memory_check`: refuse before any work when the path's estimated peak memory (streaming.preflight)
-    exceeds what the machine has available.
+    `memory_check`: refuse before any work, for every target, when the path's estimated peak memory
+    (streaming.preflight) exceeds what the machine has available.
     """
     tgt = get_target(target)
     if (seq_len is not None and seq_len < 2) or batch < 1:
@@ -121,10 +129,10 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
         from edgeport.schemes import resolve
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
-    if memory_check and tgt.route == "onnx":
+    if memory_check:  # every route, before loading (the estimate per route: streaming.preflight)
         from edgeport.export.streaming import preflight
 
-        preflight(model, task, checkpoint, streaming, quantize=quantize if streaming else None)
+        preflight(model, task, checkpoint, streaming, quantize=quantize if streaming else None, target=tgt.name)
     steps = Steps(5, quiet)
     if streaming:
         from edgeport.export.streaming import load_lazy_reference

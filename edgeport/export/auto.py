@@ -147,7 +147,8 @@ def reference_probe(ref, contract, folder: Path, length: int) -> Probe:
 def export_auto(model: str, task: str | None = None, checkpoint: str | None = None, out_dir=None,
                 target: str = "auto", budget: str | None = None, lowering: str | None = None,
                 quantizer: Callable | None = None, seq_len: int | None = None, opset: int | None = None,
-                seconds: float = 2.0, quiet: bool = False, allow_random_head: bool = False) -> Path:
+                seconds: float = 2.0, quiet: bool = False, allow_random_head: bool = False,
+                memory_check: bool = True) -> Path:
     """Measure the candidates for `model` (see the module docstring), write the fastest that meets `budget`
     as the output folder (default edgeport-out/<model>-<task>-auto) and return it.
 
@@ -155,13 +156,18 @@ def export_auto(model: str, task: str | None = None, checkpoint: str | None = No
     syntax, default per task (budget.default_budget); quantizer: fn(float folder, scheme, out dir) -> folder,
     adds AUTO_SCHEMES' precisions; seconds: timed seconds per candidate (runtime.latency.measure).
     Raises EdgeportError, before any export, for bad budget syntax, a task without (batch, sequence) inputs
-    or an unusable output path; after measuring, when no candidate meets the budget (naming the best
-    accuracy reached). No folder is written then.
+    or an unusable output path, or (memory_check) when the most expensive candidate's estimated peak
+    memory exceeds what the machine has (streaming.preflight); after measuring, when no candidate meets
+    the budget (naming the best accuracy reached). No folder is written then.
     """
     if budget is not None:
         parse_budget(budget)  # syntax first: before minutes of loading and exporting
     if seconds <= 0:
         raise EdgeportError("--measure-seconds must be > 0")
+    if memory_check:
+        from edgeport.export.streaming import preflight
+
+        preflight(model, task, checkpoint, False, target=target)
     steps = Steps(2, quiet)
     ref = load(model, task, checkpoint, steps, allow_random_head)
     from edgeport.export.contracts import contract_for

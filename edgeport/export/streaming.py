@@ -437,12 +437,20 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
 # writing and the reference pass keep one tensor or one layer resident (436M: 2.04 GB = 0.30 + 1.0x).
 # Streaming int4: the int4 artifact mapped while it is scored (about 0.16x with its scales) and one layer.
 PEAK_FACTOR = {"in-memory": 5.0, "streaming": 1.0, "streaming int4": 0.3}
+# In memory, per route: "onnx" measured (above); "tflite" NOT measured separately: the ONNX factor is used
+# (the reference plus the converter's copies; litert-torch's and Keras' own peaks are unmeasured).
+IN_MEMORY_FACTOR = {"onnx": PEAK_FACTOR["in-memory"], "tflite": PEAK_FACTOR["in-memory"]}
 BASE_BYTES = 0.5e9  # python, torch, onnxruntime and the traced graph (0.35-0.45 GB measured)
 
 
 def weight_stats(model: str, task: str | None, checkpoint: str | None) -> tuple[int, int]:
     """(fp32 bytes of every parameter, bytes of the largest) of the model `export` would build, from its
     config alone: the model is built with parameters on the meta device (no memory, no checkpoint read)."""
+    return _model_stats(model, task, checkpoint)[:2]
+
+
+def _model_stats(model: str, task: str | None, checkpoint: str | None):
+    """weight_stats' two numbers, then the checkpoint Source and the family (for preflight's hint)."""
     from edgeport.reference_models import all_presets
     from edgeport.reference_models import checkpoint as ckpt
     from edgeport.reference_models.registry import family_for_model_type
@@ -456,7 +464,22 @@ def weight_stats(model: str, task: str | None, checkpoint: str | None) -> tuple[
     with parameters_on_meta():
         net = family.build(family.config_cls.from_hf(src.hf_config), task)
     sizes = [4 * p.numel() for p in net.parameters()]
-    return sum(sizes), max(sizes, default=0)
+    return sum(sizes), max(sizes, default=0), src, family
+
+
+def streaming_applies(src, family, target: str) -> bool:
+    """Whether --streaming can export this source for `target` (load_lazy_reference's and lower_streaming's
+    conditions): a checkpoint folder with safetensors weights, a family in STREAMING_FAMILIES, a target on
+    the ONNX route without graph passes. `src`: reference_models.checkpoint.Source; `target`: a TARGETS name."""
+    from edgeport.export.targets import TARGETS
+
+    tgt = TARGETS.get(target)
+    if src.folder is None or family.name not in STREAMING_FAMILIES or tgt is None:
+        return False
+    if tgt.route != "onnx" or tgt.graph_passes:
+        return False
+    folder = Path(src.folder)
+    return (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
 
 
 def available_bytes() -> int:
@@ -473,23 +496,59 @@ def available_bytes() -> int:
     return avail
 
 
+def route_factor(target: str) -> tuple[float, str]:
+    """(in-memory PEAK_FACTOR, the route it is for) for `target`: a TARGETS name, or "auto" (every route a
+    candidate may take: the most expensive one, as the reference stays loaded while each is exported)."""
+    from edgeport.export.targets import TARGETS, get_target
+
+    routes = sorted({t.route for t in TARGETS.values()}) if target == "auto" else [get_target(target).route]
+    return max((IN_MEMORY_FACTOR[r], r) for r in routes)
+
+
 def preflight(model: str, task: str | None, checkpoint: str | None, streaming: bool, available=None,
-              quantize: str | None = None) -> int:
+              quantize: str | None = None, target: str = "onnx") -> int:
     """Estimate the export's peak memory from the config and refuse, before any work, when the machine
     cannot hold it: EdgeportError with the numbers (one line). Returns the estimate in bytes.
 
-    Estimate: PEAK_FACTOR[path] x fp32 weights + 2 x the largest tensor (streaming: a tensor and its
-    transposed copy) + BASE_BYTES; `quantize` with `streaming`: the int4 path (streaming_int4.py).
-    `available()`: bytes free (default available_bytes)."""
-    weights, largest = weight_stats(model, task, checkpoint)
+    Estimate: in memory, IN_MEMORY_FACTOR[route of `target`] x fp32 weights + BASE_BYTES (`target` "auto":
+    the most expensive route, route_factor); streaming, PEAK_FACTOR[path] x fp32 weights + 2 x the largest
+    tensor (a tensor and its transposed copy) + BASE_BYTES; `quantize` with `streaming`: the int4 path
+    (streaming_int4.py). `available()`: bytes free (default available_bytes). The refusal suggests
+    --streaming only where it applies (streaming_applies), else a machine with more memory."""
+    weights, largest, src, family = _model_stats(model, task, checkpoint)
     path = ("streaming int4" if quantize else "streaming") if streaming else "in-memory"
-    need = int(PEAK_FACTOR[path] * weights + (2 * largest if streaming else 0) + BASE_BYTES)
+    factor, route = (PEAK_FACTOR[path], "onnx") if streaming else route_factor(target)
+    need = int(factor * weights + (2 * largest if streaming else 0) + BASE_BYTES)
     have = (available or available_bytes)()
     if need > have:
-        hint = "; try --streaming" if not streaming else ""
-        raise EdgeportError(f"not enough memory for the {path} export: about {need / 1e9:.1f} GB needed "
-                            f"({PEAK_FACTOR[path]}x {weights / 1e9:.2f} GB of fp32 weights"
+        if streaming:
+            hint = ""
+        elif streaming_applies(src, family, target):
+            hint = "; try --streaming"
+        else:
+            hint = "; export it on a machine with more memory"
+        what = f"{path} export" + ("" if streaming or route == "onnx" and target != "auto" else
+                                   f" ({'auto: its most expensive candidate, ' if target == 'auto' else ''}"
+                                   f"{route} route)")
+        raise EdgeportError(f"not enough memory for the {what}: about {need / 1e9:.1f} GB needed "
+                            f"({factor}x {weights / 1e9:.2f} GB of fp32 weights"
                             + (f" + 2x {largest / 1e9:.2f} GB largest tensor" if streaming else "")
                             + f" + {BASE_BYTES / 1e9:.1f} GB), {have / 1e9:.1f} GB available{hint} "
                             "(--no-memory-check to try anyway)")
     return need
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation failure: MemoryError, or torch's RuntimeError "can't allocate
+    memory" (raised when the address space or the machine runs out, e.g. under `ulimit -v`)."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError)
+                                              and "can't allocate memory" in str(error))
+
+
+def allocation_failed(error: BaseException) -> str:
+    """'an allocation of N GB failed' from torch's "you tried to allocate N bytes" in `error`, else
+    'an allocation failed' (a MemoryError carries no size)."""
+    import re
+
+    found = re.search(r"tried to allocate (\d+) bytes", str(error))
+    return f"an allocation of {int(found.group(1)) / 1e9:.1f} GB failed" if found else "an allocation failed"
