@@ -527,9 +527,8 @@ def preflight(model: str, task: str | None, checkpoint: str | None, streaming: b
             hint = "; try --streaming"
         else:
             hint = "; export it on a machine with more memory"
-        what = f"{path} export" + ("" if streaming or route == "onnx" and target != "auto" else
-                                   f" ({'auto: its most expensive candidate, ' if target == 'auto' else ''}"
-                                   f"{route} route)")
+        what = f"{path} export" + (" (auto: its most expensive candidate)" if target == "auto" and not streaming
+                                   else "" if streaming or route == "onnx" else f" ({route} route)")
         raise EdgeportError(f"not enough memory for the {what}: about {need / 1e9:.1f} GB needed "
                             f"({factor}x {weights / 1e9:.2f} GB of fp32 weights"
                             + (f" + 2x {largest / 1e9:.2f} GB largest tensor" if streaming else "")
