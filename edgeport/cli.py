@@ -64,11 +64,9 @@ def _cmd_inspect(a):
           f"{m.size_bytes / 2**20:.1f} MiB, sha256 {m.sha256[:16]}...")
     print(f"  source: {m.source}{' (random weights)' if m.random_weights else ''}")
     if m.quantization:
-        from edgeport.manifest import float_artifact_path
+        from edgeport.manifest import float_artifact_status
 
-        found = float_artifact_path(m, folder)
-        print(f"  quantized ({m.quantization.get('tag')}) from: {found or m.quantization.get('float_artifact')}"
-              + ("" if found else " (not found here: moved apart or removed)"))
+        print(f"  quantized ({m.quantization.get('tag')}) from: {float_artifact_status(m, folder)[1]}")
     if m.signature_key:
         print(f"  signature: {m.signature_key}")
     for kind, specs in (("input", sess.inputs), ("output", sess.outputs)):

@@ -156,6 +156,31 @@ def float_artifact_path(manifest: Manifest, folder: str | os.PathLike) -> Path |
     return None
 
 
+def float_artifact_status(manifest: Manifest, folder: str | os.PathLike) -> tuple[Path | None, str]:
+    """(path, words) for `edgeport inspect`: where a quantized export's float artifact is, or why none is named.
+
+    path: float_artifact_path's answer. words, when path is None: "made straight from the checkpoint; no
+    float artifact" (streaming int4, quantization.from_checkpoint); "made from the checkpoint by --quantize
+    auto; ..." (float_kept False: its fp32 candidate was not kept); "<path> (changed since it was quantized)"
+    when the recorded file exists with another sha256; "<path> (not found here: moved apart or removed)".
+    """
+    q = manifest.quantization or {}
+    found = float_artifact_path(manifest, folder)
+    if found:
+        return found, str(found)
+    recorded = q.get("float_artifact")
+    if not recorded:
+        if q.get("from_checkpoint"):
+            return None, "made straight from the checkpoint; no float artifact"
+        if q.get("float_kept") is False:
+            return None, ("made from the checkpoint by --quantize auto; its float export was a temporary "
+                          "candidate, not kept")
+        return None, "no float artifact recorded"
+    if any(p.is_file() for p in (Path(folder) / recorded, Path(recorded))):
+        return None, f"{recorded} (changed since it was quantized: its sha256 differs)"
+    return None, f"{recorded} (not found here: moved apart or removed)"
+
+
 def sha256_of(paths) -> str:
     """sha256 over one file, or over several in order (model.onnx + model.onnx.data)."""
     h = hashlib.sha256()

@@ -85,6 +85,8 @@ def test_every_target_and_precision_measured_and_the_kept_one_meets_the_budget(b
     assert a["chosen"] == f"{best['target']}/{best['lowering'] or 'plain'}/{best['precision']}"
     m = _manifest(out)
     assert (m["target"], m["quantization"]["tag"] if m["quantization"] else "fp32") == (best["target"], best["precision"])
+    if m["quantization"]:  # its fp32 candidate lived in the work folder: recorded as not kept
+        assert m["quantization"]["float_artifact"] is None and m["quantization"]["float_kept"] is False
     assert _hf_top1(out, ckpt, hf) >= 0.9
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "work folders left behind"
     assert main(["inspect", str(out)]) == 0
@@ -116,6 +118,60 @@ def test_quantize_scheme_auto_against_the_float_artifact(bert_ckpt, tmp_path, ca
     assert m["auto"]["chosen"] == "onnx/generic/fp32" and m["quantization"] is None
     assert sorted(p.name for p in float_dir.iterdir()) == before
     assert (tmp_path / "q2" / "model.onnx").read_bytes() == (float_dir / "model.onnx").read_bytes()
+    # fp32 kept because no quantized scheme met the budget: said on stdout (even with -q) and in the notes
+    said = "no quantized scheme met the budget (maxdiff<=1e-07): the output is the fp32 artifact, a copy of the float export"
+    assert said in capsys.readouterr().out and said in m["notes"]
+
+
+def test_quantize_scheme_auto_records_the_users_float_folder(bert_ckpt, tmp_path, capsys, monkeypatch):
+    """A quantized choice of `quantize --scheme auto` names the user's float folder (relative path, as
+    `edgeport quantize` records it) and `inspect` finds it; changed bytes and a removed folder are told apart."""
+    import hashlib
+
+    from edgeport.export import export
+
+    float_dir = export(str(bert_ckpt[0]), task="text-classification", lowering="generic", out_dir=tmp_path / "f",
+                       quiet=True)
+    # which candidate is fastest depends on the machine: the choice is fixed to int8 (choosing is tested above)
+    monkeypatch.setattr(measuring, "choose", lambda cands, bud: next(c for c in cands if c.precision == "int8"))
+    code = main(["quantize", str(float_dir), "--scheme", "auto", "-o", str(tmp_path / "q"), "-q",
+                 "--measure-seconds", "0.05"])
+    assert code == 0, capsys.readouterr().err
+    m = _manifest(tmp_path / "q")
+    assert m["quantization"]["tag"] == "int8-dyn-pc"
+    q = m["quantization"]
+    assert q["float_artifact"] == "../f/model.onnx" and q["float_kept"] is True
+    assert q["float_sha256"] == hashlib.sha256((float_dir / "model.onnx").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "q")]) == 0
+    assert f"from: {tmp_path / 'q' / '../f/model.onnx'}" in capsys.readouterr().out
+    (float_dir / "model.onnx").write_bytes((float_dir / "model.onnx").read_bytes() + b"\0")
+    assert main(["inspect", str(tmp_path / "q")]) == 0
+    assert "from: ../f/model.onnx (changed since it was quantized: its sha256 differs)" in capsys.readouterr().out
+    (float_dir / "model.onnx").unlink()
+    assert main(["inspect", str(tmp_path / "q")]) == 0
+    assert "from: ../f/model.onnx (not found here: moved apart or removed)" in capsys.readouterr().out
+    # folders that never had a float artifact say so: streaming int4 and export --quantize auto
+    from edgeport.manifest import Manifest, float_artifact_status
+
+    for quant, says in (({"from_checkpoint": True}, "made straight from the checkpoint; no float artifact"),
+                        ({"float_kept": False}, "its float export was a temporary candidate, not kept")):
+        made = Manifest.from_dict({**m, "quantization": {"tag": "int8-dyn-pc", "float_artifact": None, **quant}})
+        found, words = float_artifact_status(made, tmp_path / "q")
+        assert found is None and says in words and "moved apart" not in words
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+def test_measure_seconds_must_be_finite_and_positive(seconds, tmp_path, capsys):
+    """0 or less measured nothing (then "no candidate meets the budget"); nan/inf never ended."""
+    code = main(["export", "--model", "bert-tiny", "--target", "auto", "-o", str(tmp_path / "x"), "-q",
+                 "--measure-seconds", seconds])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--measure-seconds must be > 0 and finite" in err, err
+    code = main(["quantize", str(tmp_path / "none"), "--scheme", "auto", "--measure-seconds", seconds])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--measure-seconds must be > 0 and finite" in err, err
+    assert not (tmp_path / "x").exists()
 
 
 def test_decoder_int4_and_int8_candidates_vs_transformers(tmp_path, capsys):

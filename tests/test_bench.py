@@ -180,6 +180,9 @@ def test_limits_from_reuses_and_says_so(bert_exports, bench_json, tmp_path, caps
     (["--batch", "-1"], "--batch: expected comma-separated positive integers"),
     (["--lengths", "100"], f"--lengths 100 is beyond what this export's positions allow ({POSITIONS})"),
     (["--seconds", "0"], "--seconds must be > 0"),
+    (["--seconds", "nan"], "--seconds must be > 0 and finite, got nan"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--threads", "-1"], "--threads must be >= 1, got -1"),
 ])
 def test_cli_errors(bert_exports, capsys, args, message):
     assert main(["bench", str(bert_exports["default"]), *args]) == 2
@@ -292,6 +295,59 @@ def test_static_decoder_batch_refused(gpt2_export, tmp_path):
 def test_json_folder_must_exist(bert_exports, tmp_path, capsys):
     assert main(["bench", str(bert_exports["default"]), "--json", str(tmp_path / "no" / "r.json")]) == 2
     assert "its folder does not exist" in capsys.readouterr().err
+
+
+def test_json_path_that_is_a_folder_fails_before_timing(bert_exports, tmp_path, capsys):
+    assert main(["bench", str(bert_exports["default"]), "--json", str(tmp_path)]) == 2
+    io = capsys.readouterr()
+    assert "--json" in io.err and "is a folder" in io.err and len(io.err.strip().splitlines()) == 1
+    assert "timing" not in io.err and "measuring" not in io.err  # refused before the limits and the timing
+
+
+def test_limits_from_another_cpu_warns(bert_exports, bench_json, tmp_path, capsys):
+    src = tmp_path / "other.json"
+    src.write_text(json.dumps({**bench_json, "machine": {**bench_json["machine"], "cpu_model": "Some Other CPU"}}))
+    assert main(["bench", str(bert_exports["default"]), "--lengths", "16", "--batch", "1", "--threads", "1",
+                 "--seconds", "0.1", "--limits-from", str(src)]) == 0
+    io = capsys.readouterr()
+    warnings = [ln for ln in io.err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "measured on another CPU" in warnings[0] and "'Some Other CPU' there" in warnings[0]
+    assert f"limits (read from {src}, measured on another CPU)" in io.out
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(bench_json))
+    assert main(["bench", str(bert_exports["default"]), "--lengths", "16", "--batch", "1", "--threads", "1",
+                 "--seconds", "0.1", "--limits-from", str(same)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_table_flags_fractions_over_100_percent_and_tensorrt_on_cpu(bench_json):
+    """A fraction above 1 cannot be (the limits were measured under other load): marked "*" with a
+    footnote; a tensorrt export's header says it was timed as ONNX on onnxruntime's CPU provider."""
+    import copy
+    import io
+
+    from edgeport.runtime.bench_cli import OVER_LIMIT, print_report
+
+    r = copy.deepcopy(bench_json)
+    buf = io.StringIO()
+    print_report(r, out=buf)
+    assert OVER_LIMIT not in buf.getvalue() and "%*" not in buf.getvalue()
+    assert "TensorRT engine" not in buf.getvalue()
+    r["results"][0]["fraction"] = 1.3
+    r["export"]["target"] = "tensorrt"
+    buf = io.StringIO()
+    print_report(r, out=buf)
+    text = buf.getvalue().splitlines()
+    assert "130.0%*" in text[text.index(next(ln for ln in text if "median ms" in ln)) + 1]
+    assert text[-1] == OVER_LIMIT
+    assert "timed as its ONNX graph on onnxruntime's CPU provider, not as a TensorRT engine" in text[0]
+
+
+def test_run_on_a_text_generation_export_points_to_generate(gpt2_export, capsys):
+    assert main(["run", str(gpt2_export), "--text", "hello"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no pipeline for task 'text-generation'" in err and "edgeport generate" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_probe_path_counts_the_same(bert_exports, monkeypatch):

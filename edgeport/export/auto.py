@@ -41,7 +41,7 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.export import Options, default_out_dir, export_reference, load
 from edgeport.export.budget import default_budget, parse_budget
-from edgeport.export.measuring import (Candidate, Probe, check_out, choose, measure_all, probe_inputs,
+from edgeport.export.measuring import (Candidate, Probe, check_out, check_seconds, choose, measure_all, probe_inputs,
                                        real_positions, write_chosen)
 from edgeport.export.targets import TARGETS, fit_seq_len
 from edgeport.progress import Steps
@@ -162,8 +162,7 @@ def export_auto(model: str, task: str | None = None, checkpoint: str | None = No
     """
     if budget is not None:
         parse_budget(budget)  # syntax first: before minutes of loading and exporting
-    if seconds <= 0:
-        raise EdgeportError("--measure-seconds must be > 0")
+    check_seconds(seconds)  # nan/inf would never end, <= 0 would measure nothing
     if memory_check:
         from edgeport.export.streaming import preflight
 

@@ -293,6 +293,15 @@ def _say(steps: Steps, text: str) -> None:
 
 # ---------------------------------------------------------------- choosing and writing
 
+def check_seconds(seconds: float, flag: str = "--measure-seconds") -> None:
+    """Refuse a timing budget (seconds) that is not finite and > 0: 0 or less times nothing (every candidate
+    unmeasured), nan or inf never ends. Raises EdgeportError naming `flag`."""
+    import math
+
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise EdgeportError(f"{flag} must be > 0 and finite (seconds), got {seconds:g}")
+
+
 def check_out(out: Path) -> None:
     """Refuse, before any work, an output path that atomic_output_dir would refuse at the end."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
@@ -320,13 +329,27 @@ def choose(cands: list, bud: Budget) -> Candidate:
                         f"best reached: {', '.join(best)}; no folder written")
 
 
-def write_chosen(chosen: Candidate, out: Path, block: dict, steps: Steps, keep_source: bool = False) -> Path:
+def write_chosen(chosen: Candidate, out: Path, block: dict, steps: Steps, keep_source: bool = False,
+                 float_folder: Path | None = None) -> Path:
     """Put the chosen candidate's folder at `out` (atomically) with the `auto` block in its manifest: moved
-    from the work folder, or copied when `keep_source` (a folder the user owns)."""
+    from the work folder, or copied when `keep_source` (a folder the user owns).
+
+    A quantized choice records where its float artifact is: `float_folder` (the user's own float export,
+    `quantize --scheme auto`) as a path relative to `out` (as quantize_artifact records it; its sha256 was
+    recorded when quantizing); without one (`export --quantize auto`: the fp32 candidate lived in the work
+    folder and is not kept) float_artifact is None and `float_kept` False (manifest.float_artifact_status).
+    """
     m, folder = read_manifest(chosen.folder)
     m.auto = block
-    if m.quantization:  # the fp32 candidate it was quantized from lived in the work folder: not kept
-        m.quantization = {**m.quantization, "float_artifact": None}
+    if m.quantization:
+        rel = None
+        if float_folder is not None:
+            fm, ff = read_manifest(float_folder)
+            rel = os.path.relpath(ff.resolve() / fm.artifact, out.resolve()).replace(os.sep, "/")
+        m.quantization = {**m.quantization, "float_artifact": rel, "float_kept": rel is not None}
+    fp32_note = None if m.quantization else _fp32_note(block, keep_source)
+    if fp32_note:
+        m.notes = list(m.notes) + [fp32_note]
     with atomic_output_dir(out) as tmp:
         for p in folder.iterdir():
             if p.name == MANIFEST_NAME or p.name.startswith("."):
@@ -341,7 +364,21 @@ def write_chosen(chosen: Candidate, out: Path, block: dict, steps: Steps, keep_s
         print(format_table(block), flush=True)
         print(f"chose {chosen.label} (median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms); "
               f"wrote {out}/{m.artifact}", flush=True)
+    if fp32_note:
+        print(fp32_note, flush=True)  # a result, not progress: printed even with --quiet
     return out
+
+
+def _fp32_note(block: dict, copied: bool) -> str | None:
+    """Why the fp32 candidate was kept when quantized ones competed (None when none did): no quantized
+    scheme met the budget, or those meeting it were slower. `copied`: the output is a copy of the float export."""
+    quantized = [r for r in block.get("candidates", []) if r.get("precision") != "fp32"]
+    if not quantized:
+        return None
+    if not any(r.get("passed") for r in quantized):
+        return (f"no quantized scheme met the budget ({block.get('budget')}): the output is the fp32 artifact"
+                + (", a copy of the float export" if copied else ""))
+    return "fp32 was the fastest candidate within the budget (the quantized ones meeting it were slower)"
 
 
 def format_table(block: dict) -> str:

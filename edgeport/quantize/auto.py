@@ -36,6 +36,7 @@ def quantize_auto(folder_or_artifact, budget: str | None = None, out_dir=None, s
     from edgeport.export.auto import AUTO_SCHEMES
     from edgeport.export.budget import default_budget, parse_budget
 
+    ms.check_seconds(seconds)  # nan/inf would never end, <= 0 would measure nothing
     if budget is not None:
         parse_budget(budget)
     m, folder = read_manifest(folder_or_artifact)
@@ -65,7 +66,7 @@ def quantize_auto(folder_or_artifact, budget: str | None = None, out_dir=None, s
                      budget_given=budget is not None, skipped=[])
         chosen = ms.choose(cands, bud)
         block["chosen"] = chosen.label
-        return ms.write_chosen(chosen, out, block, steps, keep_source=chosen.source is None)
+        return ms.write_chosen(chosen, out, block, steps, keep_source=chosen.source is None, float_folder=folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

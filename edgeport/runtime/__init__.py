@@ -35,7 +35,9 @@ def pipeline(path, truncate: bool | str = False, **kw):
 
     manifest, folder = read_manifest(path)
     if manifest.task not in PIPELINES:
-        raise EdgeportError(f"no pipeline for task '{manifest.task}'")
+        hint = (": generate text with `edgeport generate FOLDER --prompt TEXT` (edgeport.runtime.generate)"
+                if manifest.task == "text-generation" else "")
+        raise EdgeportError(f"no pipeline for task '{manifest.task}'{hint}")
     cls = PIPELINES[manifest.task]
     kind = manifest.tokenizer.kind if manifest.tokenizer else None
     if kind and kind != getattr(cls, "tokenizer_kind", "tokenizers"):  # e.g. LUKE fill-mask: words + entities

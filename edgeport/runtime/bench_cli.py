@@ -8,6 +8,8 @@ The limits are measured in the same run (nothing cached); --limits-from reuses t
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -22,19 +24,46 @@ def _progress(text: str):
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
-def _limits(a, threads: int):
-    """MachineLimits measured now, or read from --limits-from (an earlier `bench --json`)."""
+def _check_json_out(out: Path) -> None:
+    """Refuse, before any timing, a --json path that cannot be written: a folder, a missing folder, or
+    a file or folder without write permission (EdgeportError)."""
+    if out.is_dir():
+        raise EdgeportError(f"--json {out}: is a folder; give a file path")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise EdgeportError(f"--json {out}: its folder does not exist")
+    if not os.access(out if out.exists() else parent, os.W_OK):
+        raise EdgeportError(f"--json {out}: not writable here")
+
+
+def _other_machine(d: dict, facts) -> str | None:
+    """Words naming how the machine of an earlier `bench --json` (its "machine" block) differs from this
+    one's `facts` (CPU model, flags), or None when it matches or was not recorded."""
+    mach = d.get("machine") or {}
+    diffs = [f"{k} {mach[k]!r} there, {getattr(facts, k)!r} here" for k in ("cpu_model", "flags")
+             if k in mach and mach[k] != getattr(facts, k)]
+    return "; ".join(diffs) or None
+
+
+def _limits(a, threads: int, facts=None):
+    """MachineLimits measured now, or read from --limits-from (an earlier `bench --json`; a one-line
+    warning on stderr when that file's machine differs from `facts`, this one's)."""
     from edgeport.runtime.machine import MachineLimits, measure_limits
 
     if a.limits_from:
         try:
-            d = json.loads(Path(a.limits_from).read_text())["limits"]
-            limits = MachineLimits(**d)
+            d = json.loads(Path(a.limits_from).read_text())
+            limits = MachineLimits(**d["limits"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise EdgeportError(f"--limits-from {a.limits_from}: no limits in it ({e})") from None
         if limits.threads != threads:
             raise EdgeportError(f"--limits-from {a.limits_from}: measured at {limits.threads} threads, "
                                 f"this run uses {threads}")
+        other = _other_machine(d, facts) if facts is not None else None
+        if other:
+            _progress(f"warning: --limits-from {a.limits_from} was measured on another CPU ({other}): "
+                      "the fractions compare this run with that machine's limits")
+            return limits, f"read from {a.limits_from}, measured on another CPU"
         return limits, f"read from {a.limits_from}"
     _progress(f"measuring this machine's limits at {threads} threads (" + ("about a minute" if a.precise_limits
               else "about 10 s; --precise-limits for a longer, steadier one") + ")")
@@ -139,17 +168,17 @@ def run_bench(a) -> dict:
 
     lengths = parse_ints(a.lengths, "--lengths") if a.lengths is not None else None
     batches = parse_ints(a.batch, "--batch") if a.batch is not None else None
-    if a.seconds <= 0:
-        raise EdgeportError(f"--seconds must be > 0, got {a.seconds}")
+    if not (math.isfinite(a.seconds) and a.seconds > 0):
+        raise EdgeportError(f"--seconds must be > 0 and finite, got {a.seconds:g}")
     p = plan(a.folder, lengths, batches, a.new_tokens)
-    threads = a.threads or default_threads()
+    threads = a.threads if a.threads is not None else default_threads()
     if threads < 1:
         raise EdgeportError(f"--threads must be >= 1, got {threads}")
-    if a.json and not Path(a.json).resolve().parent.is_dir():
-        raise EdgeportError(f"--json {a.json}: its folder does not exist")
+    if a.json:
+        _check_json_out(Path(a.json))
     runner = _open(p, threads)  # before the limits: a folder that cannot load fails at once
     facts = machine_facts()
-    limits, limits_source = _limits(a, threads)
+    limits, limits_source = _limits(a, threads, facts)
     if p.kind == "decoder":
         rows = _decoder_rows(p, runner, limits, a.seconds, a.new_tokens)
     else:
@@ -182,7 +211,14 @@ def _cmd_bench(a):
 
 
 def _pct(x) -> str:
-    return f"{100 * x:5.1f}%" if x is not None else "    -"
+    """A fraction as a percentage; over 100% marked "*" (see OVER_LIMIT)."""
+    if x is None:
+        return "    -"
+    return f"{100 * x:5.1f}%" + ("*" if x > 1 else "")
+
+
+OVER_LIMIT = ("* above 100%: faster than the limits allow, so the limits were measured under other load "
+              "(or on another machine): rerun them (--precise-limits) on an idle machine")
 
 
 def _header(r: dict) -> list:
@@ -190,8 +226,10 @@ def _header(r: dict) -> list:
     load = " ".join(map(str, mach["load_average"]))
     after = " ".join(map(str, r["machine_after"]["load_average"]))
     flags = " ".join(mach["flags"]) or "flags unknown"
+    where = (" -- timed as its ONNX graph on onnxruntime's CPU provider, not as a TensorRT engine"
+             if e["target"] == "tensorrt" else "")
     lines = [(f"{e['folder']}: {e['family']} {e['task']}, {e['target']} {e['precision']} ({e['artifact']}), "
-              f"{r['threads']} threads")]
+              f"{r['threads']} threads{where}")]
     lines.append(f"machine: {mach['cpu_model']}; {flags}; {mach['usable_cpus']} CPUs; {mach['ram_gib']} GiB; "
                  f"load {load} (after: {after})")
     lines.append("libraries: " + ", ".join(f"{k} {v}" for k, v in mach["libraries"].items() if v))
@@ -239,6 +277,8 @@ def print_report(r: dict, out=None):
     missing: dict = {}
     rows = (_decoder_lines if r["export"]["kind"] == "decoder" else _forward_lines)(r["results"], missing)
     lines = _header(r) + rows + [f"no fraction ({', '.join(v)}): {why}" for why, v in missing.items()]
+    if any("%*" in row for row in rows[1:]):
+        lines.append(OVER_LIMIT)
     print("\n".join(lines), file=out or sys.stdout, flush=True)
 
 

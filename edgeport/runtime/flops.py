@@ -83,6 +83,8 @@ class FlopCount:
         return sum(self.by_class.values())
 
     def add(self, op: str, klass: str, flops: float):
+        """Count `flops` (floating-point or integer operations of one node, a multiply-add counting 2) under
+        the node's op type `op` (e.g. "MatMul") and its class `klass` ("fp32" | "fp16" | "int8", as by_class); truncated to int."""
         self.by_class[klass] = self.by_class.get(klass, 0) + int(flops)
         self.by_op[op] = self.by_op.get(op, 0) + int(flops)
 
