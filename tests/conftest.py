@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import string
 
@@ -63,6 +64,22 @@ def make_mobilebert(folder, task, seed=0, **overrides):
     torch.manual_seed(seed)
     model = perturb(getattr(transformers, HF_CLASSES[task])(cfg).eval(), seed=seed)
     return save_hf(model, folder), model
+
+
+def save_mistral_checkpoint(folder, seed: int):
+    """mistral-tiny with random weights (each tensor perturbed, norms too, so no two tensors are equal) saved as
+    model.safetensors + config.json in `folder` (a streaming-export test checkpoint); returns folder."""
+    from safetensors.torch import save_file
+
+    from edgeport.reference_models import load_reference
+    from edgeport.reference_models.mistral import PRESETS
+
+    ref = load_reference("mistral-tiny")
+    torch.manual_seed(seed)
+    sd = {k: (v + 0.1 * torch.randn_like(v)).contiguous() for k, v in ref.model.state_dict().items()}
+    save_file(sd, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(PRESETS["mistral-tiny"]))
+    return folder
 
 
 @pytest.fixture(scope="session")

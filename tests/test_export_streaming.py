@@ -15,27 +15,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+from conftest import save_mistral_checkpoint
 
 from edgeport.errors import EdgeportError
 from edgeport.export import export
 from edgeport.export.streaming import INLINE_BYTES, SafetensorsFile
-from edgeport.reference_models import load_reference
 from edgeport.reference_models.mistral import PRESETS
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """mistral-tiny with random weights (norms too, so no two tensors are equal) saved as safetensors."""
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("mistral-ckpt")
-    ref = load_reference("mistral-tiny")
-    torch.manual_seed(1)
-    sd = {k: (v + 0.1 * torch.randn_like(v)).contiguous() for k, v in ref.model.state_dict().items()}
-    save_file(sd, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(PRESETS["mistral-tiny"]))
-    return folder
+    return save_mistral_checkpoint(tmp_path_factory.mktemp("mistral-ckpt"), seed=1)
 
 
 def _weights(path) -> dict:

@@ -16,28 +16,19 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
+from conftest import save_mistral_checkpoint
 
 import edgeport.export.streaming_int4 as s4
 from edgeport.errors import EdgeportError
 from edgeport.export import export
 from edgeport.quantize import quantize_artifact
-from edgeport.reference_models import load_reference
 from edgeport.reference_models.mistral import PRESETS
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """mistral-tiny with random weights saved as safetensors (hidden 64: two int4 blocks of 32 per row)."""
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("mistral-ckpt-int4")
-    ref = load_reference("mistral-tiny")
-    torch.manual_seed(2)
-    sd = {k: (v + 0.1 * torch.randn_like(v)).contiguous() for k, v in ref.model.state_dict().items()}
-    save_file(sd, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(PRESETS["mistral-tiny"]))
-    return folder
+    return save_mistral_checkpoint(tmp_path_factory.mktemp("mistral-ckpt-int4"), seed=2)
 
 
 def _initializers(path) -> collections.Counter:
