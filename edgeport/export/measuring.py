@@ -31,6 +31,7 @@ from edgeport.errors import EdgeportError
 from edgeport.export.budget import Budget, compare
 from edgeport.manifest import MANIFEST_NAME, atomic_output_dir, read_manifest
 from edgeport.progress import Steps
+from edgeport.runtime.latency import check_seconds  # noqa: F401  (the auto searches refuse a bad --measure-seconds)
 
 NEW_TOKENS = 16  # decoders: greedy tokens per timed call
 DECODER_PROMPT = 24  # decoders: longest probe prompt, in tokens
@@ -292,15 +293,6 @@ def _say(steps: Steps, text: str) -> None:
 
 
 # ---------------------------------------------------------------- choosing and writing
-
-def check_seconds(seconds: float, flag: str = "--measure-seconds") -> None:
-    """Refuse a timing budget (seconds) that is not finite and > 0: 0 or less times nothing (every candidate
-    unmeasured), nan or inf never ends. Raises EdgeportError naming `flag`."""
-    import math
-
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise EdgeportError(f"{flag} must be > 0 and finite (seconds), got {seconds:g}")
-
 
 def check_out(out: Path) -> None:
     """Refuse, before any work, an output path that atomic_output_dir would refuse at the end."""

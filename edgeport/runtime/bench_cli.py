@@ -8,7 +8,6 @@ The limits are measured in the same run (nothing cached); --limits-from reuses t
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
+from edgeport.runtime.latency import check_seconds
 
 SCHEMA = 1  # version of the --json layout
 
@@ -168,8 +168,7 @@ def run_bench(a) -> dict:
 
     lengths = parse_ints(a.lengths, "--lengths") if a.lengths is not None else None
     batches = parse_ints(a.batch, "--batch") if a.batch is not None else None
-    if not (math.isfinite(a.seconds) and a.seconds > 0):
-        raise EdgeportError(f"--seconds must be > 0 and finite, got {a.seconds:g}")
+    check_seconds(a.seconds, "--seconds")
     p = plan(a.folder, lengths, batches, a.new_tokens)
     threads = a.threads if a.threads is not None else default_threads()
     if threads < 1:

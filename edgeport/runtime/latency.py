@@ -93,3 +93,11 @@ def measure(fn: Callable[[], object], warmup: int = 3, calls: int | None = None,
         if calls is None and total >= min_seconds and len(samples) >= min_calls:
             break
     return LatencyStats.of(samples)
+
+
+def check_seconds(seconds: float, flag: str = "--measure-seconds") -> None:
+    """Refuse a timing budget (seconds) that is not finite and > 0: 0 or less times nothing, nan or inf never
+    ends. Shared by `edgeport bench --seconds` and the auto searches' `--measure-seconds`.
+    Raises EdgeportError naming `flag`."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise EdgeportError(f"{flag} must be > 0 and finite, got {seconds:g} (seconds)")
