@@ -59,7 +59,7 @@ def _cmd_inspect(a):
     from edgeport.runtime import load
 
     m, folder = read_manifest(a.artifact)
-    sess = load(folder)
+    sess, why_not = _inspect_session(m, folder, load)
     print(f"{folder / m.artifact}: {m.family} {m.task} for {m.target} ({m.precision}), "
           f"{m.size_bytes / 2**20:.1f} MiB, sha256 {m.sha256[:16]}...")
     print(f"  source: {m.source}{' (random weights)' if m.random_weights else ''}")
@@ -91,6 +91,19 @@ def _print_parity(m) -> None:
     """The parity report: a summary line, then one row per check (output, shape, padded rows, max abs
     diff, tolerance, pass/FAIL), as the export validated them against the reference."""
     if not m.parity:
+def _inspect_session(m, folder, load):
+    """(runtime session, None), or (None, why) when the artifact would take more than half the memory this
+    process can still use (a streamed 7B export may not fit where it was made): inspect then shows the
+    manifest's inputs and outputs, which the export checked equal to the graph's."""
+    from edgeport.runtime.machine import available_memory_bytes
+
+    avail = available_memory_bytes()
+    if avail is not None and m.size_bytes > avail / 2:
+        return None, (f"not loaded ({m.size_bytes / 2**30:.1f} GiB artifact, {avail / 2**30:.1f} GiB available; "
+                      f"inputs and outputs from the manifest)")
+    return load(folder), None
+
+
         print("  parity: no checks recorded")
         return
     worst = max(m.parity, key=lambda c: c.max_abs_diff)

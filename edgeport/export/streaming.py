@@ -483,16 +483,13 @@ def streaming_applies(src, family, target: str) -> bool:
 
 
 def available_bytes() -> int:
-    """Memory this process can still use: MemAvailable (/proc/meminfo), capped by the cgroup v2 limit
-    (memory.max - memory.current) when one is set."""
-    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    avail = int(meminfo["MemAvailable"].split()[0]) * 1024
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            avail = min(avail, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
+    """Memory this process can still use (edgeport.runtime.machine.available_memory_bytes: MemAvailable
+    capped by the cgroup v2 limit and `ulimit -v`). Raises KeyError where /proc/meminfo is absent."""
+    from edgeport.runtime.machine import available_memory_bytes
+
+    avail = available_memory_bytes()
+    if avail is None:
+        raise KeyError("MemAvailable")
     return avail
 
 

@@ -105,6 +105,38 @@ def machine_facts() -> MachineFacts:
     return MachineFacts(cpu_model=model, flags=flags, logical_cpus=os.cpu_count() or 1, usable_cpus=usable,
                         ram_gib=total, available_gib=avail, load_average=load, os=platform.platform(),
                         python=sys.version.split()[0], libraries=library_versions())
+def available_memory_bytes() -> int | None:
+    """Bytes this process can still allocate: MemAvailable (/proc/meminfo), capped by the cgroup v2 limit
+    (memory.max - memory.current) and by an address-space limit (`ulimit -v`, RLIMIT_AS, less this
+    process's current virtual size VmSize) when either is set. None where /proc/meminfo does not exist.
+    Sources: proc(5) MemAvailable, the kernel's cgroup-v2 memory controller files, getrlimit(2)."""
+    try:
+        with open("/proc/meminfo") as f:
+            rows = dict(line.split(":", 1) for line in f if ":" in line)
+        avail = int(rows["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                avail = min(avail, int(limit) - int(f.read()))
+    except (OSError, ValueError):
+        pass
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/status") as f:
+                vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        except (OSError, StopIteration, ValueError):
+            vm = 0
+        avail = min(avail, max(0, soft - vm))
+    return avail
+
+
 
 
 # ---------------------------------------------------------------- one-node graphs in onnxruntime
