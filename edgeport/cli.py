@@ -69,10 +69,10 @@ def _cmd_inspect(a):
         print(f"  quantized ({m.quantization.get('tag')}) from: {float_artifact_status(m, folder)[1]}")
     if m.signature_key:
         print(f"  signature: {m.signature_key}")
-    for kind, specs in (("input", sess.inputs), ("output", sess.outputs)):
+    for kind, specs in (("input", sess.inputs if sess else m.inputs), ("output", sess.outputs if sess else m.outputs)):
         for s in specs:
             print(f"  {kind:6s} {s.name:16s} {s.dtype:8s} {s.shape}")
-    print(f"  backend: {sess.backend}; converter: {json.dumps(m.converter)}")
+    print(f"  backend: {sess.backend if sess else why_not}; converter: {json.dumps(m.converter)}")
     if m.converter.get("lowering"):
         print(f"  lowering: {m.converter['lowering']}")
     _print_parity(m)
