@@ -213,14 +213,37 @@ QUIET_COMMANDS = ("export", "quantize", "run", "generate", "inspect", "bench", "
 
 def main(argv=None) -> int:
     """Run the CLI on `argv` (default sys.argv[1:]); returns the exit status: 0, 2 on EdgeportError (one line
-    on stderr), 130 on Ctrl-C."""
+    on stderr), 130 on Ctrl-C, 143 on SIGTERM (temp and work folders removed in both cases)."""
     args = parser().parse_args(argv)
     from edgeport.noise import third_party_quiet
 
     try:
-        with third_party_quiet(args.cmd in QUIET_COMMANDS):
+        with third_party_quiet(args.cmd in QUIET_COMMANDS), _sigterm_unwinds():
             args.fn(args)
     except EdgeportError as e:
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that every `finally` (temp folders, auto's work folder,
+    atomic_output_dir) runs as on Ctrl-C; main() then returns 143 (128 + SIGTERM)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While the command runs, SIGTERM raises Terminated instead of killing the process without cleanup
+    (Python's default). Servers install their own handler on top (uvicorn's graceful shutdown)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
         print(f"edgeport: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -233,4 +256,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    except Terminated:
+        print("edgeport: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     sys.exit(main())

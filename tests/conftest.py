@@ -82,6 +82,24 @@ def save_mistral_checkpoint(folder, seed: int):
     return folder
 
 
+def save_mixtral_checkpoint(folder, seed: int):
+    """transformers' MixtralForCausalLM on mixtral-tiny's config (4 experts, top 2, window 8; hidden 64: two
+    int4 blocks of 32), every tensor perturbed, saved with save_pretrained (model.safetensors, Mixtral's
+    original expert keys) in `folder`; returns (the HF model in eval mode, folder)."""
+    import transformers as T
+
+    from edgeport.reference_models.mixtral import PRESETS
+
+    cfg = {k: v for k, v in PRESETS["mixtral-tiny"].items() if k != "model_type"}
+    torch.manual_seed(seed)
+    hf = T.MixtralForCausalLM(T.MixtralConfig(experts_implementation="eager", **cfg)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hf.save_pretrained(folder)
+    return hf, folder
+
+
 @pytest.fixture(scope="session")
 def mobilebert_ckpt(tmp_path_factory):
     """task -> (folder, transformers model) for a tiny MobileBERT with perturbed weights."""

@@ -378,8 +378,9 @@ def test_sigterm_finishes_in_flight_requests(serve_exports, tmp_path):
             proc.send_signal(signal.SIGTERM)
             r = fut.result()
         assert r.status_code == 200 and r.json()["results"][0]["label"]
-        # uvicorn re-raises the signal after its clean shutdown: the exit is SIGTERM's, after the log says so
-        assert proc.wait(30) in (0, -signal.SIGTERM)
+        # uvicorn re-raises the signal after its clean shutdown into the CLI's SIGTERM handler, whose
+        # exception uvicorn's runner takes as the end of serving: a clean shutdown exits 0
+        assert proc.wait(30) == 0
         log = proc.stdout.read()
         assert "Waiting for application shutdown" in log and "Application shutdown complete" in log, log
     finally:

@@ -21,10 +21,12 @@ The streaming path removes each copy:
 The artifact computes what the in-memory one computes: the same nodes on the same weights (the
 in-memory graph also folds shape subgraphs, which onnxruntime folds at load time here);
 tests/test_export_streaming.py checks the weights byte for byte and the outputs bit for bit.
+Weights the graph computes from weights (Mixtral's experts stacked per layer, as the MoE lowerings
+take them) are folded slice by slice, one expert at a time (streaming_fold.py).
 
-Limits (each refused with an EdgeportError, never a wrong artifact): families whose parameters are
-checkpoint tensors as stored (mistral, gpt2; not mixtral, whose lowerings stack expert weights),
-lowerings and targets without ONNX graph passes (they load the whole graph), safetensors checkpoints.
+Limits (each refused with an EdgeportError, never a wrong artifact): STREAMING_FAMILIES, weight
+subgraphs that cannot be sliced along their first axis (streaming_fold.SLICED), lowerings and targets
+with ONNX graph passes (they load the whole graph), checkpoints without safetensors weights.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from torch import nn
 
 from edgeport.errors import EdgeportError
 
-STREAMING_FAMILIES = ("mistral", "gpt2")
+STREAMING_FAMILIES = ("mistral", "mixtral", "gpt2")
 # How a streamed artifact is checked (the manifest's converter.validation; export/streaming_validate.py).
 VALIDATION = ("decoders: the whole artifact in onnxruntime first (weights memory-mapped, prepacking off), "
               "then the reference on the memory-mapped checkpoint releasing each module's pages after it "
@@ -343,14 +345,18 @@ def append_tensor(proto, f, data_path: Path, name: str, dims: list, data_type: i
     proto.graph.initializer.append(tensor)
 
 
-def write_weights(proto, plan: list, params: dict, data_path: Path, progress=None) -> int:
+def write_weights(proto, plan: list, params: dict, data_path: Path, progress=None, folded: list = ()) -> int:
     """Append each planned tensor to `data_path` (external data, ALIGN-byte aligned) or inline it when
     under INLINE_BYTES, adding its initializer to `proto`. One tensor in memory at a time (the mapped
-    checkpoint view, plus its transposed copy when folded). `progress(done_bytes, total_bytes)` is
+    checkpoint view, plus its transposed copy when folded); then the `folded` (name, Lazy) results of
+    streaming_fold.fold_weight_subgraphs, one slice at a time. `progress(done_bytes, total_bytes)` is
     called after each tensor. Returns the bytes written to `data_path`."""
     from onnx import helper
 
+    from edgeport.export.streaming_fold import write_folded
+
     total = sum(params[src].numel() * params[src].element_size() for _, src, _ in plan)
+    total += sum(lazy.nbytes for _, lazy in folded)
     done = 0
     with open(data_path, "wb") as f:
         for name, src, transposed in plan:
@@ -363,6 +369,7 @@ def write_weights(proto, plan: list, params: dict, data_path: Path, progress=Non
             release_pages(params[src])  # the mapped pages just copied out leave this process's RSS
             if progress is not None:
                 progress(done, total)
+        write_folded(proto, f, data_path, folded, lambda name: release_pages(params[name]), progress, done, total)
         return f.tell()
 
 
@@ -391,6 +398,7 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
 
     from edgeport.export.lowerings import Lowered, choose_lowering
     from edgeport.export.onnx import custom_ops
+    from edgeport.export.streaming_fold import fold_weight_subgraphs
     from edgeport.ops.registry import LoweringContext
 
     lowering, _ = choose_lowering(ref.family.name, tgt.name, opts.lowering, opts.quantize)
@@ -403,11 +411,16 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
         proto = trace_graph(model, contract, opts.opset, lowering.symbolics if lowering else (),
                             lowering.custom_opsets if lowering else None)
     params = dict(ref.model.named_parameters())
+    folded = fold_weight_subgraphs(proto, params)  # Mixtral's stacked experts (streaming_fold.py); else []
     plan = weight_plan(proto, params)
-    steps.note(f"graph traced without weights: {len(proto.graph.node)} nodes, {len(plan)} weight tensors")
+    steps.note(f"graph traced without weights: {len(proto.graph.node)} nodes, {len(plan) + len(folded)} weight tensors"
+               + (f" ({len(folded)} computed from the weights slice by slice)" if folded else ""))
     name = f"model.{scheme.tag}.onnx" if scheme else "model.onnx"
     if scheme is None:
-        written, extra = write_weights(proto, plan, params, tmp / (name + ".data"), Progress(steps.note)), {}
+        written, extra = write_weights(proto, plan, params, tmp / (name + ".data"), Progress(steps.note), folded), {}
+    elif folded:
+        raise EdgeportError("--streaming --quantize int4 does not cover weights computed from weights (Mixtral's "
+                            "experts) yet: export --streaming, then `edgeport quantize` the folder")
     else:
         from edgeport.export.streaming_int4 import write_int4_weights
 

@@ -12,8 +12,9 @@ cache:
        (madvise MADV_DONTNEED) right after the module has run, so at most one layer's weights are
        resident; each chunk is compared with what the artifact gave.
 
-Peak memory: the larger of the artifact's mapped weights (pass 1) and one layer (pass 2), above the
-process's base. The comparison (tolerances, compared slots) is decoders._check's, unchanged.
+Peak memory: the larger of the artifact's mapped weights (pass 1) and one layer (pass 2; Mixtral: one
+layer's experts mapped plus SparseMoe.stacked's copy of them), above the process's base. The
+comparison (tolerances, compared slots) is decoders._check's, unchanged.
 """
 
 from __future__ import annotations
@@ -76,13 +77,15 @@ def reference_pass(model, plan, got: list, c) -> list:
 
 @contextlib.contextmanager
 def releasing_weights(model: torch.nn.Module):
-    """While active, every module's own mapped parameters are released (streaming.release_pages) after
-    its forward: the reference runs with about one layer of checkpoint pages resident."""
+    """While active, every module's mapped parameters, its submodules' included, are released
+    (streaming.release_pages) after its forward: the reference runs with about one layer of checkpoint
+    pages resident. Submodules' too, since some are read without running their own forward (Mixtral's
+    experts, stacked by their SparseMoe: one layer's experts mapped, plus their stacked copy, at once)."""
     def hook(module, args, output):
-        for p in module.parameters(recurse=False):
+        for p in module.parameters():
             release_pages(p)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.parameters(False), None) is not None]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.parameters(), None) is not None]
     try:
         yield
     finally:

@@ -1,0 +1,125 @@
+"""Streaming export of Mixtral (edgeport/export/streaming_fold.py folds the stacked experts slice by slice)
+against the in-memory export of the same checkpoint and against transformers' MixtralForCausalLM.
+
+The in-memory export stores each layer's experts as torch.onnx's constant folding computes them (stacked,
+for com.microsoft.MoE as fc1 (E, 2I, H) with gate/up rows interleaved; for the generic lowering transposed
+(E, H, I)); the streamed artifact must hold the same tensors byte for byte, written one expert at a time,
+and give bit-identical outputs in onnxruntime (same nodes, same weights).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import save_mixtral_checkpoint
+
+from edgeport.export import streaming
+import edgeport.export.streaming_fold as fold
+from edgeport.export import export
+from edgeport.reference_models.mixtral import PRESETS
+
+C = PRESETS["mixtral-tiny"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """(transformers' MixtralForCausalLM with perturbed weights, its save_pretrained folder)."""
+    return save_mixtral_checkpoint(tmp_path_factory.mktemp("mixtral-ckpt"), seed=3)
+
+
+def _initializers(path) -> collections.Counter:
+    """Counter of (sha256 of the bytes, dims) over every initializer, external data loaded."""
+    proto = onnx.load(str(path), load_external_data=True)
+    return collections.Counter((hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest(), tuple(t.dims))
+                               for t in proto.graph.initializer)
+
+
+def _feeds(batch: int, new: int, past: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    head = C["hidden_size"] // C["num_attention_heads"]
+    cache = (C["num_hidden_layers"], batch, C["num_key_value_heads"], past, head)
+    return {"input_ids": rng.integers(3, C["vocab_size"], (batch, new)),
+            "attention_mask": np.ones((batch, past + new), np.int64),
+            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
+            "past_keys": rng.standard_normal(cache, dtype=np.float32),
+            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+
+
+@pytest.mark.parametrize("lowering", ["default", "generic"])
+def test_streamed_mixtral_equals_in_memory_and_transformers(checkpoint, tmp_path, monkeypatch, lowering):
+    hf, folder = checkpoint
+    mem = export(str(folder), "onnx", out_dir=tmp_path / "mem", lowering=lowering, quiet=True)
+
+    chunks = collections.defaultdict(list)  # initializer name -> bytes of each chunk appended
+    append = streaming.append_tensor
+
+    def recording(proto, f, path, name, dims, dtype, nbytes, parts):
+        def seen():
+            for c in parts:
+                chunks[name].append(len(c))
+                yield c
+        return append(proto, f, path, name, dims, dtype, nbytes, seen())
+
+    monkeypatch.setattr(streaming, "append_tensor", recording)
+    real, folded = fold.fold_weight_subgraphs, {}
+    monkeypatch.setattr(fold, "fold_weight_subgraphs", lambda proto, params: folded.setdefault(0, real(proto, params)))
+    st = export(str(folder), "onnx", out_dir=tmp_path / "st", lowering=lowering, quiet=True, streaming=True)
+
+    assert _initializers(st / "model.onnx") == _initializers(mem / "model.onnx")
+    proto = onnx.load(str(st / "model.onnx"), load_external_data=False)
+    stacked = [t for t in proto.graph.initializer if len(t.dims) == 3]
+    assert len(stacked) == C["num_hidden_layers"] * (2 if lowering == "default" else 3)
+    for t in stacked:  # written one expert at a time, never the layer's stack at once
+        assert t.dims[0] == C["num_local_experts"] and len(chunks[t.name]) == C["num_local_experts"]
+        assert max(chunks[t.name]) * C["num_local_experts"] == 4 * int(np.prod(t.dims))
+    lazies = dict(folded[0])
+    assert all(len(lazies[t.name].params()) == C["num_local_experts"] * (2 if t.dims[1] == 2 * C["intermediate_size"]
+                                                                          else 1) for t in stacked)  # read lazily
+    assert not any(i.name.startswith("model.") for i in proto.graph.input)  # no weight left as a graph input
+
+    sessions = [ort.InferenceSession(str(f / "model.onnx"), providers=["CPUExecutionProvider"]) for f in (mem, st)]
+    for batch, new, past in ((1, 11, 0), (1, 1, 9)):  # 11 tokens cross the window of 8
+        a, b = (s.run(None, _feeds(batch, new, past, seed=new + past)) for s in sessions)
+        for x, y in zip(a, b):
+            assert x.shape == y.shape and np.array_equal(x, y), float(np.max(np.abs(x - y)))
+
+    ids = np.random.default_rng(5).integers(3, C["vocab_size"], (1, 11))
+    with torch.no_grad():
+        want = hf(torch.from_numpy(ids)).logits.numpy()
+    feeds = _feeds(1, 11, 0, seed=0)
+    feeds["input_ids"] = ids
+    got = sessions[1].run(["logits"], feeds)[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)  # fp32, the same math in another order
+
+    m = json.loads((st / "edgeport.json").read_text())
+    assert m["parity_passed"] and m["converter"]["validation"] == streaming.VALIDATION
+    assert {c["output"] for c in m["parity"]} == {"logits", "present_keys", "present_values"}
+
+
+def test_streamed_mixtral_validation_catches_swapped_experts(checkpoint, tmp_path, monkeypatch):
+    """Layer 1's expert 0 and 1 swapped in the written stack (the router then sends tokens to the wrong
+    weights): the two-pass validation fails it and leaves no folder."""
+    from edgeport.errors import ParityError
+
+    real = fold.fold_weight_subgraphs
+
+    def swapped(proto, params):
+        out = real(proto, params)
+        for _, lazy in out:
+            if "layers.1." in next(iter(lazy.params()), ""):
+                rows = lazy.rows
+                lazy.rows = lambda e, rows=rows: rows({0: 1, 1: 0}.get(e, e))
+        return out
+
+    monkeypatch.setattr(fold, "fold_weight_subgraphs", swapped)
+    with pytest.raises(ParityError, match="logits"):
+        export(str(checkpoint[1]), "onnx", out_dir=tmp_path / "bad", quiet=True, streaming=True)
+    assert not (tmp_path / "bad").exists()
