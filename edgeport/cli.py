@@ -6,10 +6,13 @@ User mistakes (EdgeportError) print one line and exit 2; nothing runs at import 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 
 from edgeport.errors import EdgeportError
 
