@@ -262,13 +262,15 @@ def test_decoder_bench(gpt2_export, bench_json, tmp_path, capsys):
             assert 0 < lat["median_ms"] <= lat["p90_ms"]
         assert pf["flops"]["total"] == gpt2_prefill_flops(2, x["length"])
         assert 0 < pf["fraction"] < 1.5
+        assert pf["gflops_per_s"] == pytest.approx(pf["flops"]["total"] / pf["latency"]["median_ms"] / 1e6)
         # shape constants of the graph come on top of the parameters: a few hundred bytes
         assert gpt2_weight_bytes() <= dc["weight_bytes"] <= 1.01 * gpt2_weight_bytes()
         kv = 2 * G_LAYERS * 2 * G_H * (x["length"] + 4 / 2) * 4  # keys + values at the mean context
         assert dc["kv_cache_bytes"] == int(kv) and dc["bytes_per_step"] == dc["weight_bytes"] + int(kv)
         assert dc["tokens_per_s"] == pytest.approx(2e3 / dc["latency_per_step"]["median_ms"])
         assert dc["fraction"] > 0 and dc["fraction_of"] == "memory read bandwidth"
-    assert "decode ms/step" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "decode ms/step" in printed and "GFLOP/s" in printed.split("decode ms/step")[0].splitlines()[-1]
 
 
 def test_decoder_prompt_must_leave_room(gpt2_export, capsys):

@@ -100,7 +100,6 @@ def _forward_rows(p, sess, limits, seconds: float) -> list:
         stats = time_forward(sess, feeds, seconds)
         flops, why = count_at(path, feeds)
         rows.append({"kind": "forward", "batch": batch, "length": length, "latency": stats.to_dict(),
-                     "gflops_per_s": flops.total / stats.median_ms / 1e6 if flops and flops.complete else None,
                      **_compute_part(flops, why, stats, limits)})
     return rows
 
@@ -125,11 +124,14 @@ def _decoder_rows(p, decoder, limits, seconds: float, new_tokens: int) -> list:
 
 
 def _compute_part(flops, why: str, stats, limits) -> dict:
-    """flops, fraction of the compute limits (or why there is none) for one timed shape."""
+    """flops, achieved GFLOP/s (complete counts only), fraction of the compute limits (or why there is none)
+    for one timed shape (a forward pass, or a decoder's prefill)."""
     from edgeport.runtime.bench import compute_fraction
 
     fraction, against = compute_fraction(flops, stats.median_ms / 1e3, limits)
-    return {"flops": flops.to_dict() if flops else None, "fraction": fraction,
+    return {"flops": flops.to_dict() if flops else None,
+            "gflops_per_s": flops.total / stats.median_ms / 1e6 if flops and flops.complete else None,
+            "fraction": fraction,
             "fraction_of": against if fraction is not None else None,
             "why_no_fraction": None if fraction is not None else (why or against)}
 
@@ -239,7 +241,7 @@ def _header(r: dict) -> list:
 
 
 def _decoder_lines(results: list, missing: dict) -> list:
-    lines = [(f"{'batch':>5} {'prompt':>6} {'prefill ms':>10} {'p90':>8} {'GFLOP':>8} {'of limit':>8} "
+    lines = [(f"{'batch':>5} {'prompt':>6} {'prefill ms':>10} {'p90':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'of limit':>8} "
               f"{'decode ms/step':>14} {'p90':>8} {'tokens/s':>9} {'MB/step':>8} {'GB/s':>6} {'of bw':>6}")]
     for x in results:
         pf, dc = x["prefill"], x["decode"]
@@ -247,7 +249,8 @@ def _decoder_lines(results: list, missing: dict) -> list:
         mb = dc["bytes_per_step"] / 1e6 if dc["bytes_per_step"] is not None else None
         step = dc["latency_per_step"]
         lines.append(f"{x['batch']:5d} {x['length']:6d} {pf['latency']['median_ms']:10.2f} "
-                     f"{pf['latency']['p90_ms']:8.2f} {_num(gf, 8, 2)} {_pct(pf['fraction']):>8} "
+                     f"{pf['latency']['p90_ms']:8.2f} {_num(gf, 8, 2)} {_num(pf['gflops_per_s'], 8, 1)} "
+                     f"{_pct(pf['fraction']):>8} "
                      f"{step['median_ms']:14.2f} {step['p90_ms']:8.2f} {dc['tokens_per_s']:9.1f} "
                      f"{_num(mb, 8, 1)} {_num(dc['gb_per_s'], 6, 1)} {_pct(dc['fraction']):>6}")
         for part in (pf, dc):
