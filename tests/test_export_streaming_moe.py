@@ -123,3 +123,45 @@ def test_streamed_mixtral_validation_catches_swapped_experts(checkpoint, tmp_pat
     with pytest.raises(ParityError, match="logits"):
         export(str(checkpoint[1]), "onnx", out_dir=tmp_path / "bad", quiet=True, streaming=True)
     assert not (tmp_path / "bad").exists()
+
+
+def _typed_initializers(path) -> collections.Counter:
+    """Counter of (sha256 of the bytes, dims, data type) over every initializer, external data loaded."""
+    proto = onnx.load(str(path), load_external_data=True)
+    return collections.Counter((hashlib.sha256(t.raw_data or onnx.numpy_helper.to_array(t).tobytes()).hexdigest(),
+                                tuple(t.dims), t.data_type) for t in proto.graph.initializer)
+
+
+def test_streamed_int4_mixtral_equals_quantizing_the_fp32_export(checkpoint, tmp_path, monkeypatch):
+    """`export --streaming --quantize int4` vs the in-memory export quantized by `edgeport quantize --scheme
+    int4`: attention, router and head as MatMulNBits, embeddings as GatherBlockQuantized, experts as QMoE
+    (4-bit, blocks of 32); the same bytes and bit-identical outputs."""
+    from edgeport.export import streaming_int4 as s4
+    from edgeport.quantize import quantize_artifact
+
+    monkeypatch.setattr(s4, "CHUNK_BYTES", 4 * 96 * 40)  # 40 rows of an expert per slice: slicing exercised
+    folder = checkpoint[1]
+    mem = export(str(folder), "onnx", out_dir=tmp_path / "mem", quiet=True, quantize="int4")
+    two_step = quantize_artifact(mem, "int4", out_dir=tmp_path / "q", quiet=True)
+    st = export(str(folder), "onnx", out_dir=tmp_path / "st", quiet=True, quantize="int4", streaming=True)
+    m_q, m_st = (json.loads((f / "edgeport.json").read_text()) for f in (two_step, st))
+    a_q, a_st = two_step / m_q["artifact"], st / m_st["artifact"]
+    assert m_st["artifact"] == m_q["artifact"] and not (st / "model.onnx").exists()
+
+    ops = [collections.Counter((n.domain, n.op_type) for n in onnx.load(str(a), load_external_data=False).graph.node
+                               if n.domain == "com.microsoft") for a in (a_q, a_st)]
+    assert ops[0] == ops[1] and ops[1][("com.microsoft", "QMoE")] == C["num_hidden_layers"]
+    assert ("com.microsoft", "MoE") not in ops[1]
+    streamed, two = _typed_initializers(a_st), _typed_initializers(a_q)
+    assert streamed - two == collections.Counter()
+    big = {k: n for k, n in two.items() if np.prod(k[1]) >= 256}
+    assert {k: n for k, n in streamed.items() if k in big} == big
+
+    sessions = [ort.InferenceSession(str(a), providers=["CPUExecutionProvider"]) for a in (a_q, a_st)]
+    for batch, new, past in ((1, 11, 0), (1, 1, 9)):
+        feeds = _feeds(batch, new, past, seed=new + past)
+        for x, y in zip(*(s.run(None, feeds) for s in sessions)):
+            assert x.shape == y.shape and np.array_equal(x, y), float(np.max(np.abs(x - y)))
+    acc = m_st["quantization"]["accuracy"]
+    assert m_st["converter"]["quantized_nodes"]["qmoe"] == C["num_hidden_layers"]
+    assert acc["greedy_next_token_agreement"] > 0.5  # against the float reference on the mapped checkpoint

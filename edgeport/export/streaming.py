@@ -418,13 +418,11 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
     name = f"model.{scheme.tag}.onnx" if scheme else "model.onnx"
     if scheme is None:
         written, extra = write_weights(proto, plan, params, tmp / (name + ".data"), Progress(steps.note), folded), {}
-    elif folded:
-        raise EdgeportError("--streaming --quantize int4 does not cover weights computed from weights (Mixtral's "
-                            "experts) yet: export --streaming, then `edgeport quantize` the folder")
     else:
         from edgeport.export.streaming_int4 import write_int4_weights
 
-        extra = write_int4_weights(proto, plan, params, tmp / (name + ".data"), scheme, Progress(steps.note, "quantized"))
+        extra = write_int4_weights(proto, plan, params, tmp / (name + ".data"), scheme, Progress(steps.note, "quantized"),
+                                   folded)
         written = extra.pop("bytes")
     onnx.save(proto, str(tmp / name))
     try:

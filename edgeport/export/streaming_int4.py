@@ -10,6 +10,9 @@ CHUNK_BYTES of fp32 and appended to the external data, and its mapped pages rele
     Gather(table (V, H), ids)
         -> GatherBlockQuantized(table_Q4 int4 (V, H), ids, table_scales (V, H/b) [, zero points])
            attributes gather_axis, quantize_axis=1, block_size=b
+    MoE(x, router, fc1 (E, 2I, H), , fc2 (E, H, I))   experts stacked by streaming_fold, one expert at a time
+        -> QMoE(x, router, fc1_q uint8 (E, 2I, H/2), fc1_scales (E, 2I, H/b), , fc2_q, fc2_scales)  com.microsoft
+           attributes MoE's + expert_weight_bits=4, block_size=b (qmoe_packing.py, as `edgeport quantize`)
 
 The packing is onnxruntime's own, the code `edgeport quantize --scheme int4` runs through
 MatMulNBitsQuantizer (onnxruntime.quantization.matmul_nbits_quantizer.DefaultWeightOnlyQuantizer:
@@ -116,16 +119,19 @@ def _replace(proto, node, new) -> None:
     proto.graph.node.insert(idx, new)
 
 
-def write_int4_weights(proto, plan: list, params: dict, data_path: Path, scheme, progress=None) -> dict:
+def write_int4_weights(proto, plan: list, params: dict, data_path: Path, scheme, progress=None,
+                       folded: list = ()) -> dict:
     """Write every planned weight to `data_path`: MatMul weights and Gather tables as int4 (nodes
-    rewritten in `proto` as the module docstring draws), the rest (norms, biases) as in write_weights.
-    One weight's slices in memory at a time; its mapped pages released after. -> {"bytes": written,
-    "matmul_nbits": count, "gather_block_quantized": count}."""
+    rewritten in `proto` as the module docstring draws), the rest (norms, biases) as in write_weights;
+    then the `folded` (name, Lazy) weights of streaming_fold: MoE experts as QMoE (write_qmoe_experts),
+    others as float. One weight's slices in memory at a time; its mapped pages released after.
+    -> {"bytes": written, "matmul_nbits": count, "gather_block_quantized": count, "qmoe": count}."""
     from onnx import TensorProto, helper
 
     q = _quantizer(scheme)
     targets = int4_targets(proto, plan, params)
     total = sum(params[src].numel() * params[src].element_size() for _, src, _ in plan)
+    total += sum(lazy.nbytes for _, lazy in folded)
     done, counts = 0, {"matmul_nbits": 0, "gather_block_quantized": 0}
     with open(data_path, "wb") as f:
         for name, src, transposed in plan:
@@ -169,10 +175,69 @@ def write_int4_weights(proto, plan: list, params: dict, data_path: Path, scheme,
             release_pages(w)
             if progress is not None:
                 progress(done, total)
+        counts["qmoe"] = write_qmoe_experts(proto, f, data_path, folded, params, scheme, progress, done, total)
         written = f.tell()
     if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return {"bytes": written, **counts}
+
+
+def write_qmoe_experts(proto, f, data_path: Path, folded: list, params: dict, scheme, progress, done: int,
+                       total: int) -> int:
+    """Folded weights that a com.microsoft.MoE node reads as fc1/fc2/fc3 -> packed int4 experts and their
+    scales (qmoe_packing.quantize_rows, `edgeport quantize`'s QMoE packing), the node rewritten as QMoE
+    (qmoe_packing.qmoe_node); other folded weights written as float (streaming_fold.write_folded).
+
+    Quantized one expert at a time, in slices of at most CHUNK_BYTES of fp32 rows (rows are quantized
+    apart, so the bytes equal the whole tensor's): the packed bytes go to the file as they come, the
+    scales (1/block of the fp32 size: Mixtral-8x7B fc1, 0.12 GB) are kept until the expert stack is
+    written. The mapped pages the slices read are released after each expert. -> QMoE nodes written."""
+    from onnx import TensorProto
+
+    from edgeport.export.streaming import append_tensor, release_pages
+    from edgeport.export.streaming_fold import write_folded
+    from edgeport.qmoe_packing import WEIGHT_SLOTS, bits_and_block, qmoe_node, quantize_rows
+
+    bits, block = bits_and_block(scheme)
+    lazies = dict(folded)
+    moes = [n for n in proto.graph.node if n.op_type == "MoE" and n.domain == MS_DOMAIN
+            and all(n.input[k] in lazies for k in WEIGHT_SLOTS if k < len(n.input) and n.input[k])]
+    experts = {n.input[k] for n in moes for k in WEIGHT_SLOTS if k < len(n.input) and n.input[k]}
+    release = lambda name: release_pages(params[name])  # noqa: E731
+    done = write_folded(proto, f, data_path, [(k, v) for k, v in folded if k not in experts], release,
+                        progress, done, total)
+    for node in moes:
+        quantized = {}
+        for k in WEIGHT_SLOTS:
+            if k >= len(node.input) or not node.input[k]:
+                continue
+            name, lazy = node.input[k], lazies[node.input[k]]
+            E, N, K = lazy.shape
+            scales = []
+
+            def packed(lazy=lazy, scales=scales, E=E, N=N, K=K):
+                step = _rows_per_chunk(4 * K)
+                for e in range(E):
+                    for n0 in range(0, N, step):
+                        rows = np.asarray(lazy.rows(e)[n0:n0 + step], np.float32)
+                        qe, se = quantize_rows(rows[None], bits, block)  # (1, n, K*bits/8), scales (1, n[, G])
+                        scales.append(se[0])
+                        yield memoryview(np.ascontiguousarray(qe[0])).cast("B")
+                    for p in lazy.params():
+                        release(p)
+
+            append_tensor(proto, f, data_path, name + "_q", [E, N, K * bits // 8], TensorProto.UINT8,
+                          E * N * K * bits // 8, packed())
+            s = np.ascontiguousarray(np.concatenate(scales).reshape(E, N, -1) if block else
+                                     np.concatenate(scales).reshape(E, N))
+            append_tensor(proto, f, data_path, name + "_scales", list(s.shape), TensorProto.FLOAT, s.nbytes,
+                          [memoryview(s).cast("B")])
+            quantized[k] = (name + "_q", name + "_scales")
+            done += lazy.nbytes
+            if progress is not None:
+                progress(done, total)
+        _replace(proto, node, qmoe_node(node, quantized, bits, block))
+    return len(moes)
 
 
 # ---------------------------------------------------------------- accuracy on a token budget
