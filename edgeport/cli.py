@@ -27,7 +27,7 @@ def _cmd_export(a):
     out = export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
                  seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet,
                  quantize=a.quantize, allow_random_head=a.allow_random_head, streaming=a.streaming,
-                 memory_check=not a.no_memory_check)
+                 memory_check=not a.no_memory_check, cpu_class=a.cpu_class)
     if a.quantize and not a.streaming:  # --streaming writes the quantized artifact itself
         from edgeport.quantize import quantize_artifact
 
@@ -39,6 +39,8 @@ def _cmd_export_auto(a):
     export stage may not import (DESIGN.md's one-way data flow)."""
     from edgeport.export.auto import export_auto
 
+    if a.cpu_class is not None:
+        raise EdgeportError("--target auto / --quantize auto measure on this machine: drop --cpu-class")
     if a.streaming or a.batch != 1:
         raise EdgeportError("--target auto / --quantize auto time candidates at batch 1 in memory: drop "
                             + ("--streaming" if a.streaming else "--batch"))
@@ -77,7 +79,9 @@ def _cmd_inspect(a):
             print(f"  {kind:6s} {s.name:16s} {s.dtype:8s} {s.shape}")
     print(f"  backend: {sess.backend if sess else why_not}; converter: {json.dumps(m.converter)}")
     if m.converter.get("lowering"):
-        print(f"  lowering: {m.converter['lowering']}")
+        c = m.converter.get("lowering_choice") or {}
+        why = f" ({c['why']}; {c['precision']} on CPU class {c['cpu_class']}, {c['cpu_class_from']})" if c else ""
+        print(f"  lowering: {m.converter['lowering']}{why}")
     _print_parity(m)
     if m.auto:  # export --target auto / --quantize auto: every candidate measured
         from edgeport.export.measuring import format_table
@@ -169,7 +173,10 @@ def parser() -> argparse.ArgumentParser:
                    "the model's positions allow)")
     e.add_argument("--batch", type=int, default=1, help="static batch size of static-shape targets (TFLite; default 1)")
     e.add_argument("--opset", type=int, help="ONNX opset (default 17)")
-    e.add_argument("--lowering", help="a registered lowering for custom ops (default: the family's default)")
+    e.add_argument("--lowering", help="a registered lowering for custom ops (default: the one measured fastest "
+                   "for this CPU class and precision, edgeport/ops/lowering_defaults.json, else the family's default)")
+    e.add_argument("--cpu-class", help="take the measured default lowering of another machine's CPU class "
+                   "(avx2 | avx512_vnni; default: this machine's; --lowering still wins)")
     e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`); "
                    "auto: measure fp32 and the quantized precisions too, keep the fastest within --budget; "
                    "with --streaming: int4 schemes only, written straight from the checkpoint (no fp32 artifact)")

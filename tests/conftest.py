@@ -144,3 +144,11 @@ def serve_exports(tmp_path_factory):
     from serve_helpers import make_exports
 
     return make_exports(tmp_path_factory.mktemp("serve-exports"))
+
+
+@pytest.fixture(autouse=True)
+def _static_lowering_defaults(monkeypatch):
+    """Exports in tests take the registry's static default lowering whatever this machine's CPU is (as on a
+    machine of unknown class): the measured per-class defaults (edgeport/ops/lowering_defaults.json) are
+    tested in test_lowering_defaults.py, which names the class or patches the flags itself."""
+    monkeypatch.setattr("edgeport.runtime.machine.detect_cpu_class", lambda: None)

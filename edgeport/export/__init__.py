@@ -37,6 +37,7 @@ class Options:
     lowering: str | None = None
     quantize: str | None = None
     streaming: bool = False  # weights streamed from the memory-mapped checkpoint (export/streaming.py)
+    cpu_class: str | None = None  # the serving machine's CPU class for measured defaults (None: this one's)
 
 
 def default_out_dir(model: str, task: str, target: str) -> Path:
@@ -75,13 +76,11 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
     from edgeport.export.lowerings import Lowered, choose_lowering
     from edgeport.ops.registry import LoweringContext
 
-    lowering, why = choose_lowering(ref.family.name, tgt.name, opts.lowering, opts.quantize)
+    lowering, choice = choose_lowering(ref.family.name, tgt.name, opts.lowering, opts.quantize, opts.cpu_class)
     if lowering is None and tgt.needs_lowering:
         raise EdgeportError(f"no {tgt.name} lowering for family '{ref.family.name}' yet")
-    if steps is not None and why.startswith("unfused"):
-        steps.note(f"lowering 'generic' (unfused): {opts.quantize} cannot reach weights inside fused ops")
-    elif steps is not None:
-        steps.note(f"lowering '{lowering.name}' ({why})" if lowering else f"lowering: none (the plain {tgt.route} route)")
+    if steps is not None:
+        steps.note(choice.line if lowering else f"lowering: none (the plain {tgt.route} route)")
     ctx = LoweringContext(ref.config, opts.seq_len if tgt.static_shapes else None)
     with lowering.applied(ref.model, ctx) if lowering else nullcontext((ref.model, {})) as (model, notes):
         if tgt.route == "tflite":
@@ -99,6 +98,7 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
                  **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}
     if lowering is not None:
         converter["lowering"] = lowering.name
+        converter["lowering_choice"] = choice.to_dict()
     ops = onnx_export.custom_ops(tmp / lowered.artifact) if tgt.route == "onnx" else []
     return Lowered(lowered.artifact, converter, ops, lowering.validation if lowering else None)
 
@@ -106,7 +106,8 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
 def export(model: str, target: str = "onnx", task: str | None = None, checkpoint: str | None = None,
            out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
            lowering: str | None = None, quiet: bool = False, quantize: str | None = None,
-           allow_random_head: bool = False, streaming: bool = False, memory_check: bool = True) -> Path:
+           allow_random_head: bool = False, streaming: bool = False, memory_check: bool = True,
+           cpu_class: str | None = None) -> Path:
     """Load `model` (preset, HF folder or hub id), export it for `target`, validate it over the shape grid,
     write the folder; returns the output folder (default edgeport-out/<model>-<task>-<target>).
 
@@ -120,7 +121,9 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     folder, with about one copy of the weights in memory (export/streaming.py; refused with an
     EdgeportError, before any work, when the machine's available memory is below its estimate).
     `memory_check`: refuse before any work, for every target, when the path's estimated peak memory
-    (streaming.preflight) exceeds what the machine has available.
+    (streaming.preflight) exceeds what the machine has available. `cpu_class`: with no `lowering`, take
+    the measured default of that CPU class (lowerings.py; e.g. "avx2" for a serving machine other than
+    this one) instead of this machine's; EdgeportError for a class machine.CPU_CLASSES lacks.
     """
     tgt = get_target(target)
     if (seq_len is not None and seq_len < 2) or batch < 1:
@@ -129,6 +132,10 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
         from edgeport.schemes import resolve
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
+    if cpu_class is not None:
+        from edgeport.export.lowerings import check_cpu_class
+
+        check_cpu_class(cpu_class)
     if memory_check:  # every route, before loading (the estimate per route: streaming.preflight)
         from edgeport.export.streaming import preflight
 
@@ -142,7 +149,7 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     else:
         ref = load(model, task, checkpoint, steps, allow_random_head)
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
-    opts = Options(tgt.name, seq_len, batch, opset, lowering, quantize, streaming)
+    opts = Options(tgt.name, seq_len, batch, opset, lowering, quantize, streaming, cpu_class)
     return export_reference(ref, opts, out, steps)
 
 

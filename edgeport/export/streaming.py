@@ -401,7 +401,7 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
     from edgeport.export.streaming_fold import fold_weight_subgraphs
     from edgeport.ops.registry import LoweringContext
 
-    lowering, _ = choose_lowering(ref.family.name, tgt.name, opts.lowering, opts.quantize)
+    lowering, _ = choose_lowering(ref.family.name, tgt.name, opts.lowering, opts.quantize, opts.cpu_class)
     passes = (lowering.graph_passes if lowering else ()) + tgt.graph_passes
     if tgt.route != "onnx" or passes or (lowering is not None and lowering.validation is not None):
         raise EdgeportError(f"--streaming writes plain ONNX graphs; target '{tgt.name}'"

@@ -73,6 +73,26 @@ def _cpuinfo() -> tuple[str, list]:
     return model, [name for flag, name in CPU_FLAGS.items() if flag in flags]
 
 
+CPU_CLASSES = ("avx2", "avx512_vnni")  # what edgeport/ops/lowering_defaults.json is keyed by
+
+
+def cpu_class(flags: list) -> str | None:
+    """The CPU feature class measured lowering defaults are keyed by, from CPU_FLAGS' names (e.g.
+    MachineFacts.flags): "avx512_vnni" when AVX-512 VNNI is there (AMX machines included: they are not
+    measured apart), else "avx2" with AVX2 and FMA, else None (e.g. Arm, or no /proc/cpuinfo: unknown)."""
+    have = set(flags)
+    if "AVX-512 VNNI" in have:
+        return "avx512_vnni"
+    if {"AVX2", "FMA"} <= have:
+        return "avx2"
+    return None
+
+
+def detect_cpu_class() -> str | None:
+    """This machine's cpu_class, from /proc/cpuinfo (cheap; None where it does not exist)."""
+    return cpu_class(_cpuinfo()[1])
+
+
 def _meminfo_gib() -> tuple[float | None, float | None]:
     """(MemTotal, MemAvailable) in GiB from /proc/meminfo; (None, None) where it does not exist."""
     try:
