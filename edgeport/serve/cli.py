@@ -11,7 +11,7 @@ def _config(a):
     from edgeport.serve.config import ServeConfig
 
     return ServeConfig(max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, workers=a.workers,
-                       threads=a.threads, timeout_s=a.timeout, max_body_bytes=a.max_body_bytes,
+                       threads=a.threads, spin=not a.no_spin, timeout_s=a.timeout, max_body_bytes=a.max_body_bytes,
                        max_text_chars=a.max_text_chars, max_items=a.max_items, truncate=a.truncate).check()
 
 
@@ -68,6 +68,8 @@ def register(sub) -> None:
     s.add_argument("--max-queue", type=int, default=1024, help="queued rows per model before 503 + Retry-After")
     s.add_argument("--workers", type=int, default=1, help="threads running batches per model")
     s.add_argument("--threads", type=int, help="intra-op threads per session (default: all cores)")
+    s.add_argument("--no-spin", action="store_true", help="onnxruntime threads sleep between runs instead of "
+                   "spin-waiting (leaves the cores to the HTTP loop)")
     s.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (504 past it)")
     s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     s.add_argument("--max-text-chars", type=int, default=20_000, help="longer texts get 413")

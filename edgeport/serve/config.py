@@ -26,6 +26,7 @@ class ServeConfig:
     max_queue: int = 1024  # queued rows per model before requests get 503 + Retry-After
     workers: int = 1  # threads running batches per model (onnxruntime: one shared session; LiteRT: one each)
     threads: int | None = None  # intra-op threads per session (default: all cores)
+    spin: bool = True  # onnxruntime's intra-op threads spin-wait between runs (its default); False yields the cores
     timeout_s: float = 30.0  # per request, queueing included; past it the answer is 504
     max_body_bytes: int = 1 << 20  # request bodies over this get 413
     max_text_chars: int = 20_000  # one text (or prompt) over this gets 413

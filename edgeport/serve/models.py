@@ -65,8 +65,11 @@ class ServedModel:
 
             return TextGenerator(self.folder, threads=self.config.threads)
         from edgeport.runtime import pipeline
+        from edgeport.runtime.session import ort_session_config
 
-        return pipeline(self.folder, truncate=self.config.truncate, threads=self.config.threads)
+        spin = {} if self.config.spin else {"session.intra_op.allow_spinning": "0"}  # onnxruntime's config key
+        with ort_session_config(spin):
+            return pipeline(self.folder, truncate=self.config.truncate, threads=self.config.threads)
 
     @contextlib.contextmanager
     def _runner(self):
