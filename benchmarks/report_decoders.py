@@ -1,6 +1,7 @@
 """Decoder stage of benchmarks/report.py: edgeport vs onnxruntime-genai's model builder, same checkpoint.
 
     python benchmarks/report_decoders.py prepare|measure --work DIR [--json OUT] [--genai-venv V] [--quick]
+    python benchmarks/report_decoders.py time --work DIR [--rounds 5] [--json OUT]   # timing of built folders
 
 The checkpoint: a Mistral-architecture model (random fp32 weights, HF safetensors folder written by
 benchmarks/bench_export_memory.py's make_checkpoint: 250M = hidden 1024, 16 layers, GQA 16:4; --quick
@@ -101,6 +102,17 @@ def measure(work: Path, venv: Path, quick: bool) -> dict:
     ckpt = work / ("ckpt-125m" if quick else "ckpt-250m")
     paths, rows = exports(work, ckpt, venv, model)
     rounds, steps = (1, 16) if quick else (5, STEPS)
+    decode = time_decoding(paths, venv, model, rounds, steps)
+    notes = [f"Decoders: {model}, batch 1, prompt {PROMPT}, {steps} greedy steps, median decode-step ms of the last "
+             f"of two generations per process, median over {rounds} interleaved rounds (a fresh process per contender "
+             "per round). edgeport int4 is the `int4` scheme (int4-b32-a8: MatMulNBits block 32, accuracy_level 4); "
+             "GenAI's is its builder's `-p int4` default."]
+    return {"decode": decode, "exports": rows, "notes": notes}
+
+
+def time_decoding(paths: dict, venv: Path, model: str, rounds: int, steps: int) -> list:
+    """Greedy decode timing of built folders (label "CONTENDER PRECISION" -> folder): every contender once per
+    round, each in a fresh process; -> rows with the median ms/token and prefill ms over rounds."""
     runs = {label: [] for label in paths}
     for _ in range(rounds):  # interleaved: every contender once per round, each in a fresh process
         for label, folder in paths.items():
@@ -112,24 +124,28 @@ def measure(work: Path, venv: Path, quick: bool) -> dict:
                        "ms_per_token": round(statistics.median(r["ms_per_token"] for r in rs), 3),
                        "prefill_ms": round(statistics.median(r["prefill_ms"] for r in rs), 2)})
         print(f"{label}: {decode[-1]}", flush=True)
-    notes = [f"Decoders: {model}, batch 1, prompt {PROMPT}, {steps} greedy steps, median decode-step ms of the last "
-             f"of two generations per process, median over {rounds} interleaved rounds (a fresh process per contender "
-             "per round). edgeport int4 is the `int4` scheme (int4-b32-a8: MatMulNBits block 32, accuracy_level 4); "
-             "GenAI's is its builder's `-p int4` default."]
-    return {"decode": decode, "exports": rows, "notes": notes}
+    return decode
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("phase", choices=("prepare", "measure"))
+    ap.add_argument("phase", choices=("prepare", "measure", "time"),
+                    help="time: only the decode timing of the four folders already built in --work")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--genai-venv", type=Path, default=Path("/tmp/genai-venv"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="time: interleaved rounds")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     if a.phase == "prepare":
         prepare(a.work, a.genai_venv, a.quick)
+    elif a.phase == "time":
+        paths = {f"{name} {prec}": a.work / f"{short}-{prec}" for name, short in
+                 (("edgeport", "ep"), ("onnxruntime-genai", "genai")) for prec in ("fp32", "int4")}
+        decode = time_decoding(paths, a.genai_venv, model_name(a.quick), a.rounds, 16 if a.quick else STEPS)
+        if a.json:
+            a.json.write_text(json.dumps({"decode": decode}, indent=1))
     else:
         a.json.write_text(json.dumps(measure(a.work, a.genai_venv, a.quick), indent=1))
 

@@ -328,6 +328,38 @@ def test_group_query_attention_lowering_vs_eager_op(tmp_path):
         assert np.abs(got[1] - want[1].numpy()).max() == 0.0
 
 
+class PackedRotary(torch.nn.Module):
+    def __init__(self, cos, sin, heads):
+        super().__init__()
+        self.cos, self.sin, self.heads = cos, sin, heads
+
+    def forward(self, x, position_ids):
+        from edgeport.ops.attention import rotary_packed
+
+        return rotary_packed(x, position_ids, self.cos, self.sin, self.heads)
+
+
+def test_rotary_embedding_lowering_vs_reference_rope(tmp_path):
+    """com.microsoft.RotaryEmbedding on packed (B, S, N*D) vs the reference's apply_rope per head (left-padded
+    positions, a prefill then a decode step), and the eager op equal to apply_rope bit for bit."""
+    from edgeport.reference_models.decoder import RotaryEmbedding, apply_rope, split_heads
+
+    rope, heads, D = RotaryEmbedding(16, 64, 500.0), 3, 16
+    half = rope.cos[:, :D // 2], rope.sin[:, :D // 2]
+    sample = (torch.randn(2, 4, heads * D), torch.zeros(2, 4, dtype=torch.long))
+    proto, sess = to_onnx(PackedRotary(*half, heads), sample, tmp_path / "rope.onnx", ["x", "position_ids"],
+                          {"x": [0, 1], "position_ids": [0, 1]})
+    assert [n.op_type for n in proto.graph.node if n.domain == "com.microsoft"] == ["RotaryEmbedding"]
+    g = torch.Generator().manual_seed(0)
+    for pos in (torch.tensor([[0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 1, 2]]), torch.tensor([[40], [37]])):
+        x = torch.randn(2, pos.shape[1], heads * D, generator=g)
+        cos, sin = rope(pos)
+        want = apply_rope(split_heads(x, heads, D), cos, sin).transpose(1, 2).reshape(x.shape)
+        assert torch.equal(PackedRotary(*half, heads)(x, pos), want)
+        got = sess.run(None, {"x": x.numpy(), "position_ids": pos.numpy()})[0]
+        assert np.abs(got - want.numpy()).max() <= 1e-5
+
+
 # ---------------------------------------------------------------- structure
 
 def nodes(folder):
@@ -346,6 +378,9 @@ def test_graph_structure(artifacts, family, lowering):
     for n in gqa:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         assert attrs["local_window_size"] == WINDOW and attrs["num_heads"] == 4 and attrs["kv_num_heads"] == 2
+    rope = [n for n in ms if n.op_type == "RotaryEmbedding"]
+    assert len(rope) == 4  # q and k of both layers, on the packed projections
+    assert not [n for n in nodes(out) if n.op_type == "Transpose"]  # no per-head layout around attention
     moes = [n for n in ms if n.op_type == "MoE"]
     assert len(moes) == (2 if family == "mixtral" else 0)
     for n in moes:
