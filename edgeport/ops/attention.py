@@ -115,7 +115,7 @@ def _symbolic_rotary(g, x, position_ids, cos, sin, heads):
 # ONNX symbolic (TorchScript exporter):
 #
 #   q, k, v, past_k, past_v, pad_bias
-#        |        Shape(past_k)[2] + Shape(q)[1] = T
+#        |        T = Shape(pad_bias)[3] (= P + S), B = Shape(pad_bias)[0]
 #        |        seqlens_k = Expand(T - 1, [B]) int32, total = T int32
 #        v
 #   com.microsoft.GroupQueryAttention(num_heads, kv_num_heads, scale, local_window_size)
@@ -130,8 +130,10 @@ def _symbolic_gqa(g, q, k, v, past_k, past_v, pad_bias, heads, kv_heads, window,
 
     heads, kv_heads = sh._get_const(heads, "i", "heads"), sh._get_const(kv_heads, "i", "kv_heads")
     window, scale = sh._get_const(window, "i", "window"), sh._get_const(scale, "f", "scale")
-    total = g.op("Add", _dim(g, past_k, 2), _dim(g, q, 1))  # (1,) T
-    seqlens = g.op("Expand", g.op("Sub", total, g.op("Constant", value_t=torch.tensor([1]))), _dim(g, q, 0))
+    # T and B read from pad_bias (B, 1, S, T), the one tensor every layer shares: the layers' copies of this
+    # subgraph are then identical and onnxruntime's common-subexpression pass keeps one.
+    total = _dim(g, pad_bias, 3)  # (1,) T = P + S
+    seqlens = g.op("Expand", g.op("Sub", total, g.op("Constant", value_t=torch.tensor([1]))), _dim(g, pad_bias, 0))
     seqlens = g.op("Cast", seqlens, to_i=6)  # int32 (B,)
     total = g.op("Cast", g.op("Squeeze", total, g.op("Constant", value_t=torch.tensor([0]))), to_i=6)
     none = g.op("prim::Constant")
