@@ -14,9 +14,9 @@ the same weights (--optimum-venv: benchmarks/peers/optimum_venv.sh) and its int8
 common.measure call: every contender in its own process, interleaved rounds, medians, BENCH_THREADS
 threads; it appends one row per group (medians, p90, load before/after, CPU model and flags,
 onnxruntime version, date, command) to --results. `defaults` keeps, per (family, precision), the
-lowering with the smallest geometric mean over its models of (median / the best lowering's median), from
-the newest rows of this machine's CPU class, and rewrites that class in the defaults file (other classes
-are left as they are).
+lowering with the smallest geometric mean over the rows (every model and repeated run of this machine's
+CPU class and newest onnxruntime) of (median / that row's fastest lowering's median), and rewrites that
+class in the defaults file (other classes are left as they are).
 """
 
 from __future__ import annotations
@@ -172,27 +172,27 @@ def time_groups(a) -> None:
 
 
 def choose(rows: list) -> dict:
-    """(family, target, precision) -> entry: the lowering with the smallest geometric mean over the models
-    of median / fastest lowering's median (peers excluded), with the rows that chose it."""
+    """(family, target, precision) -> entry: the lowering with the smallest geometric mean, over every row
+    (each model, each repeated run), of median / that row's fastest lowering's median (peers excluded);
+    the rows that chose it go with it."""
     groups = {}
-    for r in rows:  # the newest row per (model, precision) wins
-        groups.setdefault((r["family"], r["target"], r["precision"]), {})[r["model"]] = r
+    for r in rows:
+        groups.setdefault((r["family"], r["target"], r["precision"]), []).append(r)
     out = {}
-    for (family, target, precision), by_model in groups.items():
-        names = set.intersection(*(set(k for k in r["median_ms"] if k != "optimum") for r in by_model.values()))
+    for (family, target, precision), group in groups.items():
+        names = set.intersection(*(set(k for k in r["median_ms"] if k != "optimum") for r in group))
         score = {}
         for n in names:
-            logs = [math.log(r["median_ms"][n] / min(r["median_ms"][m] for m in names)) for r in by_model.values()]
+            logs = [math.log(r["median_ms"][n] / min(r["median_ms"][m] for m in names)) for r in group]
             score[n] = math.exp(sum(logs) / len(logs))
         chosen = min(score, key=score.get)
         out[f"{family}/{target}/{precision}"] = {
             "family": family, "target": target, "precision": precision, "lowering": chosen,
-            "rule": "smallest geometric mean over the models of median / fastest lowering's median",
+            "rule": "smallest geometric mean over the measurements of median / fastest lowering's median",
             "score": {n: round(s, 4) for n, s in sorted(score.items(), key=lambda kv: kv[1])},
             "measurements": [{k: r[k] for k in ("model", "task", "seq_len", "batch", "median_ms", "p90_ms", "calls",
                                                 "load_before", "load_after", "date", "cpu_model", "flags",
-                                                "onnxruntime", "threads", "command")}
-                             for r in by_model.values()]}
+                                                "onnxruntime", "threads", "command")} for r in group]}
     return out
 
 
@@ -203,6 +203,12 @@ def write_defaults(a) -> None:
     mine = [r for r in rows if r["cpu_class"] == cls]
     if not mine:
         raise SystemExit(f"no rows of CPU class {cls} in {a.results}")
+    newest = mine[-1]["onnxruntime"]  # rows of an older onnxruntime no longer decide
+    mine = [r for r in mine if r["onnxruntime"] == newest]
+    for r in [r for r in mine if max(r["load_before"][0], r["load_after"][0]) > a.max_load]:
+        print(f"left out (load {r['load_before'][0]} -> {r['load_after'][0]} > {a.max_load}): {r['model']} "
+              f"{r['precision']} {r['date']}")
+    mine = [r for r in mine if max(r["load_before"][0], r["load_after"][0]) <= a.max_load]
     table = json.loads(DEFAULTS.read_text())
     table["classes"].setdefault(cls, {})["defaults"] = choose(mine)
     DEFAULTS.write_text(json.dumps(table, indent=1) + "\n")
@@ -222,6 +228,8 @@ def main(argv=None) -> None:
     ap.add_argument("--optimum-venv", type=Path, help="prepare: also export Optimum's pair with this venv")
     ap.add_argument("--no-optimum", action="store_true", help="time: leave the peer out")
     ap.add_argument("--cpu-class", help="defaults: the class to rewrite (default: this machine's)")
+    ap.add_argument("--max-load", type=float, default=2.5, help="defaults: leave out rows whose 1-minute load "
+                    "before or after exceeded this (the timed contender itself adds ~THREADS; default 2.5)")
     a = ap.parse_args(argv)
     os.environ.setdefault("EDGEPORT_THREADS", str(THREADS))
     {"prepare": prepare, "time": time_groups, "defaults": write_defaults}[a.stage](a)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -77,7 +78,14 @@ def test_choice_follows_the_table_for_each_class(monkeypatch, cls):
         assert (choice.cpu_class, choice.cpu_class_from, choice.precision) == (cls, "detected", precision)
         assert choice.line.startswith(f"lowering {e['lowering']}: measured fastest for {precision} on {cls}")
         assert ld.SHOWN_AS in choice.line and " vs " in choice.line
-        assert choice.to_dict()["measured_ms"] == {m["model"]: m["median_ms"] for m in e["measurements"]}
+        runs = {}
+        for m in e["measurements"]:  # repeated runs of a model: the geometric mean of each lowering's medians
+            runs.setdefault(m["model"], []).append(m["median_ms"])
+        assert choice.to_dict()["measured_ms"] == {
+            model: {n: round(statistics.geometric_mean([r[n] for r in rs]), 2) for n in rs[0]}
+            for model, rs in runs.items()}
+        shown = choice.to_dict()["measured_ms"]  # "measured fastest" holds for the numbers the line shows
+        assert all(ms[e["lowering"]] <= min(ms.values()) * 1.15 for ms in shown.values()), shown
 
 
 def test_choice_switches_with_the_class_and_the_precision(monkeypatch, tmp_path):

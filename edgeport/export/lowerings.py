@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgeport.errors import EdgeportError
-from edgeport.ops.lowering_defaults import SHOWN_AS, measured_default, runner_up_line
+from edgeport.ops.lowering_defaults import SHOWN_AS, measured_default, per_model, runner_up_line
 from edgeport.ops.registry import Lowering, find_lowering, lowerings_for
 from edgeport.schemes import needs_unfused_graph, resolve
 
@@ -44,7 +44,7 @@ class LoweringChoice:
     cpu_class: str | None  # "avx2" | "avx512_vnni" | None (unknown: no measured defaults)
     cpu_class_from: str  # "detected" (this machine) | "--cpu-class" (the user's)
     line: str  # the one progress line that says it
-    measured_ms: dict | None = None  # the measurements' medians, when why == "measured"
+    measured_ms: dict | None = None  # {model: {lowering: ms}} (lowering_defaults.per_model), when measured
 
     def to_dict(self) -> dict:
         """JSON-ready dict for the manifest (the line left out, the table named)."""
@@ -88,7 +88,7 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
         cpu_class = detect_cpu_class()
     entry = measured_default(family, target, precision, cpu_class)
     if entry is not None and entry["lowering"] in lowerings_for(family, target):
-        ms = {m["model"]: m["median_ms"] for m in entry["measurements"]}
+        ms = per_model(entry)
         return find_lowering(family, target, entry["lowering"]), LoweringChoice(
             "measured", precision, cpu_class, source,
             f"lowering {entry['lowering']}: measured fastest for {precision} on {cpu_class} "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 DEFAULTS_FILE = Path(__file__).with_name("lowering_defaults.json")
@@ -56,15 +57,29 @@ def measured_default(family: str, target: str, precision: str, cpu_class: str | 
     return (cls.get("defaults") or {}).get(f"{family}/{target}/{precision}")
 
 
-def runner_up_line(entry: dict) -> str:
-    """'41.2 vs default 47.9 ms (bert-base @128)' per measurement, joined by '; ': the chosen lowering's
-    median against the fastest other lowering's (peers, e.g. "optimum", left out)."""
-    chosen, parts = entry["lowering"], []
+def per_model(entry: dict) -> dict:
+    """{model: {lowering or peer: ms}}: per model, the geometric mean over its measurements (repeated runs)
+    of each contender's median, so the order agrees with the ratio rule benchmarks/bench_lowerings.py
+    chooses by; contenders missing from a run are left out of that model."""
+    runs = {}
     for m in entry["measurements"]:
-        ms = m["median_ms"]
-        others = {k: v for k, v in ms.items() if k != chosen and k in entry.get("score", ms) and k != "optimum"}
+        runs.setdefault(m["model"], []).append(m["median_ms"])
+    out = {}
+    for model, meds in runs.items():
+        names = set.intersection(*(set(ms) for ms in meds))
+        out[model] = {n: round(math.exp(sum(math.log(ms[n]) for ms in meds) / len(meds)), 2) for n in sorted(names)}
+    return out
+
+
+def runner_up_line(entry: dict) -> str:
+    """'41.2 vs default 47.9 ms (bert-base @128)' per model, joined by '; ': the chosen lowering's median
+    (per_model) against the fastest other lowering's; peers (e.g. "optimum") left out."""
+    chosen, parts = entry["lowering"], []
+    seq = {m["model"]: m["seq_len"] for m in entry["measurements"]}
+    for model, ms in per_model(entry).items():
+        others = {k: v for k, v in ms.items() if k not in (chosen, "optimum")}
         if chosen not in ms or not others:
             continue
         other = min(others, key=others.get)
-        parts.append(f"{ms[chosen]:.1f} vs {other} {others[other]:.1f} ms ({m['model']} @{m['seq_len']})")
+        parts.append(f"{ms[chosen]:.1f} vs {other} {others[other]:.1f} ms ({model} @{seq[model]})")
     return "; ".join(parts)
