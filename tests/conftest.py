@@ -146,9 +146,13 @@ def serve_exports(tmp_path_factory):
     return make_exports(tmp_path_factory.mktemp("serve-exports"))
 
 
-@pytest.fixture(autouse=True)
-def _static_lowering_defaults(monkeypatch):
-    """Exports in tests take the registry's static default lowering whatever this machine's CPU is (as on a
-    machine of unknown class): the measured per-class defaults (edgeport/ops/lowering_defaults.json) are
-    tested in test_lowering_defaults.py, which names the class or patches the flags itself."""
-    monkeypatch.setattr("edgeport.runtime.machine.detect_cpu_class", lambda: None)
+@pytest.fixture(autouse=True, scope="session")
+def _static_lowering_defaults():
+    """Exports in tests (module- and session-scoped fixtures' included: hence session scope) take the
+    registry's static default lowering whatever this machine's CPU is, as on a machine of unknown class:
+    the measured per-class defaults (edgeport/ops/lowering_defaults.json) are tested in
+    test_lowering_defaults.py, which names the class or patches the flags itself."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr("edgeport.runtime.machine.detect_cpu_class", lambda: None)
+    yield
+    mp.undo()

@@ -88,11 +88,12 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
         cpu_class = detect_cpu_class()
     entry = measured_default(family, target, precision, cpu_class)
     if entry is not None and entry["lowering"] in lowerings_for(family, target):
-        ms = per_model(entry)
+        ms, runs = per_model(entry), len(entry["measurements"])
         return find_lowering(family, target, entry["lowering"]), LoweringChoice(
             "measured", precision, cpu_class, source,
-            f"lowering {entry['lowering']}: measured fastest for {precision} on {cpu_class} "
-            f"({source}), {runner_up_line(entry)}; see {SHOWN_AS}", ms)
+            f"lowering {entry['lowering']}: measured fastest for {precision} on {cpu_class} ({source}; "
+            f"geometric mean over {runs} run{'s' * (runs > 1)} of {', '.join(ms)}): {runner_up_line(entry)}; "
+            f"see {SHOWN_AS}", ms)
     chosen = find_lowering(family, target, None)
     why = "no measured default for " + (f"{precision} on {cpu_class}" if cpu_class else "an unknown CPU class")
     if quantize and chosen is not None and chosen.fuses_weights and \
