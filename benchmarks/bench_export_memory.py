@@ -1,8 +1,9 @@
-"""Export memory at scale: peak RSS, disk written and wall time of exporting Mistral-architecture
-checkpoints (random weights saved as safetensors), each export in its own process under
-`/usr/bin/time -v`, for edgeport (streaming and in-memory, fp32 and int4) and onnxruntime-genai's model
-builder (fp32 and int4, its own venv: benchmarks/peers/genai_venv.sh), then a linear fit of each
-against the parameter count, extrapolated to Mistral-7B and Mixtral-8x7B.
+"""Export memory at scale: peak RSS, disk written and wall time of exporting Mistral- and
+Mixtral-architecture checkpoints (random weights saved as safetensors), each export in its own process
+under `/usr/bin/time -v`, for edgeport (streaming and in-memory, fp32 and int4) and onnxruntime-genai's
+model builder (fp32 and int4, its own venv: benchmarks/peers/genai_venv.sh; Mistral only: its builder
+has no Mixtral), then a linear fit of each against the parameter count, per architecture, extrapolated
+to Mistral-7B (Mistral rows) and Mixtral-8x7B (Mixtral rows).
 
     python benchmarks/bench_export_memory.py make --size 125m --out /tmp/ckpt-125m
     python benchmarks/bench_export_memory.py run --checkpoint /tmp/ckpt-125m [--streaming] [--quantize int4]
@@ -38,18 +39,31 @@ SIZES = {
                  num_key_value_heads=4),  # 436M parameters
     "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=20, num_attention_heads=32,
                num_key_value_heads=8),  # 1.03B parameters
+    # Mixtral architecture (Mistral + 8 experts, top 2, as Mixtral-8x7B): most parameters in the experts.
+    "moe-150m": dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=8,
+                     num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2),  # 140M parameters
+    "moe-350m": dict(hidden_size=768, intermediate_size=1536, num_hidden_layers=10, num_attention_heads=12,
+                     num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2),  # 348M parameters
+    "moe-600m": dict(hidden_size=1024, intermediate_size=2048, num_hidden_layers=10, num_attention_heads=16,
+                     num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2),  # 595M parameters
 }
 
 
+def architecture(size: str) -> str:
+    """"mixtral" for the SIZES with experts, else "mistral"."""
+    return "mixtral" if "num_local_experts" in SIZES[size] else "mistral"
+
+
 def make_checkpoint(size: str, out: Path, seed: int = 0) -> int:
-    """Write a random fp32 Mistral checkpoint of `size` into `out`; returns the parameter count.
+    """Write a random fp32 Mistral (or Mixtral) checkpoint of `size` into `out`; returns the parameter count.
 
     Tensors are generated and written one at a time (safetensors' own writer needs them all in memory,
     so the file is written here in safetensors' documented layout: u64 header length, JSON header,
     row-major data)."""
     import numpy as np
 
-    cfg = {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "vocab_size": 32000,
+    arch = architecture(size)
+    cfg = {"model_type": arch, "architectures": [arch.capitalize() + "ForCausalLM"], "vocab_size": 32000,
            "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
            "sliding_window": 4096, "tie_word_embeddings": False, **SIZES[size]}
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +89,8 @@ def make_checkpoint(size: str, out: Path, seed: int = 0) -> int:
 
 
 def tensor_shapes(cfg: dict) -> dict:
-    """HF Mistral state-dict names -> shapes for config dict `cfg`."""
+    """HF Mistral (or Mixtral: original expert keys, block_sparse_moe.experts.M.w1/w2/w3) state-dict
+    names -> shapes for config dict `cfg`."""
     h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     d = h // cfg["num_attention_heads"]
     kv = cfg["num_key_value_heads"] * d
@@ -84,9 +99,16 @@ def tensor_shapes(cfg: dict) -> dict:
         p = f"model.layers.{n}."
         shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
                        p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
-                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-                       p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
-                       p + "mlp.down_proj.weight": (h, i)})
+                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h)})
+        experts = cfg.get("num_local_experts")
+        if experts:
+            shapes[p + "block_sparse_moe.gate.weight"] = (experts, h)
+            for e in range(experts):
+                q = f"{p}block_sparse_moe.experts.{e}."
+                shapes.update({q + "w1.weight": (i, h), q + "w2.weight": (h, i), q + "w3.weight": (i, h)})
+        else:
+            shapes.update({p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
+                           p + "mlp.down_proj.weight": (h, i)})
     shapes.update({"model.norm.weight": (h,), "lm_head.weight": (v, h)})
     return shapes
 
@@ -133,7 +155,10 @@ def run_export(checkpoint: Path, contender: str = "edgeport", path: str = "strea
 
 # Runs left out at a size, with the reason (this machine: 24 GiB shared by five agents, ~9 GB per run).
 SKIP = {("1b", "edgeport", "in-memory"): "in-memory edgeport needs ~5x the weights (20 GB at 1B)",
-        ("1b", "onnxruntime-genai", "builder", "int4"): "the builder's int4 path needs ~2.9x (12 GB at 1B)"}
+        ("1b", "onnxruntime-genai", "builder", "int4"): "the builder's int4 path needs ~2.9x (12 GB at 1B)",
+        ("moe-600m", "edgeport", "in-memory"): "in-memory edgeport needs ~5.5x the weights (13 GB at 595M)"}
+GENAI_MIXTRAL = ("onnxruntime-genai 0.18's builder has no MixtralForCausalLM (NotImplementedError: "
+                 "'model is not currently supported')")
 
 
 def sweep(size: str, checkpoint: Path, venv: Path, results: Path) -> list:
@@ -143,12 +168,15 @@ def sweep(size: str, checkpoint: Path, venv: Path, results: Path) -> list:
     for contender, path in (("edgeport", "streaming"), ("edgeport", "in-memory"), ("onnxruntime-genai", "builder")):
         for precision in ("fp32", "int4"):
             why = SKIP.get((size, contender, path)) or SKIP.get((size, contender, path, precision))
+            if contender == "onnxruntime-genai" and architecture(size) == "mixtral":
+                why = GENAI_MIXTRAL
             if why:
-                rows.append({"size": size, "contender": contender, "path": path, "precision": precision, "skipped": why})
+                rows.append({"size": size, "architecture": architecture(size), "contender": contender, "path": path,
+                             "precision": precision, "skipped": why})
                 continue
             py = str(venv / "bin" / "python") if contender == "onnxruntime-genai" else sys.executable
             r = run_export(checkpoint, contender, path, precision, py)
-            r["size"], r["loadavg"] = size, Path("/proc/loadavg").read_text().split()[:3]
+            r["size"], r["architecture"], r["loadavg"] = size, architecture(size), Path("/proc/loadavg").read_text().split()[:3]
             if r["rc"]:
                 print(r["tail"], file=sys.stderr)
             r.pop("tail")
@@ -159,46 +187,48 @@ def sweep(size: str, checkpoint: Path, venv: Path, results: Path) -> list:
     return rows
 
 
-# Parameter counts to extrapolate to (the presets' configs: mistral-7b; Mixtral-8x7B's published count).
-TARGETS = {"Mistral-7B": 7_241_732_096, "Mixtral-8x7B": 46_702_792_704}
+# Parameter counts to extrapolate to, per architecture (the presets' configs: mistral-7b; Mixtral-8x7B's
+# published count): each architecture's rows are fitted apart and extrapolated to its own model.
+TARGETS = {"mistral": ("Mistral-7B", 7_241_732_096), "mixtral": ("Mixtral-8x7B", 46_702_792_704)}
 
 
 def fit(rows: list) -> list:
-    """Least-squares line y = a + b * parameters per (contender, path, precision) and measure (peak RSS GB,
-    wall s, disk GB) over the measured sizes -> [{..., a, b, at 7B, at 8x7B, x fp32 weights at each}]."""
+    """Least-squares line y = a + b * parameters per (architecture, contender, path, precision) and measure
+    (peak RSS GB, wall s, disk GB) over the measured sizes (rows without an architecture are Mistral's)
+    -> [{..., a, b, target, at target, x fp32 weights at target}]."""
     import numpy as np
 
     groups = {}
     for r in rows:
         if "skipped" not in r and r.get("rc") == 0:
-            groups.setdefault((r["contender"], r["path"], r["precision"]), []).append(r)
+            key = (r.get("architecture", "mistral"), r["contender"], r["path"], r["precision"])
+            groups.setdefault(key, []).append(r)
     out = []
     for key, rs in sorted(groups.items()):
         n = np.array([r["parameters"] for r in rs], float)
-        line = {"contender": key[0], "path": key[1], "precision": key[2], "sizes": len(rs)}
+        target, params = TARGETS[key[0]]
+        line = {"architecture": key[0], "contender": key[1], "path": key[2], "precision": key[3], "sizes": len(rs),
+                "target": target}
         for measure in ("peak_rss_gb", "wall_s", "disk_gb"):
             y = np.array([r[measure] for r in rs], float)
             b, a = np.polyfit(n, y, 1) if len(rs) > 1 else (y[0] / n[0], 0.0)
-            line[measure] = {"a": float(a), "b_per_billion": float(b * 1e9),
-                             **{t: float(a + b * p) for t, p in TARGETS.items()}}
-        line["peak_rss_x_fp32_weights"] = {t: line["peak_rss_gb"][t] / (4 * p / 1e9) for t, p in TARGETS.items()}
+            line[measure] = {"a": float(a), "b_per_billion": float(b * 1e9), "at_target": float(a + b * params)}
+        line["peak_rss_x_fp32_weights"] = line["peak_rss_gb"]["at_target"] / (4 * params / 1e9)
         out.append(line)
     return out
 
 
 def fit_table(lines: list) -> str:
-    """Markdown rows: contender, path, precision, sizes fitted, GB per billion parameters, then peak RSS,
-    its ratio to the fp32 weights and wall time extrapolated to each TARGETS model."""
-    head = "| contender | path | precision | sizes | peak RSS GB/B params | " + " | ".join(
-        f"{t} peak RSS (x fp32) | {t} wall" for t in TARGETS) + " |"
-    rows = [head, "|" + "---|" * (5 + 2 * len(TARGETS))]
+    """Markdown rows: architecture, contender, path, precision, sizes fitted, GB per billion parameters,
+    then the TARGETS model of that architecture with the peak RSS extrapolated and its ratio to the fp32
+    weights (wall time is left out: one run per size on a shared machine, see README)."""
+    rows = ["| architecture | contender | path | precision | sizes fitted | peak RSS per 1B params | "
+            "extrapolated to | peak RSS (x fp32 weights) |", "|" + "---|" * 8]
     for ln in lines:
-        cells = [ln["contender"], ln["path"], ln["precision"], str(ln["sizes"]),
-                 f"{ln['peak_rss_gb']['b_per_billion']:.2f}"]
-        for t in TARGETS:
-            cells += [f"{ln['peak_rss_gb'][t]:.0f} GB ({ln['peak_rss_x_fp32_weights'][t]:.2f}x)",
-                      f"{ln['wall_s'][t] / 60:.0f} min"]
-        rows.append("| " + " | ".join(cells) + " |")
+        rows.append("| " + " | ".join([ln["architecture"], ln["contender"], ln["path"], ln["precision"],
+                                       str(ln["sizes"]), f"{ln['peak_rss_gb']['b_per_billion']:.2f} GB",
+                                       ln["target"], f"{ln['peak_rss_gb']['at_target']:.0f} GB "
+                                       f"({ln['peak_rss_x_fp32_weights']:.2f}x)"]) + " |")
     return "\n".join(rows)
 
 
