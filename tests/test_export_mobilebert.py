@@ -117,3 +117,38 @@ def test_tied_embeddings_stored_once(tmp_path, mobilebert_ckpt):
               if tuple(t.dims) in (words.shape, words.shape[::-1])
               and np.allclose(np.abs(numpy_helper.to_array(t)).sum(), np.abs(words).sum(), rtol=1e-5)]
     assert len(copies) == 1, copies
+
+
+@pytest.mark.parametrize("model", ["mobilebert", "bert-tiny-generic"])
+def test_attention_reshapes_fold_to_constant_shapes(tmp_path, mobilebert_ckpt, model):
+    """The head split/merge reshapes read their sizes from the reshaped tensor and leave the head width to -1,
+    so onnxruntime's load-time ReshapeFusion turns every Reshape's shape into a constant: no per-layer
+    Shape/Gather/Unsqueeze/Div/Concat chain is left to run (MobileBERT had 264 such nodes after them)."""
+    import onnx
+    import onnxruntime as ort
+
+    if model == "mobilebert":
+        src, kw = str(mobilebert_ckpt("question-answering")[0]), {"task": "question-answering"}
+    else:
+        src, kw = "bert-tiny", {"task": "text-classification", "lowering": "generic"}
+    out = export(src, target="onnx", out_dir=tmp_path / "o", quiet=True, **kw)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    g = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    consts = {t.name for t in g.initializer}
+    reshapes = [n for n in g.node if n.op_type == "Reshape"]
+    assert len(reshapes) == 4 * sum(n.op_type == "Softmax" for n in g.node)  # q, k, v split + merge per layer
+    assert [n.name for n in reshapes if n.input[1] not in consts] == []
+    from_shapes = _shape_outputs(g)
+    assert [n.name for n in g.node if n.op_type in ("Div", "Concat") and set(n.input) & from_shapes] == []
+
+
+def _shape_outputs(g) -> set:
+    """Names of tensors computed from a Shape node (Shape -> Gather/Unsqueeze/Div chains)."""
+    names = {o for n in g.node if n.op_type == "Shape" for o in n.output}
+    for n in g.node:
+        if n.op_type in ("Gather", "Unsqueeze", "Div", "Concat", "Squeeze", "Cast") and set(n.input) & names:
+            names.update(n.output)
+    return names

@@ -46,15 +46,30 @@ def additive_mask(attention_mask: torch.Tensor, dtype=torch.float32) -> torch.Te
 
 def attention(q, k, v, bias, num_heads: int):
     """Scaled dot-product attention over (B, S, H*D) projections; returns (B, S, H*D)."""
-    B, S, HD = q.shape
-    D = HD // num_heads
-    q = q.view(B, S, num_heads, D).transpose(1, 2)  # (B, H, S, D)
-    k = k.view(B, -1, num_heads, D).transpose(1, 2)
-    v = v.view(B, -1, num_heads, D).transpose(1, 2)
+    D = q.shape[-1] // num_heads  # only the scale uses it; math.sqrt makes it a constant when traced
+    q, k, v = (split_heads(t, num_heads) for t in (q, k, v))  # (B, H, S, D)
     # A Div by the scale (not a Mul): onnxruntime's BERT attention fusion matches this form.
     scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + bias  # (B, H, S, S)
     probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(probs, v).transpose(1, 2).reshape(B, S, HD)
+    return merge_heads(torch.matmul(probs, v))
+
+
+# Both reshapes below read their sizes from the reshaped tensor itself and leave the head width to -1:
+# torch.onnx traces that as Concat(Gather(Shape(x), 0), Gather(Shape(x), 1), const, -1), which
+# onnxruntime's ReshapeFusion folds into a constant shape [0, 0, ...] at load. Sizes taken from another
+# tensor (q's length for k) or a computed width (Div) stay a Shape/Gather/Unsqueeze/Div/Concat chain per
+# reshape at run time (MobileBERT: 264 more nodes after onnxruntime's optimizations; README, "MobileBERT re-measure").
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, S, H*D) -> (B, H, S, D), any float dtype; a view of `x` (transposed)."""
+    return x.view(x.shape[0], x.shape[1], num_heads, -1).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, S, D) -> (B, S, H*D), any float dtype (a copy when `x` is not contiguous after the transpose)."""
+    x = x.transpose(1, 2)
+    return x.reshape(x.shape[0], x.shape[1], -1)
 
 
 class EncoderForTask(nn.Module):
