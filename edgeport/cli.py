@@ -94,10 +94,6 @@ def _cmd_inspect(a):
         print(f"  note: {note}")
 
 
-def _print_parity(m) -> None:
-    """The parity report: a summary line, then one row per check (output, shape, padded rows, max abs
-    diff, tolerance, pass/FAIL), as the export validated them against the reference."""
-    if not m.parity:
 def _inspect_session(m, folder, load):
     """(runtime session, None), or (None, why) when the artifact would take more than half the memory this
     process can still use (a streamed 7B export may not fit where it was made): inspect then shows the
@@ -111,6 +107,10 @@ def _inspect_session(m, folder, load):
     return load(folder), None
 
 
+def _print_parity(m) -> None:
+    """The parity report: a summary line, then one row per check (output, shape, padded rows, max abs
+    diff, tolerance, pass/FAIL), as the export validated them against the reference."""
+    if not m.parity:
         print("  parity: no checks recorded")
         return
     worst = max(m.parity, key=lambda c: c.max_abs_diff)
@@ -221,16 +221,6 @@ COMMAND_MODULES = ("edgeport.runtime.run_cli", "edgeport.quantize.commands", "ed
 QUIET_COMMANDS = ("export", "quantize", "run", "generate", "inspect", "bench", "build-engine")
 
 
-def main(argv=None) -> int:
-    """Run the CLI on `argv` (default sys.argv[1:]); returns the exit status: 0, 2 on EdgeportError (one line
-    on stderr), 130 on Ctrl-C, 143 on SIGTERM (temp and work folders removed in both cases)."""
-    args = parser().parse_args(argv)
-    from edgeport.noise import third_party_quiet
-
-    try:
-        with third_party_quiet(args.cmd in QUIET_COMMANDS), _sigterm_unwinds():
-            args.fn(args)
-    except EdgeportError as e:
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so that every `finally` (temp folders, auto's work folder,
     atomic_output_dir) runs as on Ctrl-C; main() then returns 143 (128 + SIGTERM)."""
@@ -254,8 +244,21 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, old)
 
 
+def main(argv=None) -> int:
+    """Run the CLI on `argv` (default sys.argv[1:]); returns the exit status: 0, 2 on EdgeportError (one line
+    on stderr), 130 on Ctrl-C, 143 on SIGTERM (temp and work folders removed in both cases)."""
+    args = parser().parse_args(argv)
+    from edgeport.noise import third_party_quiet
+
+    try:
+        with third_party_quiet(args.cmd in QUIET_COMMANDS), _sigterm_unwinds():
+            args.fn(args)
+    except EdgeportError as e:
         print(f"edgeport: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("edgeport: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("edgeport: interrupted", file=sys.stderr)
         return 130
@@ -266,7 +269,4 @@ def _sigterm_unwinds():
 
 
 if __name__ == "__main__":
-    except Terminated:
-        print("edgeport: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
     sys.exit(main())

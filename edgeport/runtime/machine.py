@@ -105,26 +105,6 @@ def _meminfo_gib() -> tuple[float | None, float | None]:
             round(kib["MemAvailable"] / 2**20, 1) if "MemAvailable" in kib else None)
 
 
-def library_versions() -> dict:
-    """name -> installed version (importlib.metadata) or None, for LIBRARIES."""
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def machine_facts() -> MachineFacts:
-    """This machine's CPU model and flags, cores, memory, load, OS and library versions (cheap: reads /proc)."""
-    model, flags = _cpuinfo()
-    total, avail = _meminfo_gib()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
-    return MachineFacts(cpu_model=model, flags=flags, logical_cpus=os.cpu_count() or 1, usable_cpus=usable,
-                        ram_gib=total, available_gib=avail, load_average=load, os=platform.platform(),
-                        python=sys.version.split()[0], libraries=library_versions())
 def available_memory_bytes() -> int | None:
     """Bytes this process can still allocate: MemAvailable (/proc/meminfo), capped by the cgroup v2 limit
     (memory.max - memory.current) and by an address-space limit (`ulimit -v`, RLIMIT_AS, less this
@@ -157,6 +137,26 @@ def available_memory_bytes() -> int | None:
     return avail
 
 
+def library_versions() -> dict:
+    """name -> installed version (importlib.metadata) or None, for LIBRARIES."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_facts() -> MachineFacts:
+    """This machine's CPU model and flags, cores, memory, load, OS and library versions (cheap: reads /proc)."""
+    model, flags = _cpuinfo()
+    total, avail = _meminfo_gib()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
+    return MachineFacts(cpu_model=model, flags=flags, logical_cpus=os.cpu_count() or 1, usable_cpus=usable,
+                        ram_gib=total, available_gib=avail, load_average=load, os=platform.platform(),
+                        python=sys.version.split()[0], libraries=library_versions())
 
 
 # ---------------------------------------------------------------- one-node graphs in onnxruntime
