@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -155,9 +156,19 @@ def _cmd_list(a):
     print(f"targets known: {', '.join(TARGETS)}")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse.ArgumentParser whose usage errors are one line, `edgeport: error: edgeport CMD: message (see
+    edgeport CMD --help)`, exit status 2 (argparse's own status), as every other user mistake. Subparsers
+    made through add_subparsers get this class too (argparse's parser_class default)."""
+
+    def error(self, message):
+        print(f"edgeport: error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
     """The `edgeport` argument parser: export, run, inspect, list, and the commands of COMMAND_MODULES."""
-    p = argparse.ArgumentParser(prog="edgeport", description="Export transformer models, validated, and run them.")
+    p = OneLineErrorParser(prog="edgeport", description="Export transformer models, validated, and run them.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     e = sub.add_parser("export", help="export a model to ONNX, TFLite or TensorRT's ONNX, validated against "
@@ -246,7 +257,8 @@ def _sigterm_unwinds():
 
 def main(argv=None) -> int:
     """Run the CLI on `argv` (default sys.argv[1:]); returns the exit status: 0, 2 on EdgeportError (one line
-    on stderr), 130 on Ctrl-C, 143 on SIGTERM (temp and work folders removed in both cases)."""
+    on stderr; out of memory too), 130 on Ctrl-C, 143 on SIGTERM (temp and work folders removed in both
+    cases)."""
     args = parser().parse_args(argv)
     from edgeport.noise import third_party_quiet
 
@@ -262,6 +274,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgeport: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, OSError) as e:  # std::bad_alloc, mmap ENOMEM: past the memory check, or it was skipped
+        if not isinstance(e, MemoryError) and e.errno != errno.ENOMEM:
+            raise
+        print(f"edgeport: error: out of memory during `{args.cmd}` ({type(e).__name__}: {e or 'allocation failed'});"
+              f" free memory, raise the limit (ulimit -v, cgroup), or take a path that needs less (export "
+              f"--streaming for safetensors decoder checkpoints); nothing was written", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stdout = open(os.devnull, "w")
         return 0

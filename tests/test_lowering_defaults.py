@@ -76,7 +76,7 @@ def test_choice_follows_the_table_for_each_class(monkeypatch, cls):
         low, choice = choose_lowering(family, target, None, quantize)
         assert low.name == e["lowering"] and choice.why == "measured", key
         assert (choice.cpu_class, choice.cpu_class_from, choice.precision) == (cls, "detected", precision)
-        assert choice.line.startswith(f"lowering {e['lowering']}: measured fastest for {precision} on {cls}")
+        assert choice.line.startswith(f"lowering {e['lowering']}: measured default for {precision} on {cls}")
         assert ld.SHOWN_AS in choice.line and " vs " in choice.line
         runs = {}
         for m in e["measurements"]:  # repeated runs of a model: the geometric mean of each lowering's medians
@@ -140,7 +140,7 @@ def test_export_records_the_choice_and_cli_refusals(tmp_path, capsys):
     want = ld.measured_default("bert", "onnx", "fp32", "avx2")["lowering"]
     assert main(["export", "--model", "bert-tiny", "--task", "feature-extraction", "--cpu-class", "avx2",
                  "-o", str(tmp_path / "a")]) == 0
-    assert f"lowering {want}: measured fastest for fp32 on avx2 (--cpu-class; " in capsys.readouterr().err
+    assert f"lowering {want}: measured default for fp32 on avx2 (--cpu-class; fastest by " in capsys.readouterr().err
     conv = read_manifest(tmp_path / "a")[0].converter
     assert conv["lowering"] == want
     assert {k: conv["lowering_choice"][k] for k in ("why", "precision", "cpu_class", "cpu_class_from", "table")} == \

@@ -91,8 +91,9 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
         ms, runs = per_model(entry), len(entry["measurements"])
         return find_lowering(family, target, entry["lowering"]), LoweringChoice(
             "measured", precision, cpu_class, source,
-            f"lowering {entry['lowering']}: measured fastest for {precision} on {cpu_class} ({source}; "
-            f"geometric mean over {runs} run{'s' * (runs > 1)} of {', '.join(ms)}): {runner_up_line(entry)}; "
+            f"lowering {entry['lowering']}: measured default for {precision} on {cpu_class} ({source}; fastest by "
+            f"the geometric mean over {runs} measurement{'s' * (runs > 1)} of {', '.join(ms)}): "
+            f"{runner_up_line(entry)}; "
             f"see {SHOWN_AS}", ms)
     chosen = find_lowering(family, target, None)
     why = "no measured default for " + (f"{precision} on {cpu_class}" if cpu_class else "an unknown CPU class")

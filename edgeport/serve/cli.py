@@ -56,13 +56,24 @@ def _cmd_triton_repo(a):
         print(f"{a.output}/{name}")
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port number 0-65535 (uvicorn would take 99999 and bind 99999 - 65536)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
 def register(sub) -> None:
     """Adds `serve` and `triton-repo` to the edgeport CLI's subparsers."""
     s = sub.add_parser("serve", help="serve export folders over HTTP (per-task JSON, OpenAI /v1, KServe /v2)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("models", nargs="+", metavar="[NAME=]FOLDER", help="export folders; name: the folder's")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=_port, default=8000, help="TCP port, 0-65535 (0: any free port)")
     s.add_argument("--max-batch", type=int, default=32, help="rows per model run (dynamic micro-batching)")
     s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     s.add_argument("--max-queue", type=int, default=1024, help="queued rows per model before 503 + Retry-After")

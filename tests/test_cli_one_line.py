@@ -1,0 +1,44 @@
+"""User mistakes are one line (README: `edgeport: error: ...`, exit 2): argparse's usage errors, a port
+number out of range for `serve`, and running out of memory past the memory check (std::bad_alloc in the
+exporter, ENOMEM from mmap) instead of a traceback."""
+
+import errno
+
+import pytest
+
+from edgeport import cli
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--top-k", "x"], "edgeport run: argument --top-k: invalid int value: 'x'"),
+    (["export", "--cpu-class"], "edgeport export: argument --cpu-class: expected one argument"),
+    (["serve", "f", "--port", "99999"], "edgeport serve: argument --port: 99999 is not a TCP port (0-65535)"),
+    (["serve", "f", "--port", "http"], "edgeport serve: argument --port: not a port number: 'http'"),
+    ([], "edgeport: the following arguments are required: cmd"),
+])
+def test_usage_errors_are_one_line(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count("\n") == 1 and err.startswith(f"edgeport: error: {says} (see `")
+
+
+@pytest.mark.parametrize("exc", [MemoryError("std::bad_alloc"), OSError(errno.ENOMEM, "Cannot allocate memory")])
+def test_out_of_memory_is_one_line(exc, monkeypatch, capsys):
+    def run_out(_args):
+        raise exc
+
+    monkeypatch.setattr(cli, "_cmd_list", run_out)  # parser() binds `list` to cli._cmd_list when called
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edgeport: error: out of memory during `list`")
+
+
+def test_other_os_errors_are_not_called_out_of_memory(monkeypatch):
+    def fail(_args):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cli, "_cmd_list", fail)
+    with pytest.raises(OSError):
+        cli.main(["list"])
