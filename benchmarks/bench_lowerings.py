@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import THREADS, make_raw_ort, measure, optimum_export  # noqa: E402
+from common import THREADS, make_raw_ort, measure, optimum_export, with_optimum_int8  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ = 128
@@ -107,20 +107,13 @@ def prepare(a) -> None:
 
 def optimum_pair(name: str, task: str, work: Path, venv: Path) -> dict:
     """{"optimum fp32": path, "optimum int8": path} (exported / quantized when missing), {} when Optimum fails."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     if name == "bert-base":  # bench_encoders writes work/bert-hf and exports it to work/bert-optimum
         import bench_encoders
 
         fp32 = bench_encoders.export_optimum("bert", work, venv)
     else:
         fp32 = optimum_export(venv, hf_checkpoint(name, work), task, work / "optimum")
-    if fp32 is None:
-        return {}
-    int8 = fp32.with_name("model.int8.onnx")
-    if not int8.exists():
-        quantize_dynamic(fp32, int8, per_channel=True, weight_type=QuantType.QInt8)
-    return {"optimum fp32": fp32, "optimum int8": int8}
+    return with_optimum_int8(fp32)
 
 
 def artifact(folder: Path) -> str:

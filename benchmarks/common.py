@@ -124,6 +124,19 @@ def optimum_export(venv: Path, ckpt: Path, task: str, out: Path) -> Path | None:
     return out / "model.onnx"
 
 
+def with_optimum_int8(fp32: Path | None) -> dict:
+    """{"optimum fp32": fp32, "optimum int8": model.int8.onnx beside it} ({} when the export failed): the int8 is
+    onnxruntime's quantize_dynamic (per-channel, QInt8) of Optimum's export, made once (shared/PEERS.md recipe)."""
+    if fp32 is None:
+        return {}
+    int8 = fp32.with_name("model.int8.onnx")
+    if not int8.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(fp32, int8, per_channel=True, weight_type=QuantType.QInt8)
+    return {"optimum fp32": fp32, "optimum int8": int8}
+
+
 def torch_call(model, feeds):
     """One eager inference per call (torch.inference_mode) on numpy `feeds`: a dict (keyword inputs)
     or a list (positional inputs)."""
