@@ -82,6 +82,20 @@ def save_mistral_checkpoint(folder, seed: int):
     return folder
 
 
+def decoder_cache_feeds(c: dict, batch: int, new: int, past: int, seed: int) -> dict:
+    """Random feeds of the KV-cache decoder contract for config dict `c` (hidden_size, num_attention_heads,
+    num_key_value_heads, num_hidden_layers, vocab_size): `new` token ids after `past` cached positions,
+    stacked past_keys/past_values (layers, batch, kv heads, past, head dim) float32 normal(0, 1)."""
+    rng = np.random.default_rng(seed)
+    head = c["hidden_size"] // c["num_attention_heads"]
+    cache = (c["num_hidden_layers"], batch, c["num_key_value_heads"], past, head)
+    return {"input_ids": rng.integers(3, c["vocab_size"], (batch, new)),
+            "attention_mask": np.ones((batch, past + new), np.int64),
+            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
+            "past_keys": rng.standard_normal(cache, dtype=np.float32),
+            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+
+
 def save_mixtral_checkpoint(folder, seed: int):
     """transformers' MixtralForCausalLM on mixtral-tiny's config (4 experts, top 2, window 8; hidden 64: two
     int4 blocks of 32), every tensor perturbed, saved with save_pretrained (model.safetensors, Mixtral's

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import save_mistral_checkpoint
+from conftest import decoder_cache_feeds, save_mistral_checkpoint
 
 from edgeport.errors import EdgeportError
 from edgeport.export import export
@@ -37,15 +37,7 @@ def _weights(path) -> dict:
 
 
 def _feeds(batch: int, new: int, past: int, seed: int) -> dict:
-    c = PRESETS["mistral-tiny"]
-    rng = np.random.default_rng(seed)
-    kv, d = c["num_key_value_heads"], c["hidden_size"] // c["num_attention_heads"]
-    cache = (c["num_hidden_layers"], batch, kv, past, d)
-    return {"input_ids": rng.integers(3, c["vocab_size"], (batch, new)),
-            "attention_mask": np.ones((batch, past + new), np.int64),
-            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
-            "past_keys": rng.standard_normal(cache, dtype=np.float32),
-            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+    return decoder_cache_feeds(PRESETS["mistral-tiny"], batch, new, past, seed)
 
 
 @pytest.mark.parametrize("lowering", ["default", "generic"])

@@ -16,7 +16,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import save_mistral_checkpoint
+from conftest import decoder_cache_feeds, save_mistral_checkpoint
 
 import edgeport.export.streaming_int4 as s4
 from edgeport.errors import EdgeportError
@@ -43,14 +43,7 @@ def _ops(path) -> collections.Counter:
 
 
 def _feeds(batch: int, new: int, past: int, seed: int) -> dict:
-    c = PRESETS["mistral-tiny"]
-    rng = np.random.default_rng(seed)
-    cache = (c["num_hidden_layers"], batch, c["num_key_value_heads"], past, c["hidden_size"] // c["num_attention_heads"])
-    return {"input_ids": rng.integers(3, c["vocab_size"], (batch, new)),
-            "attention_mask": np.ones((batch, past + new), np.int64),
-            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
-            "past_keys": rng.standard_normal(cache, dtype=np.float32),
-            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+    return decoder_cache_feeds(PRESETS["mistral-tiny"], batch, new, past, seed)
 
 
 @pytest.mark.parametrize("scheme", ["int4", "int4-b16-asym"])

@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import save_mixtral_checkpoint
+from conftest import decoder_cache_feeds, save_mixtral_checkpoint
 
 from edgeport.export import streaming
 import edgeport.export.streaming_fold as fold
@@ -43,14 +43,7 @@ def _initializers(path) -> collections.Counter:
 
 
 def _feeds(batch: int, new: int, past: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    head = C["hidden_size"] // C["num_attention_heads"]
-    cache = (C["num_hidden_layers"], batch, C["num_key_value_heads"], past, head)
-    return {"input_ids": rng.integers(3, C["vocab_size"], (batch, new)),
-            "attention_mask": np.ones((batch, past + new), np.int64),
-            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
-            "past_keys": rng.standard_normal(cache, dtype=np.float32),
-            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+    return decoder_cache_feeds(C, batch, new, past, seed)
 
 
 @pytest.mark.parametrize("lowering", ["default", "generic"])
