@@ -93,12 +93,19 @@ def detect_cpu_class() -> str | None:
     return cpu_class(_cpuinfo()[1])
 
 
-def _meminfo_gib() -> tuple[float | None, float | None]:
-    """(MemTotal, MemAvailable) in GiB from /proc/meminfo; (None, None) where it does not exist."""
+def _meminfo() -> dict | None:
+    """/proc/meminfo as {field: its value text, e.g. "1234 kB"}; None where it does not exist."""
     try:
         with open("/proc/meminfo") as f:
-            rows = dict(line.split(":", 1) for line in f if ":" in line)
+            return dict(line.split(":", 1) for line in f if ":" in line)
     except OSError:
+        return None
+
+
+def _meminfo_gib() -> tuple[float | None, float | None]:
+    """(MemTotal, MemAvailable) in GiB from /proc/meminfo; (None, None) where it does not exist."""
+    rows = _meminfo()
+    if rows is None:
         return None, None
     kib = {k: int(rows[k].split()[0]) for k in ("MemTotal", "MemAvailable") if k in rows}
     return (round(kib["MemTotal"] / 2**20, 1) if "MemTotal" in kib else None,
@@ -111,10 +118,8 @@ def available_memory_bytes() -> int | None:
     process's current virtual size VmSize) when either is set. None where /proc/meminfo does not exist.
     Sources: proc(5) MemAvailable, the kernel's cgroup-v2 memory controller files, getrlimit(2)."""
     try:
-        with open("/proc/meminfo") as f:
-            rows = dict(line.split(":", 1) for line in f if ":" in line)
-        avail = int(rows["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+        avail = int((_meminfo() or {})["MemAvailable"].split()[0]) * 1024
+    except (KeyError, ValueError):
         return None
     try:
         with open("/sys/fs/cgroup/memory.max") as f:
