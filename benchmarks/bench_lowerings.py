@@ -131,6 +131,7 @@ def cpu_facts() -> dict:
 def time_groups(a) -> None:
     """Time each (model, precision) group and append its row to --results."""
     rows = json.loads(a.results.read_text()) if a.results.exists() else []
+    facts = cpu_facts()  # the same for every group: read once
     for name in a.models:
         family, task, lowerings = MODELS[name]
         for precision in a.precisions:
@@ -156,7 +157,7 @@ def time_groups(a) -> None:
                    "load_after": [round(x, 2) for x in load_after], "wall_s": round(time.time() - t0, 1),
                    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "command": "flock /tmp/edgeport-bench.lock python benchmarks/bench_lowerings.py time "
-                              f"--models {name} --precisions {precision}", **cpu_facts()}
+                              f"--models {name} --precisions {precision}", **facts}
             best = min(med, key=med.get)
             print(f"{name} {row['precision']}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items())
                   + f" ms (fastest {best}); load {row['load_before'][0]} -> {row['load_after'][0]}", flush=True)
