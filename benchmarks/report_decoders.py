@@ -59,30 +59,38 @@ def write_tokenizer(ckpt: Path, vocab: int) -> None:
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
 
 
+def folders(work: Path) -> dict:
+    """label "CONTENDER PRECISION" -> the folder `prepare` builds it in under `work` (the order timed)."""
+    return {f"{name} {prec}": work / f"{short}-{prec}" for name, short in
+            (("edgeport", "ep"), ("onnxruntime-genai", "genai")) for prec in ("fp32", "int4")}
+
+
 def exports(work: Path, ckpt: Path, venv: Path, model: str) -> tuple[dict, list]:
     """Build the four contenders (timed, peak RSS); label -> folder, and export rows."""
     py = str(venv / "bin" / "python")
+    out = folders(work)
+    ep32, ep4 = str(out["edgeport fp32"]), str(out["edgeport int4"])
     jobs = {
         "edgeport fp32": ("", f"from edgeport.export import export; export({str(ckpt)!r}, 'onnx', 'text-generation', "
-                              f"out_dir={str(work / 'ep-fp32')!r}, quiet=True)", work / "ep-fp32"),
+                              f"out_dir={ep32!r}, quiet=True)"),
         "edgeport int4": ("", "from edgeport.quantize import perplexity, quantize_artifact; perplexity.MAX_TOKENS = 512; "
-                              f"quantize_artifact({str(work / 'ep-fp32')!r}, 'int4', out_dir={str(work / 'ep-int4')!r}, "
-                              "quiet=True)", work / "ep-int4"),
+                              f"quantize_artifact({ep32!r}, 'int4', out_dir={ep4!r}, quiet=True)"),
         "onnxruntime-genai fp32": (py, ["-m", "onnxruntime_genai.models.builder", "-i", str(ckpt), "-o",
-                                        str(work / "genai-fp32"), "-p", "fp32", "-e", "cpu", "-c", str(work / "cache")],
-                                   work / "genai-fp32"),
+                                        str(out["onnxruntime-genai fp32"]), "-p", "fp32", "-e", "cpu", "-c",
+                                        str(work / "cache")]),
         "onnxruntime-genai int4": (py, ["-m", "onnxruntime_genai.models.builder", "-i", str(ckpt), "-o",
-                                        str(work / "genai-int4"), "-p", "int4", "-e", "cpu", "-c", str(work / "cache")],
-                                   work / "genai-int4"),
+                                        str(out["onnxruntime-genai int4"]), "-p", "int4", "-e", "cpu", "-c",
+                                        str(work / "cache")]),
     }
     paths, rows = {}, []
-    for label, (python, code, out) in jobs.items():
-        shutil.rmtree(out, ignore_errors=True)
+    for label, (python, code) in jobs.items():
+        out_dir = out[label]
+        shutil.rmtree(out_dir, ignore_errors=True)
         r = run_child("", python, code) if python else run_child(code)
-        paths[label] = out
+        paths[label] = out_dir
         name, prec = label.rsplit(" ", 1)
-        size = size_mib(out / "model.onnx") if (out / "model.onnx").exists() else \
-            round(sum(f.stat().st_size for f in out.glob("model.*")) / 2**20, 2)
+        size = size_mib(out_dir / "model.onnx") if (out_dir / "model.onnx").exists() else \
+            round(sum(f.stat().st_size for f in out_dir.glob("model.*")) / 2**20, 2)
         rows.append({"model": model, "contender": name, "precision": prec, **r, "size_mib": size})
         print(f"{label}: {rows[-1]}", flush=True)
     return paths, rows
@@ -141,9 +149,7 @@ def main(argv=None):
     if a.phase == "prepare":
         prepare(a.work, a.genai_venv, a.quick)
     elif a.phase == "time":
-        paths = {f"{name} {prec}": a.work / f"{short}-{prec}" for name, short in
-                 (("edgeport", "ep"), ("onnxruntime-genai", "genai")) for prec in ("fp32", "int4")}
-        decode = time_decoding(paths, a.genai_venv, model_name(a.quick), a.rounds, 16 if a.quick else STEPS)
+        decode = time_decoding(folders(a.work), a.genai_venv, model_name(a.quick), a.rounds, 16 if a.quick else STEPS)
         if a.json:
             a.json.write_text(json.dumps({"decode": decode}, indent=1))
     else:
