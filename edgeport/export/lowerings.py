@@ -77,11 +77,10 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
     """
     check_cpu_class(cpu_class)
     precision = _precision(quantize, target)
+    source = "--cpu-class" if cpu_class else "detected"
     if name is not None:
         low = find_lowering(family, target, name)
-        return low, LoweringChoice("named", precision, cpu_class, "--cpu-class" if cpu_class else "detected",
-                                   f"lowering '{name}' (named)")
-    source = "--cpu-class" if cpu_class else "detected"
+        return low, LoweringChoice("named", precision, cpu_class, source, f"lowering '{name}' (named)")
     if cpu_class is None:
         from edgeport.runtime.machine import detect_cpu_class
 
