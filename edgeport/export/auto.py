@@ -41,10 +41,11 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.export import Options, default_out_dir, export_reference, load
 from edgeport.export.budget import default_budget, parse_budget
-from edgeport.export.measuring import (Candidate, Probe, check_out, check_seconds, choose, measure_all, probe_inputs,
-                                       real_positions, write_chosen)
+from edgeport.export.measuring import (Candidate, Probe, check_out, choose, measure_all, probe_inputs, real_positions,
+                                       write_chosen)
 from edgeport.export.targets import TARGETS, fit_seq_len
 from edgeport.progress import Steps
+from edgeport.runtime.latency import check_seconds
 
 MAX_CANDIDATES = 16
 

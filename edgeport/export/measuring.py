@@ -31,7 +31,6 @@ from edgeport.errors import EdgeportError
 from edgeport.export.budget import Budget, compare
 from edgeport.manifest import MANIFEST_NAME, atomic_output_dir, read_manifest
 from edgeport.progress import Steps
-from edgeport.runtime.latency import check_seconds  # noqa: F401  (the auto searches refuse a bad --measure-seconds)
 
 NEW_TOKENS = 16  # decoders: greedy tokens per timed call
 DECODER_PROMPT = 24  # decoders: longest probe prompt, in tokens

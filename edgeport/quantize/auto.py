@@ -35,8 +35,9 @@ def quantize_auto(folder_or_artifact, budget: str | None = None, out_dir=None, s
     from edgeport.export import measuring as ms
     from edgeport.export.auto import AUTO_SCHEMES
     from edgeport.export.budget import default_budget, parse_budget
+    from edgeport.runtime.latency import check_seconds
 
-    ms.check_seconds(seconds)  # nan/inf would never end, <= 0 would measure nothing
+    check_seconds(seconds)  # nan/inf would never end, <= 0 would measure nothing
     if budget is not None:
         parse_budget(budget)
     m, folder = read_manifest(folder_or_artifact)
