@@ -224,16 +224,19 @@ def time_candidates(cands: list, probe: Probe, seconds: float, rounds: int = ROU
             c.latency = {"median_ms": stats.median_ms, "p90_ms": stats.p90_ms, "n": stats.n}
 
 
-def _visit_seconds(folder: Path, probe: Probe, min_seconds: float) -> float:
-    """Seconds one time_candidates visit of `folder` takes, measured: open the session, 2 warm-up calls,
-    then calls for `min_seconds` (at least 3), timed here from one open and 3 calls. For the ETA only."""
+def _outputs_and_visit(folder: Path, probe: Probe, min_seconds: float) -> tuple[list, float]:
+    """(run_outputs' outputs, seconds one time_candidates visit of `folder` takes) from one session:
+    a visit opens the session, makes 2 warm-up calls, then calls for `min_seconds` (at least 3), estimated
+    here from this open and 3 calls after the outputs. The seconds are for the ETA only."""
     t0 = time.perf_counter()
-    call = open_runner(folder, probe)[1]
+    outputs, call = open_runner(folder, probe)
+    opened = time.perf_counter() - t0
+    got = outputs()
     t1 = time.perf_counter()
     for _ in range(3):
         call()
     per_call = (time.perf_counter() - t1) / 3
-    return (t1 - t0) + 2 * per_call + max(min_seconds, 3 * per_call)
+    return got, opened + 2 * per_call + max(min_seconds, 3 * per_call)
 
 
 def _one_line(e: Exception) -> str:
@@ -267,9 +270,12 @@ def measure_all(cands: list, make, probe_for, task: str, bud: Budget, seconds: f
             q = read_manifest(c.folder)[0].quantization
             c.tag = q["tag"] if q else "fp32"
             probe = probe or probe_for(c.folder)
-            c.metrics = compare(probe.reference, run_outputs(c.folder, probe), task)
             if i == 0:  # what one timing visit costs for this model: sessions of real models open slowly
-                timing = n * ROUNDS * (SETTLE_S + _visit_seconds(c.folder, probe, seconds / ROUNDS))
+                got, visit = _outputs_and_visit(c.folder, probe, seconds / ROUNDS)
+                timing = n * ROUNDS * (SETTLE_S + visit)
+            else:
+                got = run_outputs(c.folder, probe)
+            c.metrics = compare(probe.reference, got, task)
             c.passed = bud.holds(c.metrics)
         except Exception as e:  # recorded in the manifest's candidate table; the search goes on
             c.error = _one_line(e)
