@@ -23,6 +23,11 @@ MOE_TO_QMOE = {0: 0, 1: 1, 2: 2, 3: 4, 4: 5, 5: 7, 6: 8, 7: 10}
 WEIGHT_SLOTS = (2, 4, 6)  # fc1, fc2, fc3 weights in MoE's inputs
 
 
+def weight_inputs(node) -> dict:
+    """{MoE weight slot (WEIGHT_SLOTS): input name} for the expert weights MoE `node` names (fc3 is optional)."""
+    return {k: node.input[k] for k in WEIGHT_SLOTS if k < len(node.input) and node.input[k]}
+
+
 def quantize_rows(w: np.ndarray, bits: int, block: int) -> tuple:
     """(E, N, K) float -> (packed uint8 (E, N, K*bits/8), scales (E, N) or (E, N, K/block) float32)."""
     E, N, K = w.shape

@@ -196,22 +196,20 @@ def write_qmoe_experts(proto, f, data_path: Path, folded: list, params: dict, sc
 
     from edgeport.export.streaming import append_tensor, release_pages
     from edgeport.export.streaming_fold import write_folded
-    from edgeport.qmoe_packing import WEIGHT_SLOTS, bits_and_block, qmoe_node, quantize_rows
+    from edgeport.qmoe_packing import bits_and_block, qmoe_node, quantize_rows, weight_inputs
 
     bits, block = bits_and_block(scheme)
     lazies = dict(folded)
     moes = [n for n in proto.graph.node if n.op_type == "MoE" and n.domain == MS_DOMAIN
-            and all(n.input[k] in lazies for k in WEIGHT_SLOTS if k < len(n.input) and n.input[k])]
-    experts = {n.input[k] for n in moes for k in WEIGHT_SLOTS if k < len(n.input) and n.input[k]}
+            and all(name in lazies for name in weight_inputs(n).values())]
+    experts = {name for n in moes for name in weight_inputs(n).values()}
     release = lambda name: release_pages(params[name])  # noqa: E731
     done = write_folded(proto, f, data_path, [(k, v) for k, v in folded if k not in experts], release,
                         progress, done, total)
     for node in moes:
         quantized = {}
-        for k in WEIGHT_SLOTS:
-            if k >= len(node.input) or not node.input[k]:
-                continue
-            name, lazy = node.input[k], lazies[node.input[k]]
+        for k, name in weight_inputs(node).items():
+            lazy = lazies[name]
             E, N, K = lazy.shape
             scales = []
 

@@ -6,7 +6,7 @@ writes the same QMoE weights straight from a checkpoint); here they are applied 
 
 from __future__ import annotations
 
-from edgeport.qmoe_packing import WEIGHT_SLOTS, bits_and_block, dequantize_rows, qmoe_node, quantize_rows
+from edgeport.qmoe_packing import bits_and_block, dequantize_rows, qmoe_node, quantize_rows, weight_inputs
 from edgeport.schemes import Scheme
 
 __all__ = ["convert_moe_nodes", "dequantize_rows", "match_moe", "quantize_rows"]
@@ -31,13 +31,12 @@ def convert_moe_nodes(model, scheme: Scheme, enabled: bool = True) -> int:
     nodes = match_moe(model)
     for node in nodes:
         quantized = {}
-        for slot, name in enumerate(node.input):
-            if slot in WEIGHT_SLOTS and name:
-                w = numpy_helper.to_array(inits[name]).astype(np.float32)
-                q, s = quantize_rows(w, bits, block)
-                model.graph.initializer.append(numpy_helper.from_array(q, name + "_q"))
-                model.graph.initializer.append(numpy_helper.from_array(s, name + "_scales"))
-                quantized[slot] = (name + "_q", name + "_scales")
+        for slot, name in weight_inputs(node).items():
+            w = numpy_helper.to_array(inits[name]).astype(np.float32)
+            q, s = quantize_rows(w, bits, block)
+            model.graph.initializer.append(numpy_helper.from_array(q, name + "_q"))
+            model.graph.initializer.append(numpy_helper.from_array(s, name + "_scales"))
+            quantized[slot] = (name + "_q", name + "_scales")
         idx = list(model.graph.node).index(node)
         model.graph.node.remove(node)
         model.graph.node.insert(idx, qmoe_node(node, quantized, bits, block))
