@@ -63,10 +63,6 @@ def check_cpu_class(cpu_class: str | None) -> None:
         raise EdgeportError(f"--cpu-class must be one of {', '.join(CPU_CLASSES)}, got '{cpu_class}'")
 
 
-def _precision(quantize: str | None, target: str) -> str:
-    return "fp32" if not quantize else resolve(quantize, target).tag
-
-
 def choose_lowering(family: str, target: str, name: str | None, quantize: str | None,
                     cpu_class: str | None = None) -> tuple[Lowering | None, LoweringChoice]:
     """-> (lowering or None for the plain route, LoweringChoice) by the module docstring's order.
@@ -76,7 +72,8 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
     `target` supports, or `cpu_class` is not a measured class.
     """
     check_cpu_class(cpu_class)
-    precision = _precision(quantize, target)
+    scheme = resolve(quantize, target) if quantize else None
+    precision = scheme.tag if scheme else "fp32"
     source = "--cpu-class" if cpu_class else "detected"
     if name is not None:
         low = find_lowering(family, target, name)
@@ -97,7 +94,7 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
     chosen = find_lowering(family, target, None)
     why = "no measured default for " + (f"{precision} on {cpu_class}" if cpu_class else "an unknown CPU class")
     if quantize and chosen is not None and chosen.fuses_weights and \
-            needs_unfused_graph(resolve(quantize, target)) and "generic" in lowerings_for(family, target):
+            needs_unfused_graph(scheme) and "generic" in lowerings_for(family, target):
         return find_lowering(family, target, "generic"), LoweringChoice(
             f"unfused for {quantize}", precision, cpu_class, source,
             f"lowering 'generic' (unfused): {quantize} cannot reach weights inside fused ops")
