@@ -274,6 +274,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgeport: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error (before OSError, its base)
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (MemoryError, OSError) as e:  # std::bad_alloc, mmap ENOMEM: past the memory check, or it was skipped
         if not isinstance(e, MemoryError) and e.errno != errno.ENOMEM:
             raise
@@ -281,9 +284,6 @@ def main(argv=None) -> int:
               f" free memory, raise the limit (ulimit -v, cgroup), or take a path that needs less (export "
               f"--streaming for safetensors decoder checkpoints); nothing was written", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into `head` and the like: not an error
-        sys.stdout = open(os.devnull, "w")
-        return 0
     return 0
 
 

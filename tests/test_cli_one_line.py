@@ -42,3 +42,15 @@ def test_other_os_errors_are_not_called_out_of_memory(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_list", fail)
     with pytest.raises(OSError):
         cli.main(["list"])
+
+
+def test_a_broken_pipe_is_still_not_an_error(monkeypatch):
+    """BrokenPipeError is an OSError: the out-of-memory handler must not take it (`edgeport list | head`)."""
+    import sys
+
+    def piped(_args):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_list", piped)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # main points stdout at os.devnull; undone after the test
+    assert cli.main(["list"]) == 0
