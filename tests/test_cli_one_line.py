@@ -54,3 +54,35 @@ def test_a_broken_pipe_is_still_not_an_error(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_list", piped)
     monkeypatch.setattr(sys, "stdout", sys.stdout)  # main points stdout at os.devnull; undone after the test
     assert cli.main(["list"]) == 0
+
+
+def test_thread_counts_below_one_are_refused(tmp_path, capsys):
+    from edgeport.errors import EdgeportError
+    from edgeport.runtime.session import default_threads, resolve_threads
+
+    assert resolve_threads(None) == default_threads() and resolve_threads(3) == 3
+    for bad in (0, -3):
+        with pytest.raises(EdgeportError, match=f"--threads must be at least 1, got {bad}"):
+            resolve_threads(bad)
+    out = tmp_path / "cls"
+    assert cli.main(["export", "--model", "bert-tiny", "--task", "text-classification", "-o", str(out), "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", str(out), "--text", "a cat", "--threads", "0"]) == 2
+    assert capsys.readouterr().err == "edgeport: error: --threads must be at least 1, got 0\n"
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path, capsys):
+    import socket
+
+    out = tmp_path / "cls"
+    assert cli.main(["export", "--model", "bert-tiny", "--task", "text-classification", "-o", str(out), "-q"]) == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        capsys.readouterr()
+        assert cli.main(["serve", str(out), "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+    assert err.startswith(f"edgeport: error: serve: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+    assert cli.main(["serve", str(out), "--host", "no-such-host.invalid"]) == 2
+    assert "cannot listen on no-such-host.invalid:8000" in capsys.readouterr().err

@@ -279,6 +279,8 @@ BAD = [
     ("/v2/models/cls/infer", _v2(input_ids={"data": [1.5, 2, 3]}), 400),
     ("/v2/models/cls/infer", _v2(input_ids={"data": [10**30, 2, 3]}), 400),
     ("/v2/models/cls/infer", _v2(input_ids={"data": [10**9, 2, 3]}), 400),  # id out of the vocab
+    ("/v2/models/cls/infer", _v2(input_ids={"data": [1, -5, 3]}), 400),  # Gather would read from the end
+    ("/v2/models/cls/infer", _v2(token_type_ids={"data": [0, -1, 0]}), 400),
     ("/v2/models/cls/infer", {"inputs": V2_OK[:2]}, 400),
     ("/v2/models/cls/infer", _v2(input_ids={"parameters": [1]}), 400),
     ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": 3}, 400),
@@ -447,3 +449,13 @@ def test_serve_extra_does_not_pull_torch_or_tensorflow():
     names = {n for n, _ in seen}
     assert {"fastapi", "uvicorn", "prometheus-client"} <= names, names
     assert not names & {"torch", "tensorflow", "tensorflow-cpu", "keras", "transformers"}, names
+
+
+def test_v2_ids_out_of_range_are_refused_before_running(server):
+    """A negative id would be read from the embedding table's end by onnxruntime's Gather (no error): refused
+    with the range, as is an id past the tokenizer's vocabulary, instead of the runtime's own message."""
+    url, _ = server
+    for data, shown in (([1, -5, 3], "-5"), ([10**9, 2, 3], str(10**9))):
+        r = httpx.post(url + "/v2/models/cls/infer", json=_v2(input_ids={"data": data}), timeout=30)
+        assert r.status_code == 400 and f"input 'input_ids' holds {shown}: its values must lie in [0, " in \
+            r.json()["error"], r.text

@@ -91,9 +91,9 @@ class LiteRTDecoder:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise EdgeportError("running .tflite needs ai-edge-litert: pip install 'edgeport[litert]'") from None
-        from edgeport.runtime.session import default_threads
+        from edgeport.runtime.session import resolve_threads
 
-        self.interp = Interpreter(model_path=str(path), num_threads=threads or default_threads())
+        self.interp = Interpreter(model_path=str(path), num_threads=resolve_threads(threads))
         sigs = self.interp.get_signature_list()
         if set(sigs) < {"prefill", "decode"}:
             raise EdgeportError(f"{path}: needs 'prefill' and 'decode' signatures (has {', '.join(sigs)})")

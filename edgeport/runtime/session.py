@@ -33,6 +33,16 @@ def default_threads() -> int:
     return int(os.environ.get("EDGEPORT_THREADS", "0")) or (os.cpu_count() or 1)
 
 
+def resolve_threads(threads: int | None) -> int:
+    """The thread count a session opens with: `threads`, or default_threads() when None. Raises EdgeportError
+    for a count below 1 (onnxruntime would take 0 as its own default and a negative one without a word)."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise EdgeportError(f"--threads must be at least 1, got {threads!r}")
+    return threads
+
+
 class Session:
     """`inputs`, `outputs` (lists of IOSpec) and `run(feeds) -> {name: array}`."""
 
@@ -91,7 +101,7 @@ def ort_session(model, threads: int | None = None, providers=None, custom_op_lib
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or default_threads()
+    so.intra_op_num_threads = resolve_threads(threads)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if custom_op_library:
         so.register_custom_ops_library(custom_op_library)
@@ -136,7 +146,7 @@ class LiteRTSession(Session):
         except ImportError:
             raise EdgeportError("running .tflite needs ai-edge-litert: pip install 'edgeport[litert]'") from None
         try:
-            self.interp = Interpreter(model_path=str(path), num_threads=threads or default_threads())
+            self.interp = Interpreter(model_path=str(path), num_threads=resolve_threads(threads))
         except (ValueError, RuntimeError) as e:
             raise EdgeportError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:300]})") from None
         sigs = self.interp.get_signature_list()

@@ -39,6 +39,7 @@ def _cmd_serve(a):
         raise EdgeportError("serving needs the serve extra: pip install 'edgeport[serve]'") from None
     from edgeport.serve.app import create_app
 
+    _check_can_listen(a.host, a.port)
     app = create_app(specs, config)
     # uvicorn handles SIGTERM/SIGINT: stops accepting, lets in-flight requests finish (up to the
     # graceful timeout), then runs the app's shutdown, which drains the batch queues.
@@ -54,6 +55,20 @@ def _cmd_triton_repo(a):
                                preferred_batch=a.preferred_batch)
     for name in written:
         print(f"{a.output}/{name}")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """EdgeportError (one line) when `host:port` cannot be bound (address in use, unknown host), before the
+    models load; uvicorn would log its own lines and exit 3. Binds as uvicorn does (SO_REUSEADDR), then closes."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as e:  # socket.gaierror (unknown host) is an OSError too
+        raise EdgeportError(f"serve: cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def _port(text: str) -> int:

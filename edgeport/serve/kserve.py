@@ -60,8 +60,11 @@ def parse_body(raw: bytes, header_length: str | None) -> tuple[dict, bytes]:
     return obj, tail
 
 
-def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows: int) -> dict:
-    """Request tensors -> {name: array} checked against the model's inputs; ValueError with the reason."""
+def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows: int,
+                  id_limits: dict | None = None) -> dict:
+    """Request tensors -> {name: array} checked against the model's inputs; ValueError with the reason.
+    Integer inputs (ids, masks, token types, positions) must be >= 0; `id_limits` {name: n} also bounds an
+    input above (input_ids < the tokenizer's vocabulary size)."""
     want = {s.name: s for s in specs}
     feeds, offset, sizes = {}, 0, {}
     for t in obj["inputs"]:
@@ -99,6 +102,11 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
             arr = _from_json(t.get("data"), np_type, name)
         if arr.size != n:
             raise ValueError(f"input '{name}' has {arr.size} values for shape {shape}")
+        if arr.dtype.kind in "iu" and arr.size:
+            low, high, limit = int(arr.min()), int(arr.max()), (id_limits or {}).get(name)
+            if low < 0 or (limit is not None and high >= limit):
+                raise ValueError(f"input '{name}' holds {low if low < 0 else high}: its values must lie in "
+                                 f"[0, {limit if limit is not None else 'inf'})")
         feeds[name] = arr.reshape(shape)
     missing = [n for n in want if n not in feeds]
     if missing:
@@ -211,7 +219,8 @@ def router(state) -> APIRouter:
             raise ApiError(400, f"model '{name}' is a decoder: use /v1/completions or /models/{name}/generate")
         try:
             obj, binary = parse_body(await request.body(), request.headers.get("inference-header-content-length"))
-            feeds = decode_inputs(obj, binary, m.inputs, m.manifest.max_sequence_length, state.config.max_items)
+            feeds = decode_inputs(obj, binary, m.inputs, m.manifest.max_sequence_length, state.config.max_items,
+                                  m.id_limits)
         except ValueError as e:  # json.JSONDecodeError is a ValueError too
             raise ApiError(400, f"bad infer request: {e}") from None
         key = ("raw", tuple((k, v.shape[1:]) for k, v in sorted(feeds.items())))

@@ -55,6 +55,9 @@ class ServedModel:
         self.inputs = list(session.inputs) if session else []  # IOSpec: name, numpy dtype, shape (str = dynamic)
         self.outputs = list(session.outputs) if session else []
         self.tokenizer = first.tokenizer  # tokenizers.Tokenizer (thread-safe), for usage counts
+        # v2 raw tensors: ids index the embedding tables, so they must lie in [0, vocabulary) (a negative id
+        # would be read from the table's end by onnxruntime's Gather, without an error)
+        self.id_limits = {"input_ids": self.tokenizer.get_vocab_size()} if self.tokenizer is not None else {}
         self._pool = queue.Queue()
         for i in range(config.workers):
             self._pool.put(first if shared or i == 0 else self._open())
