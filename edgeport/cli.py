@@ -28,7 +28,7 @@ def _cmd_export(a):
     out = export(a.model, target=a.target, task=a.task, checkpoint=a.checkpoint, out_dir=a.output,
                  seq_len=a.seq_len, batch=a.batch, opset=a.opset, lowering=a.lowering, quiet=a.quiet,
                  quantize=a.quantize, allow_random_head=a.allow_random_head, streaming=a.streaming,
-                 memory_check=not a.no_memory_check, cpu_class=a.cpu_class)
+                 memory_check=not a.no_memory_check, cpu_class=a.cpu_class, kv_layout=a.kv_layout)
     if a.quantize and not a.streaming:  # --streaming writes the quantized artifact itself
         from edgeport.quantize import quantize_artifact
 
@@ -42,6 +42,9 @@ def _cmd_export_auto(a):
 
     if a.cpu_class is not None:
         raise EdgeportError("--target auto / --quantize auto measure on this machine: drop --cpu-class")
+    if a.kv_layout is not None:
+        raise EdgeportError("--target auto / --quantize auto export each target's default KV-cache layout: "
+                            "drop --kv-layout")
     if a.streaming or a.batch != 1:
         raise EdgeportError("--target auto / --quantize auto time candidates at batch 1 in memory: drop "
                             + ("--streaming" if a.streaming else "--batch"))
@@ -188,6 +191,10 @@ def parser() -> argparse.ArgumentParser:
                    "for this CPU class and precision, edgeport/ops/lowering_defaults.json, else the family's default)")
     e.add_argument("--cpu-class", help="take the measured default lowering of another machine's CPU class "
                    "(avx2 | avx512_vnni; default: this machine's; --lowering still wins)")
+    e.add_argument("--kv-layout", choices=["stacked", "per-layer"], help="decoders: the KV cache in the graph, "
+                   "one stacked past/present per direction (L, B, KV, P, D) or one per layer and direction "
+                   "(past_key_values.{i}.key/value -> present.{i}.key/value, as transformers and onnxruntime-genai "
+                   "name them; ONNX only) (default: stacked)")
     e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`); "
                    "auto: measure fp32 and the quantized precisions too, keep the fastest within --budget; "
                    "with --streaming: int4 schemes only, written straight from the checkpoint (no fp32 artifact)")

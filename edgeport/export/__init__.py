@@ -12,13 +12,13 @@ folder is written to a temp directory and renamed at the end (manifest.atomic_ou
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
 from edgeport.export.targets import TARGETS, Target, fit_seq_len, get_target
-from edgeport.manifest import Manifest, atomic_output_dir, sha256_of
+from edgeport.manifest import Manifest, Sha256InBackground, atomic_output_dir, sha256_of
 from edgeport.progress import Steps
 
 __all__ = ["export", "export_reference", "Options", "TARGETS", "default_out_dir"]
@@ -38,6 +38,7 @@ class Options:
     quantize: str | None = None
     streaming: bool = False  # weights streamed from the memory-mapped checkpoint (export/streaming.py)
     cpu_class: str | None = None  # the serving machine's CPU class for measured defaults (None: this one's)
+    kv_layout: str | None = None  # decoders: "stacked" | "per_layer" (None: the target's default; targets.py)
 
 
 def default_out_dir(model: str, task: str, target: str) -> Path:
@@ -73,6 +74,7 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
     Raises EdgeportError for an unknown lowering, or a target that needs a lowering the family lacks.
     """
     from edgeport.export import onnx as onnx_export
+    from edgeport.export.kv_layout import layout_passes
     from edgeport.export.lowerings import Lowered, choose_lowering
     from edgeport.ops.registry import LoweringContext
 
@@ -92,7 +94,7 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
             lowered = onnx_export.export_onnx(model, contract, tmp, opts.opset,
                                               lowering.symbolics if lowering else (),
                                               lowering.custom_opsets if lowering else None)
-    for graph_pass in (lowering.graph_passes if lowering else ()) + tgt.graph_passes:
+    for graph_pass in (lowering.graph_passes if lowering else ()) + tgt.graph_passes + layout_passes(contract):
         notes.update(graph_pass(tmp / lowered.artifact, ctx))
     converter = {**lowered.converter, **(lowering.converter if lowering else {}), **notes,
                  **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}
@@ -107,7 +109,7 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
            out_dir: str | Path | None = None, seq_len: int | None = None, batch: int = 1, opset: int | None = None,
            lowering: str | None = None, quiet: bool = False, quantize: str | None = None,
            allow_random_head: bool = False, streaming: bool = False, memory_check: bool = True,
-           cpu_class: str | None = None) -> Path:
+           cpu_class: str | None = None, kv_layout: str | None = None) -> Path:
     """Load `model` (preset, HF folder or hub id), export it for `target`, validate it over the shape grid,
     write the folder; returns the output folder (default edgeport-out/<model>-<task>-<target>).
 
@@ -124,6 +126,8 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     (streaming.preflight) exceeds what the machine has available. `cpu_class`: with no `lowering`, take
     the measured default of that CPU class (lowerings.py; e.g. "avx2" for a serving machine other than
     this one) instead of this machine's; EdgeportError for a class machine.CPU_CLASSES lacks.
+    `kv_layout`: a decoder's KV cache in the graph, "stacked" or "per_layer" (export/kv_layout.py; None:
+    the target's default, targets.py); EdgeportError for a layout the target does not take.
     """
     tgt = get_target(target)
     if (seq_len is not None and seq_len < 2) or batch < 1:
@@ -132,6 +136,10 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
         from edgeport.schemes import resolve
 
         resolve(quantize, target)  # an unsupported scheme fails before the export, not after
+    if kv_layout is not None:
+        from edgeport.export.targets import check_kv_layout
+
+        check_kv_layout(tgt, kv_layout)  # before loading; a model without a cache is refused after
     if cpu_class is not None:
         from edgeport.export.lowerings import check_cpu_class
 
@@ -149,7 +157,7 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     else:
         ref = load(model, task, checkpoint, steps, allow_random_head)
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
-    opts = Options(tgt.name, seq_len, batch, opset, lowering, quantize, streaming, cpu_class)
+    opts = Options(tgt.name, seq_len, batch, opset, lowering, quantize, streaming, cpu_class, kv_layout)
     return export_reference(ref, opts, out, steps)
 
 
@@ -163,9 +171,13 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
     from edgeport.export.artifact_io import check_io
     from edgeport.export.contracts import DEFAULT_OPSET, contract_for
     from edgeport.export.onnx import artifact_files
+    from edgeport.export.targets import kv_layout_for
 
     tgt = get_target(opts.target)
     contract = contract_for(ref)
+    layout = kv_layout_for(tgt, contract, opts.kv_layout)
+    if layout is not None:
+        contract.kv_layout = layout
     opts.opset = opts.opset or DEFAULT_OPSET
     opts.seq_len, fitted = fit_seq_len(tgt, contract, opts.seq_len)
     if fitted:
@@ -175,7 +187,7 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
         from edgeport.export.streaming_int4 import export_int4
 
         return export_int4(ref, contract, tgt, opts, out, steps)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out) as tmp, ExitStack() as later:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {tgt.name}"):
             if opts.streaming:
                 from edgeport.export.streaming import lower_streaming
@@ -185,6 +197,8 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
                 lowered = lower(ref, contract, tgt, tmp, opts, steps)
             files = artifact_files(tmp, lowered.artifact)
             steps.note(f"{lowered.artifact}: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
+        # streamed artifacts are final here: hashed (GBs) on the core validation leaves idle
+        hashing = later.enter_context(Sha256InBackground(files)) if opts.streaming else None
         with steps.step("writing tokenizer files"):
             tok, block = contract.write_tokenizer(ref, lowered, static, tmp, steps)
         with steps.step(contract.validating):
@@ -208,7 +222,8 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
                          score_function=ref.config.score_function() if ref.task == "text-classification" else None,
                          tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
                          source=ref.source, random_weights=ref.random_weights, notes=list(ref.family.notes),
-                         sha256=sha256_of(files), size_bytes=sum(f.stat().st_size for f in files),
+                         sha256=hashing.result() if hashing else sha256_of(files),
+                         size_bytes=sum(f.stat().st_size for f in files),
                          parity=checks, parity_passed=True, edgeport_version=edgeport.__version__, decoder=block)
             (tmp / "edgeport.json").write_text(m.to_json())
     if not steps.quiet:

@@ -2,8 +2,9 @@
 
 Two kinds, one interface (what `export()` and the exporters read):
 - `Contract` (encoders): inputs (B, S) or (B, C, S) for multiple-choice; outputs per task head.
-- `DecoderContract` (text-generation): input_ids, attention_mask, position_ids and a stacked KV cache
-  (reference_models/decoder.py's cache contract); one graph for prefill and decode.
+- `DecoderContract` (text-generation): input_ids, attention_mask, position_ids and a KV cache, stacked
+  (reference_models/decoder.py's cache contract) or per layer (export/kv_layout.py); one graph for
+  prefill and decode.
 
 Both give `input_names`, `output_names`, `dynamic_axes()` (torch.onnx), `sample_args()` (torch tensors
 the ONNX tracer runs on), `io_specs(dtype, static)` (the manifest's inputs and outputs), `max_positions`
@@ -147,7 +148,9 @@ DECODE_ROOM = 8  # a static prefill must leave this many positions to decode int
 @dataclass
 class DecoderContract:
     """Decoder I/O: input_ids, position_ids (B, S) int; attention_mask (B, P+S) int;
-    past_keys/past_values (L, B, KV, P, D) float32 -> logits (B, S, V), present_* (L, B, KV, P+S, D)."""
+    past_keys/past_values (L, B, KV, P, D) float32 -> logits (B, S, V), present_* (L, B, KV, P+S, D);
+    with kv_layout "per_layer" the written graph takes past_key_values.{i}.key/.value (B, KV, P, D) and
+    gives present.{i}.key/.value (B, KV, P+S, D) instead (export/kv_layout.py)."""
 
     layers: int
     kv_heads: int
@@ -159,6 +162,9 @@ class DecoderContract:
     rtol: float = 1e-4
     kind = "decoder"
     share_transposed: bool = False  # keep lm_head weights as MatMul initializers (the int4 quantizer needs them)
+    # the written graph's cache I/O: "stacked" (as traced) or "per_layer" (export/kv_layout.py rewrites
+    # the traced graph); input_names/output_names/dynamic_axes/sample_args are the trace's, always stacked
+    kv_layout: str = "stacked"
 
     @property
     def input_names(self) -> list:
@@ -195,15 +201,21 @@ class DecoderContract:
         return ids, mask, pos, cache, cache.clone()
 
     def io_specs(self, dtype: str, static: tuple | None = None) -> tuple[list, list]:
-        """(inputs, outputs) TensorSpecs with symbolic cache axes (a static artifact's shapes are per
-        signature, recorded in the manifest's `decoder` block)."""
+        """(inputs, outputs) TensorSpecs with symbolic cache axes, in the written graph's `kv_layout`
+        (stacked (L, B, KV, past, D); per_layer (B, KV, past, D) each); a static artifact's shapes are per
+        signature, recorded in the manifest's `decoder` block."""
+        from edgeport.export.kv_layout import cache_names
+
         d = self.dims("past")
-        ins = [TensorSpec(n, dtype if n in ("input_ids", "position_ids") else "float32", d[n])
-               for n in ("input_ids", "position_ids", "past_keys", "past_values")]
+        ins = [TensorSpec(n, dtype, d[n]) for n in ("input_ids", "position_ids")]
         ins.insert(1, TensorSpec("attention_mask", dtype, ["batch", "past + sequence"]))
-        present = self.dims("past + sequence")["past_keys"]
-        outs = [TensorSpec("logits", "float32", d["logits"]), TensorSpec("present_keys", "float32", present),
-                TensorSpec("present_values", "float32", present)]
+        past, present = d["past_keys"], self.dims("past + sequence")["past_keys"]
+        if self.kv_layout == "per_layer":
+            past, present = past[1:], present[1:]
+        past_names, present_names = cache_names(self.kv_layout, self.layers)
+        ins += [TensorSpec(n, "float32", past) for n in past_names]
+        outs = [TensorSpec("logits", "float32", d["logits"])] + [TensorSpec(n, "float32", present)
+                                                                  for n in present_names]
         return ins, outs
 
     def longest_static_len(self) -> int:

@@ -7,7 +7,8 @@ DESIGN notes
   copy of the weights on disk and in memory (two graphs would duplicate them or need shared external
   data), and onnxruntime runs both shapes well: GroupQueryAttention picks its prompt path when P = 0.
   Cache contract (reference_models/decoder.py, export/contracts.py DecoderContract): past/present_keys/values
-  (L, B, KV, P(+S), D), left padding, attention_mask (B, P+S), position_ids (B, S). Lowerings
+  (L, B, KV, P(+S), D), left padding, attention_mask (B, P+S), position_ids (B, S); `--kv-layout per-layer`
+  rewrites the graph to one past/present per layer and direction (export/kv_layout.py). Lowerings
   (edgeport/ops): "default" for mistral (attention as com.microsoft.GroupQueryAttention with
   local_window_size) and mixtral (+ com.microsoft.MoE), "generic" for every family (plain ONNX ops,
   exact sliding window in the mask, dense MoE).
@@ -15,7 +16,8 @@ DESIGN notes
 - Validation (layer 2 of DESIGN.md): a plan is (batch, padded rows, chunk lengths); the first
   chunk runs without a cache, the next ones with the artifact's own cache (the runtime's decoder
   backends, so IOBinding and the rolling buffer are what is checked). Logits are compared on real
-  tokens and present keys/values on real slots (padding slots are never read). ParityCheck.shape is
+  tokens and present keys/values on real slots (padding slots are never read; a per-layer artifact's
+  cache is stacked by the runtime's cache() for the comparison). ParityCheck.shape is
   [batch, past, new]. Lengths cross the sliding window when the window is short enough to reach.
 """
 
@@ -142,13 +144,18 @@ def write_decoder_tokenizer(ref, out: Path, pad_id: int, steps):
 
 
 def decoder_info(c: DecoderContract, lowered, static: bool, tokens: dict) -> dict:
-    """The manifest's `decoder` block: cache layout, window, static cache and signatures, the longest
-    sequence the artifact runs (`max_tokens`), special token ids."""
+    """The manifest's `decoder` block: cache layout ("stacked" | "per_layer", the cache's axes, its input and
+    output names: key before value, layer by layer when per_layer), window, static cache and signatures,
+    the longest sequence the artifact runs (`max_tokens`), special token ids."""
+    from edgeport.export.kv_layout import cache_names
+
     cache = lowered.converter.get("static_cache")
     exact_forever = static and c.sliding_window is not None and c.sliding_window <= cache
-    return {"layout": "stacked", "axes": ["layers", "batch", "kv_heads", "past", "head_dim"],
+    axes = ["layers", "batch", "kv_heads", "past", "head_dim"]
+    past, present = cache_names(c.kv_layout, c.layers)
+    return {"layout": c.kv_layout, "axes": axes[1:] if c.kv_layout == "per_layer" else axes,
             "layers": c.layers, "kv_heads": c.kv_heads, "head_dim": c.head_dim, "padding_side": "left",
-            "inputs": ["past_keys", "past_values"], "outputs": ["present_keys", "present_values"],
+            "inputs": past, "outputs": present,  # key before value (per_layer: layer by layer)
             "sliding_window": c.sliding_window, "static_cache": cache,
             "signatures": lowered.converter.get("signatures"),
             "max_tokens": c.max_positions if not static or exact_forever else min(cache, c.max_positions),

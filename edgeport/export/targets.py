@@ -39,10 +39,13 @@ class Target:
     # `--target auto` (export/auto.py): the module that must import to time this target's artifact on this
     # machine, or None when an artifact alone cannot be timed (TensorRT needs an engine built on a GPU host)
     timed_by: str | None = None
+    # decoders' KV-cache layouts this target's graphs can take (export/kv_layout.py), the default first
+    kv_layouts: tuple = ("stacked",)
 
 
 TARGETS = {
-    "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime", timed_by="onnxruntime"),
+    "onnx": Target("onnx", False, "int64", "onnx", "onnxruntime", timed_by="onnxruntime",
+                   kv_layouts=("stacked", "per_layer")),
     "tflite": Target("tflite", True, "int32", "tflite", "litert", timed_by="ai_edge_litert"),
     "tensorrt": Target("tensorrt", False, "int64", "onnx", "onnxruntime + reference kernels for plugin nodes",
                        manifest_notes=(("engine", ("not built here: `edgeport build-engine FOLDER` on a host "
@@ -56,6 +59,27 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise EdgeportError(f"unknown target '{name}'; targets: {', '.join(TARGETS)}")
     return TARGETS[name]
+
+
+def check_kv_layout(target: Target, asked: str) -> str:
+    """`asked` ("stacked" | "per_layer"; "per-layer" as the CLI spells it) as the manifest spells it;
+    EdgeportError naming the layouts the target takes otherwise."""
+    layout = asked.replace("-", "_")
+    if layout not in target.kv_layouts:
+        raise EdgeportError(f"--kv-layout for {target.name}: "
+                            + " | ".join(k.replace("_", "-") for k in target.kv_layouts) + f" (got '{asked}')")
+    return layout
+
+
+def kv_layout_for(target: Target, contract, asked: str | None) -> str | None:
+    """The KV-cache layout of a decoder export: `asked` (check_kv_layout) or the target's default (the first
+    of its kv_layouts); None for a contract without a cache. EdgeportError for a layout the target does
+    not take, or a layout asked of a model without a KV cache."""
+    if getattr(contract, "kind", None) != "decoder":
+        if asked is not None:
+            raise EdgeportError("--kv-layout applies to text-generation decoders (a KV cache)")
+        return None
+    return target.kv_layouts[0] if asked is None else check_kv_layout(target, asked)
 
 
 def fit_seq_len(target: Target, contract, asked: int | None) -> tuple[int, str | None]:

@@ -149,11 +149,13 @@ def make_feeds(specs, batch: int, length: int, vocab: int, seed: int = 0) -> dic
 
 
 def decoder_feeds(info: dict, batch: int, length: int, vocab: int) -> dict:
-    """Prefill feeds of a KV-cache ONNX decoder (empty past): the graph's own input names."""
+    """Prefill feeds of a KV-cache ONNX decoder (empty past in the block's layout, stacked or per layer:
+    generate.empty_past): the graph's own input names."""
+    from edgeport.runtime.generate import empty_past
+
     ids = np.random.default_rng(0).integers(0, vocab, (batch, length)).astype(np.int64)
-    empty = np.zeros((info["layers"], batch, info["kv_heads"], 0, info["head_dim"]), np.float32)
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.broadcast_to(
-        np.arange(length), (batch, length)).astype(np.int64), "past_keys": empty, "past_values": empty}
+        np.arange(length), (batch, length)).astype(np.int64), **empty_past(info, batch)}
 
 
 # ---------------------------------------------------------------- fractions

@@ -4,7 +4,8 @@
     gen.generate("Once upon a time", max_new_tokens=32)      # greedy
     gen.generate(["a", "b c"], temperature=0.8, top_p=0.9, seed=0, on_token=print)
 
-Everything comes from the manifest's `decoder` block: cache layout (L, B, KV, P, D), left padding,
+Everything comes from the manifest's `decoder` block: cache layout ("stacked": (L, B, KV, P, D) per
+direction; "per_layer": (B, KV, P, D) per layer and direction) and its input/output names, left padding,
 special tokens, static cache and signatures (TFLite), the longest sequence it can run.
 
 Backends (one interface: reset(batch), step(ids, new_mask, positions) -> logits (B, S, V), cache()):
@@ -33,11 +34,28 @@ def positions_from_mask(mask: np.ndarray, new_tokens: int) -> np.ndarray:
     return pos[:, pos.shape[1] - new_tokens:].astype(np.int64)
 
 
+def cache_io(info: dict) -> tuple[list, list]:
+    """(past input names, present output names) of a decoder block, key before value: ["past_keys",
+    "past_values"] -> ["present_keys", "present_values"] (layout "stacked"), or past_key_values.{i}.key,
+    past_key_values.{i}.value, ... -> present.{i}.key, ... (layout "per_layer"; export/kv_layout.py)."""
+    return list(info["inputs"]), list(info["outputs"])
+
+
+def empty_past(info: dict, batch: int) -> dict:
+    """{past input name: float32 zeros} for a first call: (L, B, KV, 0, D) stacked, (B, KV, 0, D) per layer."""
+    shape = (batch, info["kv_heads"], 0, info["head_dim"])
+    if info.get("layout", "stacked") == "stacked":
+        shape = (info["layers"], *shape)
+    return {name: np.zeros(shape, np.float32) for name in cache_io(info)[0]}
+
+
 class OrtDecoder:
     """One ONNX graph for prefill and decode; the present keys/values stay onnxruntime OrtValues and are
-    bound back as the next past (int64 ids/mask/positions). Where this onnxruntime build has the CUDA
-    provider, the session runs on it and the cache stays in CUDA memory between steps (IOBinding to
-    device buffers; only logits come back to the host); elsewhere everything lives in CPU memory."""
+    bound back as the next past (int64 ids/mask/positions), one OrtValue per cache tensor of the layout
+    (two stacked ones, or a key and a value per layer: each bound where the graph reads it, no copy).
+    Where this onnxruntime build has the CUDA provider, the session runs on it and the cache stays in
+    CUDA memory between steps (IOBinding to device buffers; only logits come back to the host); elsewhere
+    everything lives in CPU memory."""
 
     backend = "onnxruntime"
 
@@ -50,13 +68,13 @@ class OrtDecoder:
         providers = (["CUDAExecutionProvider"] if self.device == "cuda" else []) + ["CPUExecutionProvider"]
         self.sess = ort_session(path, threads, providers=providers)
         self.ort, self.info = ort, info
+        self.past_names, self.present_names = cache_io(info)
         self.max_batch, self.prefill_len = None, None
 
     def reset(self, batch: int):
-        """Start `batch` empty rows: an empty past (L, B, KV, 0, D) and mask."""
-        i = self.info
-        empty = np.zeros((i["layers"], batch, i["kv_heads"], 0, i["head_dim"]), np.float32)
-        self.past = [self.ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in range(2)]
+        """Start `batch` empty rows: an empty past (empty_past) and mask."""
+        empty = empty_past(self.info, batch).values()
+        self.past = [self.ort.OrtValue.ortvalue_from_numpy(a, self.device, 0) for a in empty]
         self.mask = np.zeros((batch, 0), np.int64)
 
     def step(self, ids, new_mask, positions) -> np.ndarray:
@@ -66,18 +84,21 @@ class OrtDecoder:
         b.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
         b.bind_cpu_input("attention_mask", self.mask)
         b.bind_cpu_input("position_ids", np.ascontiguousarray(positions, np.int64))
-        b.bind_ortvalue_input("past_keys", self.past[0])
-        b.bind_ortvalue_input("past_values", self.past[1])
+        for name, value in zip(self.past_names, self.past):
+            b.bind_ortvalue_input(name, value)
         b.bind_output("logits", "cpu")
-        for name in ("present_keys", "present_values"):
+        for name in self.present_names:
             b.bind_output(name, self.device)  # the next step's past, left where the session computed it
         self.sess.run_with_iobinding(b)
         logits, *self.past = b.get_outputs()
         return logits.numpy()
 
     def cache(self):
-        """(keys, values) float32 (L, B, KV, P, D): the cache after the last step."""
-        return self.past[0].numpy(), self.past[1].numpy()
+        """(keys, values) float32 (L, B, KV, P, D): the cache after the last step (a per-layer cache is
+        stacked here, a copy: for checks, never on the generation path)."""
+        if self.info.get("layout", "stacked") == "stacked":
+            return self.past[0].numpy(), self.past[1].numpy()
+        return np.stack([v.numpy() for v in self.past[0::2]]), np.stack([v.numpy() for v in self.past[1::2]])
 
 
 class LiteRTDecoder:
