@@ -181,14 +181,59 @@ def float_artifact_status(manifest: Manifest, folder: str | os.PathLike) -> tupl
     return None, f"{recorded} (not found here: moved apart or removed)"
 
 
-def sha256_of(paths) -> str:
-    """sha256 over one file, or over several in order (model.onnx + model.onnx.data)."""
-    h = hashlib.sha256()
+def sha256_of(paths, stop=None) -> str | None:
+    """sha256 (hex) over one file, or over several in order (model.onnx + model.onnx.data), read in
+    4 MiB blocks into one buffer. `stop`: a threading.Event checked between blocks; once set, returns
+    None unfinished (Sha256InBackground.cancel). Raises OSError for a file that cannot be read."""
+    h, buf = hashlib.sha256(), bytearray(4 << 20)
+    view = memoryview(buf)
     for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        with open(p, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                if stop is not None and stop.is_set():
+                    return None
+                h.update(view[:n])
     return h.hexdigest()
+
+
+class Sha256InBackground:
+    """sha256_of(paths) on a background thread, for files that no longer change, while the caller does
+    other work (hashlib releases the GIL while hashing a large block, so this takes the core the
+    caller leaves idle: a streamed export's graph optimisation and reference passes are mostly single-
+    threaded Python or memory-bound). `result()` -> the hex digest (re-raises the thread's error);
+    `cancel()` stops it at the next block (the export failed: nothing will be recorded)."""
+
+    def __init__(self, paths):
+        import threading
+
+        self._paths, self._stop, self._out = [Path(p) for p in paths], threading.Event(), {}
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._out["hex"] = sha256_of(self._paths, self._stop)
+        except BaseException as e:  # handed to result(): the caller decides
+            self._out["error"] = e
+
+    def result(self) -> str:
+        """The digest sha256_of(paths) gives; waits for the thread; re-raises its error."""
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        if self._out.get("hex") is None:
+            raise RuntimeError("sha256 was cancelled")
+        return self._out["hex"]
+
+    def cancel(self):
+        """Stop at the next block (no-op once finished)."""
+        self._stop.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cancel()
 
 
 @contextmanager

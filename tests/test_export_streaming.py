@@ -121,3 +121,23 @@ def test_streamed_manifest_says_how_it_was_validated(checkpoint, tmp_path):
     m = json.loads((out / "edgeport.json").read_text())
     assert m["converter"]["validation"] == VALIDATION and "never both in memory at once" in VALIDATION
     assert {c["output"] for c in m["parity"]} == {"logits", "present_keys", "present_values"}
+    # the sha256 hashed in the background while validating is that of the files as they lie
+    whole = hashlib.sha256((out / "model.onnx").read_bytes() + (out / "model.onnx.data").read_bytes())
+    assert m["sha256"] == whole.hexdigest()
+
+
+def test_background_sha256_equals_hashing_in_one_go(tmp_path):
+    """Sha256InBackground gives hashlib's digest of the files' concatenated bytes (blocks of 4 MiB: the
+    second file straddles one); cancelled, it reports no digest instead of a wrong one."""
+    from edgeport.manifest import Sha256InBackground
+
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(rng.bytes(1000))
+    b.write_bytes(rng.bytes(5 * 2**20 + 3))
+    with Sha256InBackground([a, b]) as job:
+        assert job.result() == hashlib.sha256(a.read_bytes() + b.read_bytes()).hexdigest()
+    job = Sha256InBackground([b] * 64)  # 320 MiB: cancelled well before the end
+    job.cancel()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        job.result()
