@@ -257,6 +257,8 @@ BAD = [
     ("/models/cls/classify", {"text": "x"}, 422),
     ("/models/nope/classify", {"inputs": "x"}, 404),
     ("/models/emb/classify", {"inputs": "x"}, 400),
+    ("/models/cls/generate", {"inputs": "x"}, 400),  # another task's body: the task is the error, not "prompt"
+    ("/models/nope/question-answering", {"inputs": "x"}, 404),
     ("/models/cls/classify", {"inputs": ""}, 400),
     ("/models/cls/classify", {"inputs": []}, 400),
     ("/models/cls/classify", {"inputs": ["a"] * 17}, 413),
@@ -301,6 +303,8 @@ def test_bad_input_is_a_4xx_json_error(server, path, body, status):
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert (err if path.startswith("/v2") else err["message"]), r.text
+    if path in ("/models/cls/generate", "/models/nope/question-answering"):
+        assert ("is a text-classification model" if status == 400 else "unknown model 'nope'") in err["message"]
     assert httpx.get(url + "/health").status_code == 200
 
 

@@ -107,6 +107,15 @@ def _install_error_handlers(app: FastAPI):
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
+        # /models/{model}/{route} with an unknown model or another task's route: that is the error to
+        # name (404 / 400), not the body fields this route would have wanted.
+        parts = request.url.path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "models" and parts[2] in TASK_ROUTES.values():
+            task = next(t for t, r in TASK_ROUTES.items() if r == parts[2])
+            try:
+                request.app.state.edgeport.model(parts[1], task)
+            except ApiError as wrong:
+                return await api_error(request, wrong)
         errs = e.errors()
         msg = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', '')}" for err in errs[:3])
         return JSONResponse(_error_body(request.url.path, 422, msg or "invalid request", "invalid_request_error"), 422)
