@@ -29,6 +29,18 @@ function liteRtModel(compiled, shape, signatureKey) {
   };
 }
 
+/** A reader's name for the manifest's precision: 'float32', or the quantized weights and activations
+ * (quantization.weights / .activations, as edgeport's scheme records them: int8 + int8-dynamic ->
+ * 'int8 weights, int8 activations (dynamic)'); manifest.precision when the manifest lacks those fields. */
+function precisionLabel(manifest) {
+  const q = manifest.quantization;
+  if (!q) return manifest.precision === 'fp32' ? 'float32' : manifest.precision;
+  if (!q.weights) return manifest.precision;
+  const act = q.activations === 'int8-dynamic' ? ', int8 activations (dynamic)'
+    : q.activations === 'int8-static' ? ', int8 activations (calibrated)' : '';
+  return `${q.weights} weights${act}`;
+}
+
 async function load() {
   const base = `model/${variant}/`;
   const manifest = await (await fetch(`${base}edgeport.json`)).json();
@@ -42,9 +54,9 @@ async function load() {
   const shape = manifest.inputs.find((t) => t.name === 'input_ids').shape;
   const engine = new QaEngine(manifest, tokenizerJson, liteRtModel(compiled, shape, manifest.signature_key));
   const mib = (manifest.size_bytes / 2 ** 20).toFixed(1);
-  const info = {variant, precision: manifest.precision, sizeMiB: Number(mib), seqLen: engine.converter.maxSeqLen,
-    threads: threaded ? threads : 1, randomWeights: manifest.random_weights};
-  $('model-line').textContent = `${manifest.family} ${manifest.precision} · ${mib} MiB · ${info.seqLen} tokens` +
+  const info = {variant, precision: manifest.precision, label: precisionLabel(manifest), sizeMiB: Number(mib),
+    seqLen: engine.converter.maxSeqLen, threads: threaded ? threads : 1, randomWeights: manifest.random_weights};
+  $('model-line').textContent = `${manifest.family} ${info.label} · ${mib} MiB · ${info.seqLen} tokens` +
     ` · ${info.threads} thread(s)`;
   $('weights-note').hidden = !manifest.random_weights;
   return {engine, info};
@@ -102,6 +114,9 @@ function setup(state) {
       render(context, r.answers);
       $('status').textContent = `${r.inferenceMs.toFixed(0)} ms inference · ${r.windows} window(s)`;
     } catch (e) {
+      // No answers from an earlier question stay on screen under this one's error.
+      $('answers').replaceChildren();
+      $('highlighted').replaceChildren();
       $('status').textContent = e.message;
     }
   });

@@ -44,6 +44,8 @@ test('the phone page answers like the Python pipeline', {skip, timeout: 300_000}
     const page = await context.newPage();
     const foreign = [];
     page.on('request', (r) => { if (!r.url().startsWith(url)) foreign.push(r.url()); });
+    const failed = [];  // every request the page makes is served (no 404 for a favicon or a missing file)
+    page.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`); });
     for (const [variant, cases] of Object.entries(config.expected)) {
       await page.goto(`${url}?model=${variant}`);
       const info = await page.evaluate(() => window.qaDemo.ready);
@@ -68,8 +70,19 @@ test('the phone page answers like the Python pipeline', {skip, timeout: 300_000}
       if (config.screenshot && variant === Object.keys(config.expected)[0]) {
         await page.screenshot({path: config.screenshot, fullPage: true});
       }
+      // The header names the precision in words (not the scheme's raw 'int8-int8-dynamic').
+      const line = await page.textContent('#model-line');
+      assert.ok(!line.includes('int8-int8'), `${variant}: model line '${line}'`);
+      assert.ok(line.includes(info.precision === 'fp32' ? 'float32' : 'int8 weights'), `${variant}: model line '${line}'`);
+      // An empty question: the error is shown and the previous question's answers are gone.
+      await page.fill('#question', '');
+      await page.click('#go');
+      await page.waitForFunction(() => document.querySelector('#status').textContent.includes('give a question'));
+      assert.equal(await page.$$eval('#answers li', (els) => els.length), 0, `${variant}: stale answers left`);
+      assert.equal(await page.textContent('#highlighted'), '', `${variant}: stale highlights left`);
     }
     assert.deepEqual(foreign, [], 'the page fetched something from another origin');
+    assert.deepEqual(failed, [], 'requests the server could not answer');
   } finally {
     await browser.close();
     server.closeAllConnections();
