@@ -74,7 +74,7 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
     Raises EdgeportError for an unknown lowering, or a target that needs a lowering the family lacks.
     """
     from edgeport.export import onnx as onnx_export
-    from edgeport.export.kv_layout import layout_passes
+    from edgeport.export.kv_layout import layout_rewrites
     from edgeport.export.lowerings import Lowered, choose_lowering
     from edgeport.ops.registry import LoweringContext
 
@@ -93,8 +93,9 @@ def lower(ref, contract, tgt: Target, tmp: Path, opts: Options, steps: Steps | N
         else:
             lowered = onnx_export.export_onnx(model, contract, tmp, opts.opset,
                                               lowering.symbolics if lowering else (),
-                                              lowering.custom_opsets if lowering else None)
-    for graph_pass in (lowering.graph_passes if lowering else ()) + tgt.graph_passes + layout_passes(contract):
+                                              lowering.custom_opsets if lowering else None,
+                                              layout_rewrites(contract))
+    for graph_pass in (lowering.graph_passes if lowering else ()) + tgt.graph_passes:
         notes.update(graph_pass(tmp / lowered.artifact, ctx))
     converter = {**lowered.converter, **(lowering.converter if lowering else {}), **notes,
                  **dict(tgt.manifest_notes), "validated_by": tgt.validated_by}

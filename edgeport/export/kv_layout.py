@@ -15,11 +15,9 @@ either layout from the manifest's `decoder` block ("layout", "inputs", "outputs"
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 from edgeport.errors import EdgeportError
 
-KV_LAYOUTS = ("stacked", "per_layer")
 STACKED_INPUTS = ("past_keys", "past_values")
 STACKED_OUTPUTS = ("present_keys", "present_values")
 
@@ -200,24 +198,9 @@ def _replace_io(io, stacked: tuple, names: list, dims: list) -> None:
     _assign(io, rest[:at] + [_value_info(n, like, dims) for n in names] + rest[at:])
 
 
-def per_layer_file(layers: int, path: Path, ctx=None) -> dict:
-    """Graph pass (fn(onnx path, LoweringContext) -> notes, as export.lower runs them): `to_per_layer`
-    on the graph at `path`, saved in place; external weight data stays where it is. EdgeportError when
-    the rewritten graph fails onnx's checker."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    notes = to_per_layer(proto, layers)
-    onnx.save(proto, str(path))
-    try:
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as e:
-        raise EdgeportError(f"per-layer KV cache graph is invalid: {str(e).splitlines()[0]}") from None
-    return notes
-
-
-def layout_passes(contract) -> tuple:
-    """The graph passes a contract's cache layout needs: (per_layer_file for its depth,) or ()."""
+def layout_rewrites(contract) -> tuple:
+    """The graph rewrites a contract's cache layout needs, fn(ModelProto) -> notes (export_onnx applies
+    them to the traced graph before saving it): (to_per_layer for its depth,) or ()."""
     if getattr(contract, "kv_layout", "stacked") != "per_layer":
         return ()
-    return (partial(per_layer_file, contract.layers),)
+    return (partial(to_per_layer, layers=contract.layers),)

@@ -22,13 +22,15 @@ DOMAIN_RUNTIMES = {"com.microsoft": ["onnxruntime"], "trt.plugins": ["tensorrt"]
 
 
 def export_onnx(model: torch.nn.Module, contract, out_dir: Path, opset: int, symbolics: tuple = (),
-                custom_opsets: dict | None = None) -> Lowered:
+                custom_opsets: dict | None = None, rewrites: tuple = ()) -> Lowered:
     """Trace `model` on `contract.sample_args()` and write `out_dir/model.onnx` (+ .data over 2 GB).
 
     contract: an encoder Contract or a DecoderContract (names, dynamic axes, sample args).
     symbolics: ((custom op "ns::op", torch.onnx symbolic), ...) registered at `opset` first;
     custom_opsets: {domain: version} of the nodes they emit. Encoders store tied weights once
-    (`share_transposed_weights`). Raises EdgeportError when onnx's checker rejects the graph.
+    (`share_transposed_weights`). rewrites: fn(ModelProto) -> converter notes, applied in place to the
+    traced graph before it is saved (the graph is loaded once for all of them; e.g. kv_layout.to_per_layer).
+    Raises EdgeportError when onnx's checker rejects the graph.
     """
     import onnx
 
@@ -42,20 +44,23 @@ def export_onnx(model: torch.nn.Module, contract, out_dir: Path, opset: int, sym
                           opset_version=opset, dynamo=False, do_constant_folding=True, custom_opsets=custom_opsets)
     proto = onnx.load(str(path), load_external_data=True)
     shared = share_transposed_weights(proto) if contract.share_transposed else 0
+    notes = {}
+    for rewrite in rewrites:
+        notes.update(rewrite(proto))
     size = sum(t.ByteSize() for t in proto.graph.initializer)
     for extra in out_dir.glob("*.data"):
         extra.unlink()
     if size > TWO_GB:  # protobuf's limit: keep the weights beside the graph
         onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data",
                         size_threshold=1024)
-    elif shared:
+    elif shared or rewrites:
         onnx.save_model(proto, str(path))
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
         raise EdgeportError(f"exported ONNX graph is invalid: {str(e).splitlines()[0]}") from None
     return Lowered("model.onnx", {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
-                                  "exporter": "torch.onnx (TorchScript)"})
+                                  "exporter": "torch.onnx (TorchScript)", **notes})
 
 
 def share_transposed_weights(proto) -> int:
