@@ -161,11 +161,16 @@ GENAI_MIXTRAL = ("onnxruntime-genai 0.18's builder has no MixtralForCausalLM (No
                  "'model is not currently supported')")
 
 
-def sweep(size: str, checkpoint: Path, venv: Path, results: Path) -> list:
+def sweep(size: str, checkpoint: Path, venv: Path, results: Path, paths: tuple = ("streaming", "in-memory", "builder"),
+          label: str | None = None) -> list:
     """Every contender on one checkpoint (edgeport streaming and in-memory, fp32 and int4; the GenAI
-    builder fp32 and int4), each in its own process; rows appended to the JSON list in `results`."""
+    builder fp32 and int4), each in its own process; rows appended to the JSON list in `results`.
+    `paths`: the paths to run (e.g. ("streaming", "builder") for the export-time comparison alone);
+    `label`: recorded in each row (which edgeport code ran, e.g. a commit)."""
     rows = json.loads(results.read_text()) if results.is_file() else []
     for contender, path in (("edgeport", "streaming"), ("edgeport", "in-memory"), ("onnxruntime-genai", "builder")):
+        if path not in paths:
+            continue
         for precision in ("fp32", "int4"):
             why = SKIP.get((size, contender, path)) or SKIP.get((size, contender, path, precision))
             if contender == "onnxruntime-genai" and architecture(size) == "mixtral":
@@ -175,8 +180,12 @@ def sweep(size: str, checkpoint: Path, venv: Path, results: Path) -> list:
                              "precision": precision, "skipped": why})
                 continue
             py = str(venv / "bin" / "python") if contender == "onnxruntime-genai" else sys.executable
+            before = Path("/proc/loadavg").read_text().split()[:3]
             r = run_export(checkpoint, contender, path, precision, py)
             r["size"], r["architecture"], r["loadavg"] = size, architecture(size), Path("/proc/loadavg").read_text().split()[:3]
+            r["loadavg_before"] = before  # loadavg (above) is read after the run, which adds its own load
+            if label:
+                r["label"] = label
             if r["rc"]:
                 print(r["tail"], file=sys.stderr)
             r.pop("tail")
@@ -290,6 +299,9 @@ def main(argv=None):
     w.add_argument("--checkpoint", type=Path, required=True)
     w.add_argument("--venv", type=Path, required=True, help="onnxruntime-genai venv (benchmarks/peers/genai_venv.sh)")
     w.add_argument("--results", type=Path, required=True)
+    w.add_argument("--paths", default="streaming,in-memory,builder",
+                   help="comma-separated paths to run (streaming, in-memory, builder)")
+    w.add_argument("--label", help="recorded in each row: which edgeport code ran (e.g. a commit)")
     f = sub.add_parser("fit", help="linear fit of the sweep results against parameter count")
     f.add_argument("--results", type=Path, required=True)
     sub.add_parser("profile", help="in-process export; peak RSS (anon, file-backed) per progress step")
@@ -306,7 +318,7 @@ def main(argv=None):
         from report_decoders import write_tokenizer  # GenAI's builder refuses a folder without a tokenizer
 
         write_tokenizer(a.checkpoint, json.loads((a.checkpoint / "config.json").read_text())["vocab_size"])
-        sweep(a.size, a.checkpoint, a.venv, a.results)
+        sweep(a.size, a.checkpoint, a.venv, a.results, tuple(a.paths.split(",")), a.label)
     elif a.cmd == "fit":
         lines = fit(json.loads(a.results.read_text()))
         print(json.dumps(lines, indent=1))

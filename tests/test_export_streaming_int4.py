@@ -82,6 +82,8 @@ def test_streamed_int4_equals_quantizing_the_fp32_export(checkpoint, tmp_path, m
     assert 0 < acc["tokens"] <= s4.EVAL_TOKENS and acc["greedy_next_token_agreement"] > 0.5
     assert m_st["parity"] == [] and not m_st["parity_passed"]  # no fp32 parity: said in converter.validation
     assert "no float artifact" in m_st["converter"]["validation"]
+    data = a_st.with_name(a_st.name + ".data")  # hashed in the background while scoring: the files' digest
+    assert m_st["sha256"] == hashlib.sha256(a_st.read_bytes() + data.read_bytes()).hexdigest()
 
 
 def test_accuracy_report_sees_a_broken_artifact(checkpoint, tmp_path, monkeypatch):
@@ -89,8 +91,8 @@ def test_accuracy_report_sees_a_broken_artifact(checkpoint, tmp_path, monkeypatc
     near-chance greedy agreement (the intact artifact: > 50%, above)."""
     real = s4.quantize_matmul_weight
 
-    def zero_scales(w, transposed, q):
-        (packed, scales, zp), kn = real(w, transposed, q)
+    def zero_scales(w, transposed, q, *scratch):
+        (packed, scales, zp), kn = real(w, transposed, q, *scratch)
         return (packed, np.zeros_like(scales), zp), kn
 
     monkeypatch.setattr(s4, "quantize_matmul_weight", zero_scales)

@@ -67,16 +67,25 @@ def _rows_per_chunk(row_bytes: int) -> int:
     return max(1, CHUNK_BYTES // max(row_bytes, 1))
 
 
-def quantize_matmul_weight(w: torch.Tensor, transposed: bool, q) -> tuple:
+def quantize_matmul_weight(w: torch.Tensor, transposed: bool, q, scratch=None) -> tuple:
     """B of a MatMul (B = w^T when `transposed`, else w; B is (K, N) float) -> (packed (N, K/b, b/2)
-    uint8, scales (N, K/b) float32, zero points (N, ceil(K/b/2)) uint8), slice by slice over N."""
+    uint8, scales (N, K/b) float32, zero points (N, ceil(K/b/2)) uint8), slice by slice over N. Each
+    slice is made row-major fp32 in `scratch` (a pair of streaming.Scratch, reused across weights;
+    default: new ones) for the quantizer, which reads B's columns: an fp32 w^T slice is read from the
+    checkpoint file and transposed (Scratch.transposed), anything else copied."""
+    from edgeport.export.streaming import Scratch
+
+    out, staging = scratch or (Scratch(), Scratch())
     K = w.shape[1] if transposed else w.shape[0]
     N = w.shape[0] if transposed else w.shape[1]
     step = _rows_per_chunk(4 * K)
     parts = []
     for n0 in range(0, N, step):
-        cols = w[n0:n0 + step].t() if transposed else w[:, n0:n0 + step]  # (K, n)
-        parts.append(q.qbits_block_quant(np.ascontiguousarray(cols.detach().float().numpy())))
+        if transposed and w.dtype == torch.float32:
+            b = out.transposed(w[n0:n0 + step].detach(), staging)  # (K, n)
+        else:
+            b = out.contiguous((w[n0:n0 + step].t() if transposed else w[:, n0:n0 + step]).detach(), torch.float32)
+        parts.append(q.qbits_block_quant(b.numpy()))
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3)), (K, N)
 
 
@@ -128,7 +137,9 @@ def write_int4_weights(proto, plan: list, params: dict, data_path: Path, scheme,
     -> {"bytes": written, "matmul_nbits": count, "gather_block_quantized": count, "qmoe": count}."""
     from onnx import TensorProto, helper
 
-    q = _quantizer(scheme)
+    from edgeport.export.streaming import Scratch
+
+    q, scratch = _quantizer(scheme), (Scratch(), Scratch())
     targets = int4_targets(proto, plan, params)
     total = sum(params[src].numel() * params[src].element_size() for _, src, _ in plan)
     total += sum(lazy.nbytes for _, lazy in folded)
@@ -138,7 +149,7 @@ def write_int4_weights(proto, plan: list, params: dict, data_path: Path, scheme,
             w = params[src]
             kind, node = targets.get(name, ("float", None))
             if kind == "matmul":
-                (packed, scales, zp), (K, N) = quantize_matmul_weight(w, transposed, q)
+                (packed, scales, zp), (K, N) = quantize_matmul_weight(w, transposed, q, scratch)
                 inputs = [node.input[0], name + "_Q4", name + "_scales"]
                 tensors = [(name + "_Q4", packed, TensorProto.UINT8), (name + "_scales", scales, TensorProto.FLOAT)]
                 if not scheme.symmetric:
@@ -329,21 +340,23 @@ def export_int4(ref, contract, tgt, opts, out: Path, steps) -> Path:
     tokenizer, accuracy on EVAL_TOKENS held-out tokens against the float reference, manifest (precision,
     quantization block as `edgeport quantize` writes it, no fp32 parity checks: converter.validation
     says why). The folder appears complete or not at all. -> `out`."""
+    import contextlib
     import dataclasses
 
     import edgeport
     from edgeport.export.onnx import artifact_files
     from edgeport.export.streaming import lower_streaming
-    from edgeport.manifest import Manifest, atomic_output_dir, sha256_of
+    from edgeport.manifest import Manifest, Sha256InBackground, atomic_output_dir
 
     scheme = int4_scheme(opts.quantize, tgt.name, ref.task)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out) as tmp, contextlib.ExitStack() as later:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {tgt.name}, {scheme.tag} weights from the checkpoint"):
             lowered = lower_streaming(ref, contract, tgt, tmp, opts, steps, scheme)
             files = artifact_files(tmp, lowered.artifact)
             size = sum(f.stat().st_size for f in files)
             fp32 = sum(p.numel() * 4 for p in ref.model.parameters())
             steps.note(f"{lowered.artifact}: {size / 2**20:.1f} MiB ({size / fp32:.1%} of the fp32 weights)")
+        hashing = later.enter_context(Sha256InBackground(files))  # final: hashed while the scoring runs
         with steps.step("writing tokenizer files"):
             tok, block = contract.write_tokenizer(ref, lowered, None, tmp, steps)
         with steps.step(f"scoring against the float reference on up to {EVAL_TOKENS} held-out tokens"):
@@ -362,7 +375,7 @@ def export_int4(ref, contract, tgt, opts, out: Path, steps) -> Path:
                          inputs=ins, outputs=outs, max_sequence_length=contract.max_sequence_length(None, block),
                          tokenizer=tok, converter=lowered.converter, custom_ops=lowered.custom_ops,
                          source=ref.source, random_weights=ref.random_weights, notes=list(ref.family.notes),
-                         sha256=sha256_of(files), size_bytes=size, parity=[], parity_passed=False,
+                         sha256=hashing.result(), size_bytes=size, parity=[], parity_passed=False,
                          edgeport_version=edgeport.__version__, decoder=block)
             m = dataclasses.replace(m, precision=scheme.weights if scheme.activations == "fp32"
                                     else f"{scheme.weights}-{scheme.activations}", quantization=quant)
