@@ -194,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--kv-layout", choices=["stacked", "per-layer"], help="decoders: the KV cache in the graph, "
                    "one stacked past/present per direction (L, B, KV, P, D) or one per layer and direction "
                    "(past_key_values.{i}.key/value -> present.{i}.key/value, as transformers and onnxruntime-genai "
-                   "name them; ONNX only) (default: stacked)")
+                   "name them; ONNX only) (default: per-layer for ONNX; TFLite and TensorRT: stacked only)")
     e.add_argument("--quantize", metavar="SCHEME", help="also write a quantized artifact (see `edgeport quantize -h`); "
                    "auto: measure fp32 and the quantized precisions too, keep the fastest within --budget; "
                    "with --streaming: int4 schemes only, written straight from the checkpoint (no fp32 artifact)")

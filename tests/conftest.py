@@ -82,18 +82,27 @@ def save_mistral_checkpoint(folder, seed: int):
     return folder
 
 
-def decoder_cache_feeds(c: dict, batch: int, new: int, past: int, seed: int) -> dict:
+def decoder_cache_feeds(c: dict, batch: int, new: int, past: int, seed: int, layout: str = "per_layer") -> dict:
     """Random feeds of the KV-cache decoder contract for config dict `c` (hidden_size, num_attention_heads,
-    num_key_value_heads, num_hidden_layers, vocab_size): `new` token ids after `past` cached positions,
-    stacked past_keys/past_values (layers, batch, kv heads, past, head dim) float32 normal(0, 1)."""
+    num_key_value_heads, num_hidden_layers, vocab_size): `new` token ids after `past` cached positions and
+    a float32 normal(0, 1) cache of (layers, batch, kv heads, past, head dim), as the ONNX export's
+    `layout` takes it: "per_layer" (the default export) past_key_values.{i}.key/.value, one layer each;
+    "stacked" past_keys/past_values (the same values)."""
     rng = np.random.default_rng(seed)
     head = c["hidden_size"] // c["num_attention_heads"]
-    cache = (c["num_hidden_layers"], batch, c["num_key_value_heads"], past, head)
-    return {"input_ids": rng.integers(3, c["vocab_size"], (batch, new)),
-            "attention_mask": np.ones((batch, past + new), np.int64),
-            "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
-            "past_keys": rng.standard_normal(cache, dtype=np.float32),
-            "past_values": rng.standard_normal(cache, dtype=np.float32)}
+    L = c["num_hidden_layers"]
+    cache = (L, batch, c["num_key_value_heads"], past, head)
+    feeds = {"input_ids": rng.integers(3, c["vocab_size"], (batch, new)),
+             "attention_mask": np.ones((batch, past + new), np.int64),
+             "position_ids": np.broadcast_to(np.arange(past, past + new), (batch, new)).copy(),
+             "past_keys": rng.standard_normal(cache, dtype=np.float32),
+             "past_values": rng.standard_normal(cache, dtype=np.float32)}
+    if layout == "stacked":
+        return feeds
+    keys, values = feeds.pop("past_keys"), feeds.pop("past_values")
+    for i in range(L):
+        feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = keys[i], values[i]
+    return feeds
 
 
 def save_mixtral_checkpoint(folder, seed: int):

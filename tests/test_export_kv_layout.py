@@ -235,9 +235,22 @@ def test_rewrite_of_a_hand_built_graph_and_its_refusal():
 def test_layouts_refused_where_they_do_not_apply(tmp_path):
     with pytest.raises(EdgeportError, match="--kv-layout for tflite: stacked"):
         export("mistral-tiny", "tflite", out_dir=tmp_path / "t", kv_layout="per-layer", quiet=True)
-    with pytest.raises(EdgeportError, match=re.escape("--kv-layout for onnx: stacked | per-layer")):
+    with pytest.raises(EdgeportError, match=re.escape("--kv-layout for onnx: per-layer | stacked")):
         export("mistral-tiny", "onnx", out_dir=tmp_path / "o", kv_layout="rolling", quiet=True)
     with pytest.raises(EdgeportError, match="applies to text-generation decoders"):
         export("mistral-tiny", "onnx", task="text-classification", out_dir=tmp_path / "c", kv_layout="per-layer",
                quiet=True, allow_random_head=True)
     assert not any(tmp_path.iterdir())
+
+
+def test_default_layout_per_target():
+    """ONNX exports default to per-layer (measured faster, README "KV-cache layout"); TFLite and TensorRT
+    take stacked only; an encoder has no layout."""
+    from edgeport.export.contracts import DecoderContract
+    from edgeport.export.targets import get_target, kv_layout_for
+
+    c = DecoderContract(2, 2, 16, 97, 64, None)
+    assert kv_layout_for(get_target("onnx"), c, None) == "per_layer"
+    assert kv_layout_for(get_target("onnx"), c, "stacked") == "stacked"
+    assert kv_layout_for(get_target("tflite"), c, None) == kv_layout_for(get_target("tensorrt"), c, None) == "stacked"
+    assert kv_layout_for(get_target("onnx"), object(), None) is None
