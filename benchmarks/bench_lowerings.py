@@ -204,7 +204,12 @@ def write_defaults(a) -> None:
               f"{r['precision']} {r['date']}")
     mine = [r for r in mine if max(r["load_before"][0], r["load_after"][0]) <= a.max_load]
     table = json.loads(DEFAULTS.read_text())
-    table["classes"].setdefault(cls, {})["defaults"] = choose(mine)
+    chosen = choose(mine)
+    measured = {r["family"] for r in mine}
+    before = table["classes"].setdefault(cls, {}).get("defaults", {})
+    # entries of families these rows do not cover (e.g. one cited from elsewhere) stay as they were
+    kept = {k: e for k, e in before.items() if k not in chosen and e.get("family") not in measured}
+    table["classes"][cls]["defaults"] = {**chosen, **kept}
     DEFAULTS.write_text(json.dumps(table, indent=1) + "\n")
     for key, e in table["classes"][cls]["defaults"].items():
         print(f"{cls} {key}: {e['lowering']}  (score {e['score']})")
