@@ -32,12 +32,9 @@ with ONNX graph passes (they load the whole graph), checkpoints without safetens
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import mmap
 import time
 import warnings
-import weakref
 from pathlib import Path
 
 import torch
@@ -55,130 +52,15 @@ VALIDATION_INT4 = ("int4 weights written from the checkpoint, no float artifact:
                    "reference on a token budget (quantization.accuracy), artifact first, then the reference")
 INLINE_BYTES = 1024  # tensors smaller than this stay inside model.onnx (as onnx.save's size_threshold)
 ALIGN = 4096  # external data offsets on page boundaries: onnxruntime can map them instead of copying
-_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-           "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
-
-
-class SafetensorsFile:
-    """A memory-mapped .safetensors file (the documented layout: u64 little-endian header length, JSON
-    header {name: {dtype, shape, data_offsets}}, then the raw row-major data).
-
-    `tensor(name)` is a zero-copy torch view of the mapped bytes (private mapping: writes would copy
-    the page, the file never changes). Raises EdgeportError on a truncated or malformed file."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        with open(self.path, "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        try:
-            n = int.from_bytes(self._map[:8], "little")
-            header = json.loads(self._map[8:8 + n])
-        except (ValueError, UnicodeDecodeError):
-            raise EdgeportError(f"{self.path}: not a safetensors file (unreadable header)") from None
-        header.pop("__metadata__", None)
-        self.entries, self._base = header, 8 + n
-        _OPEN.add(self)
-        end = max((e["data_offsets"][1] for e in header.values()), default=0)
-        if self._base + end > len(self._map):
-            raise EdgeportError(f"{self.path}: truncated ({len(self._map)} bytes, header says {self._base + end})")
-
-    def tensor(self, name: str) -> torch.Tensor:
-        """The tensor `name` in its stored dtype and shape, viewing the mapped file."""
-        e = self.entries[name]
-        dtype = _DTYPES.get(e["dtype"])
-        if dtype is None:
-            raise EdgeportError(f"{self.path}: tensor '{name}' has unsupported dtype {e['dtype']}")
-        start, end = e["data_offsets"]
-        count = (end - start) // torch.empty((), dtype=dtype).element_size()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # empty tensors: frombuffer warns about a zero-length buffer
-            flat = torch.frombuffer(self._map, dtype=dtype, count=count, offset=self._base + start) if count \
-                else torch.empty(0, dtype=dtype)
-        return flat.view(e["shape"])
-
-    def release(self, t: torch.Tensor) -> bool:
-        """Drop the resident pages under `t` if it views this mapping (madvise MADV_DONTNEED: the pages
-        leave this process's RSS and are read again from the file, or the page cache, when next
-        touched; the file is never written). Returns whether `t` lay in this mapping."""
-        base = torch.frombuffer(self._map, dtype=torch.uint8, count=1).data_ptr()
-        start = t.data_ptr() - base
-        end = start + t.numel() * t.element_size()
-        if t.numel() == 0 or start < 0 or end > len(self._map):
-            return False
-        lo = start - start % mmap.PAGESIZE
-        hi = min(len(self._map), end + (-end % mmap.PAGESIZE))
-        self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        return True
-
-
-    def offset(self, t: torch.Tensor) -> int | None:
-        """Where `t`'s bytes start in the file, when `t` is a non-empty contiguous view of this mapping;
-        else None."""
-        base = torch.frombuffer(self._map, dtype=torch.uint8, count=1).data_ptr()
-        start = t.data_ptr() - base
-        if t.numel() == 0 or not t.is_contiguous() or start < 0 or start + t.numel() * t.element_size() > len(self._map):
-            return None
-        return start
-
-    def read_into(self, offset: int, out: memoryview) -> None:
-        """Fill `out` (a writable buffer) with the file's bytes from `offset`, by read(2): the kernel copies
-        from the page cache, none of the mapping's pages is touched (no page faults, nothing to release).
-        EdgeportError if the file ends first."""
-        view = memoryview(out).cast("B")
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(offset)
-            got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
-                if not n:
-                    raise EdgeportError(f"{self.path}: truncated at byte {offset + got}")
-                got += n
-
-
-_OPEN = weakref.WeakSet()  # SafetensorsFile objects alive, for release_pages and read_tensor
-
-
-def read_tensor(t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """`t`'s values in `out` (contiguous, t's dtype and numel) -> `out` viewed in t's shape. When `t` views
-    a mapped checkpoint, its bytes are read from the file (SafetensorsFile.read_into: a kernel copy from
-    the page cache, about 3x faster here than faulting the mapped pages in and releasing them after);
-    otherwise copied."""
-    out = out.view(t.shape)
-    for st in list(_OPEN):
-        start = st.offset(t)
-        if start is not None:
-            st.read_into(start, out.view(-1).view(torch.uint8).numpy())
-            return out
-    return out.copy_(t)
-
-
-def release_pages(t: torch.Tensor) -> None:
-    """Drop the resident pages of a tensor viewing a memory-mapped checkpoint (SafetensorsFile.release);
-    a tensor in ordinary memory is left alone."""
-    for st in list(_OPEN):
-        if st.release(t):
-            return
-
-
-def open_checkpoint(folder: Path) -> dict:
-    """{tensor name: SafetensorsFile} over model.safetensors or the shards its index lists;
-    EdgeportError for a checkpoint without safetensors weights (pytorch_model.bin needs the
-    in-memory path)."""
-    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        files = [folder / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    else:
-        raise EdgeportError(f"{folder}: --streaming needs safetensors weights (model.safetensors); "
-                            "export without --streaming")
-    where = {}
-    for f in files:
-        if not f.is_file():
-            raise EdgeportError(f"{f}: weight shard listed in the index is missing")
-        st = SafetensorsFile(f)
-        where.update({name: st for name in st.entries})
-    return where
+from edgeport.export.streaming_checkpoint import (  # noqa: F401  the checkpoint I/O, re-exported
+    _DTYPES,
+    _OPEN,
+    SafetensorsFile,
+    Scratch,
+    open_checkpoint,
+    read_tensor,
+    release_pages,
+)
 
 
 @contextlib.contextmanager
@@ -389,60 +271,19 @@ def append_tensor(proto, f, data_path: Path, name: str, dims: list, data_type: i
     proto.graph.initializer.append(tensor)
 
 
-class Scratch:
-    """One reusable buffer for the copies made one tensor at a time (transposed weights, quantizer
-    input slices). A fresh allocation of tens of MB is new pages each time, and faulting them in cost
-    more than the copy itself (a 5632 x 2048 fp32 transpose, AMD EPYC AVX2: 39 ms into fresh memory,
-    13 ms into reused memory); this buffer is faulted in once, for the largest copy."""
-
-    def __init__(self, nbytes: int = 0):
-        self.buf = torch.empty(nbytes, dtype=torch.uint8)
-
-    def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised contiguous tensor of `shape` and `dtype` in this buffer (grown when too
-        small); valid until the next call."""
-        n = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        if self.buf.numel() < n:
-            self.buf = torch.empty(n, dtype=torch.uint8)
-        return self.buf[:n].view(dtype).view(tuple(shape))
-
-    def contiguous(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A row-major copy of `t` (any strides: a transposed view, a column slice) in `dtype` (default
-        t's), in this buffer; valid until the next call."""
-        return self.empty(t.shape, dtype or t.dtype).copy_(t)
-
-    def transposed(self, t: torch.Tensor, staging: Scratch) -> torch.Tensor:
-        """t^T of a 2-D `t`, contiguous, in this buffer: `t` is read whole into `staging` (read_tensor: from
-        the file when `t` views a mapped checkpoint), then transposed in one copy (torch's blocked
-        transpose applies only to a whole contiguous destination: transposing 16 MiB row slices into
-        column blocks ran at 0.44 GB/s at 1B, the whole tensor at 3.4 GB/s). Valid until the next call."""
-        return self.empty((t.shape[1], t.shape[0]), t.dtype).copy_(read_tensor(t, staging.empty(t.shape, t.dtype)).t())
-
-
 def planned_arrays(plan: list, params: dict):
     """Yield (name, parameter name, array) for each `plan` entry in order: the bytes as written (numpy,
-    row-major) in one of two alternating Scratch buffers, read from the checkpoint file (read_tensor:
-    no mapped page faulted in) and transposed there where the plan says so (Scratch.transposed, through
-    a staging buffer). The next entry is prepared on a worker thread while the caller writes this one
-    (reads, torch's copy and the file write release the GIL). An array is valid until the caller asks
-    for the one after the next. Memory: 3x the largest tensor (AMD EPYC, 1B: writing 3.9 GB took 16.3 s
-    through the mapping, faulting pages in and releasing them; see README "Export at scale")."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    row-major) in a reused Scratch buffer, read from the checkpoint file (read_tensor: no mapped page
+    faulted in) and transposed there where the plan says so (Scratch.transposed, through a staging
+    buffer). An array is valid until the caller asks for the next. Memory: 2x the largest tensor.
+    (Preparing the next tensor on a worker thread while this one was written kept ~0.3 GB of freed
+    memory resident at 436M alongside the background sha256 thread: peak RSS 1.28x -> 1.43x the weights.)"""
     size = max((params[src].numel() * params[src].element_size() for _, src, _ in plan), default=0)
-    scratches, staging = (Scratch(size), Scratch(size)), Scratch(size)
-
-    def prepare(k):
-        _, src, transposed = plan[k]
-        t, out = params[src].detach(), scratches[k % 2]
-        return (out.transposed(t, staging) if transposed else read_tensor(t, out.empty(t.shape, t.dtype))).numpy()
-
-    with ThreadPoolExecutor(1, thread_name_prefix="edgeport-transpose") as pool:
-        ahead = pool.submit(prepare, 0) if plan else None
-        for k, (name, src, _) in enumerate(plan):
-            arr = ahead.result()
-            ahead = pool.submit(prepare, k + 1) if k + 1 < len(plan) else None
-            yield name, src, arr
+    out, staging = Scratch(size), Scratch(size)
+    for name, src, transposed in plan:
+        t = params[src].detach()
+        arr = out.transposed(t, staging) if transposed else read_tensor(t, out.empty(t.shape, t.dtype))
+        yield name, src, arr.numpy()
 
 
 def write_weights(proto, plan: list, params: dict, data_path: Path, progress=None, folded: list = ()) -> int:
