@@ -136,3 +136,13 @@ def test_hub_id_without_network_is_one_clear_error():
         warnings.simplefilter("ignore")
         with pytest.raises(EdgeportError, match="could not download 'google/mobilebert-uncased'"):
             load_reference("google/mobilebert-uncased")
+
+
+def test_generate_refuses_fewer_than_one_new_token():
+    """max_new_tokens 0 names itself, not the prompt's length (fresh-user trial: 'the prompt is 2 tokens')."""
+    from edgeport.runtime.generate import generate_ids
+
+    ids = np.ones((1, 2), np.int64)
+    for n in (0, -3):
+        with pytest.raises(EdgeportError, match=f"max_new_tokens must be at least 1, got {n}"):
+            generate_ids(None, ids, np.ones_like(ids), n, max_total=256)

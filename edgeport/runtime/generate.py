@@ -227,6 +227,8 @@ def generate_ids(decoder, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int
     sampling.check()
     rng = np.random.default_rng(sampling.seed)
     B, S = ids.shape
+    if max_new_tokens < 1:  # before the length check, which would blame the prompt
+        raise EdgeportError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if max_total is not None:
         max_new_tokens = min(max_new_tokens, max_total - S)
         if max_new_tokens < 1:
