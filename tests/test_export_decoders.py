@@ -54,10 +54,16 @@ def write_tokenizer(folder):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """family -> (HF model with perturbed weights, its checkpoint folder with a tokenizer)."""
+    return make_checkpoints(tmp_path_factory, HF, seed=0)
+
+
+def make_checkpoints(tmp_path_factory, families, seed: int) -> dict:
+    """family -> (HF model of HF[family] with weights perturbed by N(0, 0.05) under `seed`, its
+    save_pretrained folder with write_tokenizer's tokenizer), for each of `families`."""
     made = {}
-    for family, build in HF.items():
-        torch.manual_seed(0)
-        hf = build().eval()
+    for family in families:
+        torch.manual_seed(seed)
+        hf = HF[family]().eval()
         with torch.no_grad():
             for p in hf.parameters():
                 p.add_(torch.randn_like(p) * 0.05)

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import save_mistral_checkpoint
-from test_export_decoders import EOS, HF, PAD, VOCAB, left_padded, write_tokenizer
+from test_export_decoders import EOS, PAD, VOCAB, left_padded, make_checkpoints
 
 from edgeport.errors import EdgeportError
 from edgeport.export import export
@@ -38,18 +38,7 @@ LAYERS = 2
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """family -> (HF model with perturbed weights, its checkpoint folder with a tokenizer)."""
-    made = {}
-    for family in ("gpt2", "mistral", "mixtral"):
-        torch.manual_seed(1)
-        hf = HF[family]().eval()
-        with torch.no_grad():
-            for p in hf.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-        folder = tmp_path_factory.mktemp(family)
-        hf.save_pretrained(folder)
-        write_tokenizer(folder)
-        made[family] = (hf, folder)
-    return made
+    return make_checkpoints(tmp_path_factory, ("gpt2", "mistral", "mixtral"), seed=1)
 
 
 @pytest.fixture(scope="module")
