@@ -29,6 +29,8 @@ sys.path.insert(0, str(HERE))
 from report_decoders import PROMPT, STEPS, decode_once  # noqa: E402
 from report_encoders import run_child  # noqa: E402
 
+from edgeport.runtime.machine import machine_facts  # noqa: E402
+
 LAYOUTS = ("stacked", "per-layer")
 
 
@@ -76,12 +78,6 @@ def time_rounds(paths: dict, venv: Path, rounds: int) -> dict:
     return {"rounds": rows, "median": median, "per_layer_over_stacked": ratio}
 
 
-def cpu_flags() -> list:
-    """The SIMD flags of /proc/cpuinfo that onnxruntime's CPU kernels dispatch on."""
-    words = set(Path("/proc/cpuinfo").read_text().split())
-    return sorted(w for w in words if w in {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("phase", choices=("build", "time"))
@@ -96,7 +92,7 @@ def main(argv=None):
         return build(a.report_work, a.work)
     before = os.getloadavg()
     result = {**time_rounds(folders(a.work), a.genai_venv, a.rounds), "prompt": PROMPT, "steps": STEPS,
-              "cpu_flags": cpu_flags(), "load_before": before}
+              "cpu_flags": machine_facts().flags, "load_before": before}
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}), flush=True)
     if a.json:
         a.json.write_text(json.dumps(result, indent=1))
