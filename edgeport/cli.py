@@ -78,9 +78,7 @@ def _cmd_inspect(a):
         print(f"  quantized ({m.quantization.get('tag')}) from: {float_artifact_status(m, folder)[1]}")
     if m.signature_key:
         print(f"  signature: {m.signature_key}")
-    for kind, specs in (("input", sess.inputs if sess else m.inputs), ("output", sess.outputs if sess else m.outputs)):
-        for s in specs:
-            print(f"  {kind:6s} {s.name:16s} {s.dtype:8s} {s.shape}")
+    _print_io(sess.inputs if sess else m.inputs, sess.outputs if sess else m.outputs)
     print(f"  backend: {sess.backend if sess else why_not}; converter: {json.dumps(m.converter)}")
     if m.converter.get("lowering"):
         c = m.converter.get("lowering_choice") or {}
@@ -111,19 +109,62 @@ def _inspect_session(m, folder, load):
     return load(folder), None
 
 
+def _print_io(inputs, outputs) -> None:
+    """One row per input and output (kind, name, dtype, shape), the name column as wide as the longest name
+    (per-layer KV caches: past_key_values.{i}.key)."""
+    width = max([16] + [len(s.name) for s in (*inputs, *outputs)])
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        for s in specs:
+            print(f"  {kind:6s} {s.name:{width}s} {s.dtype:8s} {s.shape}")
+
+
+# Decoder parity checks compare the whole cache, stacked over layers (export/decoders.py run_plan); a
+# per-layer export's outputs hold it as present.{i}.key / present.{i}.value.
+_PER_LAYER_CHECK_NAMES = {"present_keys": "present.*.key", "present_values": "present.*.value"}
+
+
 def _print_parity(m) -> None:
     """The parity report: a summary line, then one row per check (output, shape, padded rows, max abs
-    diff, tolerance, pass/FAIL), as the export validated them against the reference."""
+    diff, tolerance, pass/FAIL), as the export validated them against the reference. A quantized export
+    carries its float export's checks: then the summary line, labelled so, and the quantized artifact's
+    accuracy against the float one (_print_accuracy) instead of the rows."""
     if not m.parity:
         print("  parity: no checks recorded")
         return
+    names = _PER_LAYER_CHECK_NAMES if m.converter.get("kv_layout") == "per_layer" else {}
     worst = max(m.parity, key=lambda c: c.max_abs_diff)
-    print(f"  parity: {'pass' if m.parity_passed else 'FAIL'} over {len(m.parity)} checks, worst "
-          f"{worst.max_abs_diff:.2e} ({worst.output} at {worst.shape}, tolerance {worst.tolerance:.1e})")
-    print(f"    {'output':20s} {'shape':16s} {'padded':>6s} {'max abs diff':>12s} {'tolerance':>9s}  result")
+    what = "parity of the float export, against the reference" if m.quantization else "parity"
+    print(f"  {what}: {'pass' if m.parity_passed else 'FAIL'} over {len(m.parity)} checks, worst "
+          f"{worst.max_abs_diff:.2e} ({names.get(worst.output, worst.output)} at {worst.shape}, "
+          f"tolerance {worst.tolerance:.1e})")
+    if m.quantization:
+        _print_accuracy(m.quantization)
+        return
+    width = max([20] + [len(names.get(c.output, c.output)) for c in m.parity])
+    print(f"    {'output':{width}s} {'shape':16s} {'padded':>6s} {'max abs diff':>12s} {'tolerance':>9s}  result")
     for c in m.parity:
-        print(f"    {c.output:20s} {str(c.shape):16s} {c.padded_rows:6d} {c.max_abs_diff:12.2e} "
-              f"{c.tolerance:9.1e}  {'pass' if c.passed else 'FAIL'}")
+        print(f"    {names.get(c.output, c.output):{width}s} {c.shape!s:16s} {c.padded_rows:6d} "
+              f"{c.max_abs_diff:12.2e} {c.tolerance:9.1e}  {'pass' if c.passed else 'FAIL'}")
+
+
+def _print_accuracy(q: dict) -> None:
+    """The quantized artifact against its float export, as `edgeport quantize` measured it (the manifest's
+    quantization.accuracy): decoders held-out perplexity, greedy next-token agreement and the largest logit
+    difference; other tasks each recorded metric."""
+    acc = dict(q.get("accuracy") or {})
+    if not acc:
+        print(f"  accuracy ({q.get('tag')} vs float): not recorded")
+        return
+    on = acc.pop("text", None) or f"{acc.pop('texts', '?')} held-out texts"
+    if "perplexity_float" in acc:
+        line = (f"perplexity {acc['perplexity_float']:.3f} -> {acc['perplexity_quantized']:.3f} "
+                f"({acc['perplexity_relative_delta']:+.2%}), greedy next-token agreement "
+                f"{acc['greedy_next_token_agreement']:.1%} over {acc.get('tokens')} tokens, max abs logit diff "
+                f"{acc['max_abs_logit_diff']:.3g}")
+    else:
+        acc.pop("reference_absmax", None)
+        line = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items())
+    print(f"  accuracy ({q.get('tag')} vs float, on {on}): {line}")
 
 
 def _route_note(target, fam) -> str:
@@ -160,13 +201,24 @@ def _cmd_list(a):
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse.ArgumentParser whose usage errors are one line, `edgeport: error: edgeport CMD: message (see
-    edgeport CMD --help)`, exit status 2 (argparse's own status), as every other user mistake. Subparsers
-    made through add_subparsers get this class too (argparse's parser_class default)."""
+    """argparse.ArgumentParser whose usage errors are one line, exit status 2 (argparse's own status), as
+    every other user mistake: `edgeport: error: MESSAGE (see `edgeport --help`)` for the top level,
+    `edgeport: error: CMD: MESSAGE (see `edgeport CMD --help`)` for a subcommand (the program name once).
+    Subparsers made through add_subparsers get this class too (argparse's parser_class default).
+    Arguments no parser takes are reported by the subcommand's parser, whose help lists what it takes."""
 
     def error(self, message):
-        print(f"edgeport: error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        cmd = self.prog.partition(" ")[2]  # "" for the top-level parser, "run" for `edgeport run`
+        print(f"edgeport: error: {cmd + ': ' if cmd else ''}{message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's parse_args, with unrecognized arguments refused by the chosen subcommand's parser."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = getattr(self, "subcommands", {}).get(getattr(parsed, "cmd", None), self)
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -227,6 +279,7 @@ def parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)  # adds its subparser with set_defaults(fn=...)
+    p.subcommands = sub.choices  # {name: its parser}, for parse_args' unrecognized-arguments error
     return p
 
 

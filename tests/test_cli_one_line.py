@@ -9,19 +9,22 @@ import pytest
 from edgeport import cli
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["run", "--top-k", "x"], "edgeport run: argument --top-k: invalid int value: 'x'"),
-    (["export", "--cpu-class"], "edgeport export: argument --cpu-class: expected one argument"),
-    (["serve", "f", "--port", "99999"], "edgeport serve: argument --port: 99999 is not a TCP port (0-65535)"),
-    (["serve", "f", "--port", "http"], "edgeport serve: argument --port: not a port number: 'http'"),
-    ([], "edgeport: the following arguments are required: cmd"),
+@pytest.mark.parametrize("argv, says, cmd", [
+    (["run", "--top-k", "x"], "run: argument --top-k: invalid int value: 'x'", "run"),
+    (["export", "--cpu-class"], "export: argument --cpu-class: expected one argument", "export"),
+    (["serve", "f", "--port", "99999"], "serve: argument --port: 99999 is not a TCP port (0-65535)", "serve"),
+    (["serve", "f", "--port", "http"], "serve: argument --port: not a port number: 'http'", "serve"),
+    (["list", "--bogus"], "list: unrecognized arguments: --bogus", "list"),  # was "edgeport: error: edgeport: ..."
+    (["run", "f", "--text", "x", "--topk", "3"], "run: unrecognized arguments: --topk 3", "run"),
+    ([], "the following arguments are required: cmd", None),
 ])
-def test_usage_errors_are_one_line(argv, says, capsys):
+def test_usage_errors_are_one_line(argv, says, cmd, capsys):
+    """One `edgeport: error:` prefix, the program named once, the help of the command that was meant."""
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2
-    assert err.count("\n") == 1 and err.startswith(f"edgeport: error: {says} (see `")
+    assert err == f"edgeport: error: {says} (see `edgeport{' ' + cmd if cmd else ''} --help`)\n"
 
 
 @pytest.mark.parametrize("exc", [MemoryError("std::bad_alloc"), OSError(errno.ENOMEM, "Cannot allocate memory")])

@@ -58,3 +58,43 @@ def test_unlisted_lowering_is_refused():
 
     with pytest.raises(EdgeportError):
         find_lowering("bert", "tflite", "folded")
+
+
+@pytest.fixture(scope="module")
+def decoder_exports(tmp_path_factory):
+    """gpt2-tiny exported with the per-layer KV cache (the ONNX default), and its int4 quantization."""
+    from edgeport.quantize import quantize_artifact
+
+    root = tmp_path_factory.mktemp("dec")
+    assert main(["export", "--model", "gpt2-tiny", "--kv-layout", "per-layer", "-o", str(root / "f"), "-q"]) == 0
+    return root / "f", quantize_artifact(root / "f", "int4", out_dir=root / "q", quiet=True)
+
+
+def test_inspect_of_a_per_layer_decoder_aligns_its_columns(decoder_exports, capsys):
+    """Names as long as past_key_values.1.value keep the dtype and shape columns aligned, and the cache's
+    parity rows carry the per-layer output names (present.*.key), not the stacked ones the graph lacks."""
+    capsys.readouterr()
+    assert main(["inspect", str(decoder_exports[0])]) == 0
+    out = capsys.readouterr().out
+    io = [line for line in out.splitlines() if line.startswith(("  input ", "  output "))]
+    m, _ = read_manifest(decoder_exports[0])
+    assert len(io) == len(m.inputs) + len(m.outputs) and any("past_key_values.1.value" in line for line in io)
+    assert len({line.index(" float32 " if " float32 " in line else " int64 ") for line in io}) == 1, io
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and "pass" in line]
+    assert {"present.*.key", "present.*.value", "logits"} == set(rows) and len(rows) == len(m.parity)
+    assert "present_keys" not in out
+
+
+def test_inspect_of_an_int4_decoder_shows_its_accuracy(decoder_exports, capsys):
+    """A quantized export carries its float export's parity checks: inspect labels them so and shows the
+    quantized artifact's own accuracy against the float one (what `edgeport quantize` measured)."""
+    capsys.readouterr()
+    assert main(["inspect", str(decoder_exports[1])]) == 0
+    out = capsys.readouterr().out
+    m, _ = read_manifest(decoder_exports[1])
+    acc = m.quantization["accuracy"]
+    assert "parity of the float export, against the reference: pass" in out
+    line = next(x for x in out.splitlines() if x.startswith(f"  accuracy ({m.quantization['tag']} vs float"))
+    assert f"perplexity {acc['perplexity_float']:.3f} -> {acc['perplexity_quantized']:.3f}" in line
+    assert f"agreement {acc['greedy_next_token_agreement']:.1%}" in line
+    assert not any(x.startswith("    logits ") for x in out.splitlines())  # the float rows stay with the float export
