@@ -116,12 +116,18 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
-    """Manifest for an artifact file or its folder; returns (manifest, folder)."""
+    """Manifest for an artifact file or its folder; returns (manifest, folder).
+
+    EdgeportError (one line) for a missing path, a folder without edgeport.json, a file with none beside it,
+    a manifest that does not parse, and a file other than the artifact the manifest names."""
     p = Path(path)
     if not p.exists():
         raise EdgeportError(f"{p}: no such file or folder")
     folder = p if p.is_dir() else p.parent
     mf = folder / MANIFEST_NAME
+    if not mf.is_file() and p.is_file():
+        raise EdgeportError(f"{p}: a file outside any export folder (no {MANIFEST_NAME} beside it); give an "
+                            f"export folder (the folder holding {MANIFEST_NAME}) or its artifact")
     if not mf.is_file():
         raise EdgeportError(f"{folder}: no {MANIFEST_NAME} here; is this an edgeport export folder?")
     try:
@@ -131,6 +137,22 @@ def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
     if p.is_file() and p.name != MANIFEST_NAME and p.name != manifest.artifact:
         raise EdgeportError(f"{p}: not the artifact its manifest names ({manifest.artifact})")
     return manifest, folder
+
+
+def export_folder(path: str | os.PathLike, command: str) -> Path:
+    """`path` as an export folder, for a command that takes folders only (`edgeport serve`); `command` names it
+    in the messages. EdgeportError (one line) for a missing path, and for a file: then naming its folder
+    when that holds edgeport.json (the model.onnx of an export). Whether a folder holds a valid manifest is
+    read_manifest's to say."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if not p.exists():
+        raise EdgeportError(f"{command}: {p}: no such export folder")
+    beside = (f"; give its folder, {p.parent}, which holds {MANIFEST_NAME}" if (p.parent / MANIFEST_NAME).is_file()
+              else "")
+    raise EdgeportError(f"{command}: {p} is a file; {command} takes an export folder (the folder holding "
+                        f"{MANIFEST_NAME}){beside}")
 
 
 def float_artifact_path(manifest: Manifest, folder: str | os.PathLike) -> Path | None:

@@ -156,3 +156,41 @@ def test_list_shows_every_family(run_cli):
 
     for name in families():
         assert f"\n{name}\n" in "\n" + r.stdout
+
+
+@pytest.fixture(scope="module")
+def decoder_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dec") / "gpt2"
+    assert main(["export", "--model", "gpt2-tiny", "-o", str(out), "-q"]) == 0
+    return out
+
+
+def test_run_and_generate_point_to_each_other(decoder_export, tmp_path, run_cli):
+    """`run` on a text-generation export names `generate` (before judging its options or a missing --text);
+    `generate` on another task's export names `run`."""
+    for args in (["--question", "who?"], ["--text", "hi", "--question", "who?", "--top-k", "2"], []):
+        assert_one_line_error(run_cli("run", str(decoder_export), *args),
+                              f"text-generation export: continue a prompt with `edgeport generate {decoder_export} "
+                              "--prompt TEXT`")
+    cls = tmp_path / "cls"
+    assert main(["export", "--model", "bert-tiny", "--task", "text-classification", "-o", str(cls), "-q"]) == 0
+    assert_one_line_error(run_cli("generate", str(cls), "--prompt", "hi"),
+                          f"text-classification export, not text-generation: run it with `edgeport run {cls} --text")
+    assert_one_line_error(run_cli("run", str(cls)), "edgeport run needs --text")
+
+
+def test_a_file_where_a_folder_is_wanted(decoder_export, tmp_path, run_cli):
+    """`serve` takes export folders: a file is called a file (naming its folder when that holds the manifest),
+    not 'no such export folder'; run/inspect take the artifact file too, and a stray file is called one."""
+    onnx = decoder_export / "model.onnx"
+    assert_one_line_error(run_cli("serve", str(onnx)), f"serve: {onnx} is a file; serve takes an export folder",
+                          f"give its folder, {decoder_export}, which holds edgeport.json")
+    stray = tmp_path / "notes.txt"
+    stray.write_text("x")
+    r = run_cli("serve", str(stray))
+    assert_one_line_error(r, f"serve: {stray} is a file")
+    assert "give its folder" not in r.stderr
+    assert_one_line_error(run_cli("serve", str(tmp_path / "gone")), "no such export folder")
+    assert_one_line_error(run_cli("inspect", str(stray)), "a file outside any export folder")
+    r = run_cli("inspect", str(onnx))
+    assert r.returncode == 0 and "gpt2 text-generation" in r.stdout

@@ -6,13 +6,17 @@ import sys
 
 
 def _cmd_generate(a):
-    from edgeport.runtime.generate import TextGenerator
-
+    from edgeport.errors import EdgeportError
     from edgeport.manifest import read_manifest
+    from edgeport.runtime.generate import TextGenerator
     from edgeport.runtime.run_cli import random_weights_note
 
+    manifest = read_manifest(a.artifact)[0]
+    if manifest.task != "text-generation":  # the way back from run's pointer here
+        raise EdgeportError(f"{a.artifact} is a {manifest.task} export, not text-generation: run it with "
+                            f"`edgeport run {a.artifact} --text TEXT`")
     gen = TextGenerator(a.artifact, threads=a.threads)
-    note = random_weights_note(read_manifest(a.artifact)[0])
+    note = random_weights_note(manifest)
     if note:
         print(note, file=sys.stderr)
     stop = set(gen.info.get("eos_token_ids") or [])

@@ -48,12 +48,21 @@ def _given(args, *dests) -> dict:
 
 
 def run(args) -> object:
-    """The JSON-ready result of the artifact's pipeline on the command line's inputs."""
+    """The JSON-ready result of the artifact's pipeline on the command line's inputs.
+
+    EdgeportError (one line) for a text-generation export (naming `edgeport generate`), an option the
+    task does not use, a missing --text, and the pipeline's own refusals."""
     from edgeport.manifest import read_manifest
     from edgeport.runtime import pipeline
 
     manifest, _ = read_manifest(args.artifact)
+    if manifest.task == "text-generation":  # before the options: --question, --top-k ... mean nothing here
+        raise EdgeportError(f"{args.artifact} is a text-generation export: continue a prompt with "
+                            f"`edgeport generate {args.artifact} --prompt TEXT` (`edgeport run` runs the other tasks)")
     check_options(manifest.task, args)
+    if args.text is None:
+        context = ", the context to answer from" if manifest.task == QA else ""
+        raise EdgeportError(f"edgeport run needs --text (the input text{context})")
     if manifest.task == QA and not args.question:
         raise EdgeportError("question-answering needs --question (and --text, the context to answer from)")
     # --truncate alone: longest_first (transformers' truncation=True); the LUKE tokenizer takes a bool
@@ -109,7 +118,8 @@ def register(subparsers):
     """Add the `run` subcommand to `edgeport`'s subparsers (cli.COMMAND_MODULES)."""
     r = subparsers.add_parser("run", help="run an exported artifact on text (pipeline options as transformers')")
     r.add_argument("artifact", help="export folder or its .onnx/.tflite")
-    r.add_argument("--text", required=True, help="input text (the context for question-answering)")
+    r.add_argument("--text", help="input text (the context for question-answering); required (checked after the "
+                   "export's task: a text-generation export is pointed to `edgeport generate`)")
     r.add_argument("--text-pair", help="second text of a sentence pair (text-classification, "
                    "next-sentence-prediction: the is-next probability of B after A)")
     r.add_argument("--function-to-apply", choices=("softmax", "sigmoid", "none"),

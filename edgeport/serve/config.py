@@ -54,8 +54,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 def parse_model_specs(specs: list) -> dict:
     """`["FOLDER", "NAME=FOLDER", ...]` -> {name: Path}; the name defaults to the folder's name.
 
-    Raises EdgeportError for a missing folder, a name outside [A-Za-z0-9._-] (it becomes a URL path
-    segment and the `model` field of every protocol) or a name given twice.
+    Raises EdgeportError for a missing folder, a file (manifest.export_folder), a name outside
+    [A-Za-z0-9._-] (it becomes a URL path segment and the `model` field of every protocol) or a name given
+    twice.
     """
     out = {}
     for spec in specs:
@@ -67,9 +68,9 @@ def parse_model_specs(specs: list) -> dict:
                                 "(NAME=FOLDER to choose)")
         if name in out:
             raise EdgeportError(f"serve: two models are named '{name}'; use NAME=FOLDER to tell them apart")
-        if not Path(folder).is_dir():
-            raise EdgeportError(f"serve: {folder}: no such export folder")
-        out[name] = Path(folder)
+        from edgeport.manifest import export_folder  # torch-free, like this module
+
+        out[name] = export_folder(folder, "serve")  # a file (the model.onnx of an export) names its folder
     if not out:
         raise EdgeportError("serve: give at least one export folder")
     return out
