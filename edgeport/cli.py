@@ -242,7 +242,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--lowering", help="a registered lowering for custom ops (default: the one measured fastest "
                    "for this CPU class and precision, edgeport/ops/lowering_defaults.json, else the family's default)")
     e.add_argument("--cpu-class", help="take the measured default lowering of another machine's CPU class "
-                   "(avx2 | avx512_vnni; default: this machine's; --lowering still wins)")
+                   "(avx2 | avx512_vnni; default: this machine's; --lowering still wins); --target onnx only: "
+                   "the defaults are onnxruntime's on x86 CPUs, and tflite/tensorrt refuse it rather than ignore it")
     e.add_argument("--kv-layout", choices=["stacked", "per-layer"], help="decoders: the KV cache in the graph, "
                    "one stacked past/present per direction (L, B, KV, P, D) or one per layer and direction "
                    "(past_key_values.{i}.key/value -> present.{i}.key/value, as transformers and onnxruntime-genai "

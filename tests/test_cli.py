@@ -194,3 +194,27 @@ def test_a_file_where_a_folder_is_wanted(decoder_export, tmp_path, run_cli):
     assert_one_line_error(run_cli("inspect", str(stray)), "a file outside any export folder")
     r = run_cli("inspect", str(onnx))
     assert r.returncode == 0 and "gpt2 text-generation" in r.stdout
+
+
+@pytest.mark.parametrize("model, args, says", [
+    ("bert-tiny", ["--kv-layout", "per-layer"], "bert-tiny exports feature-extraction, which has none"),
+    ("gpt2-tiny", ["--task", "text-classification", "--kv-layout", "stacked"], "exports text-classification"),
+    ("QA_FOLDER", ["--kv-layout", "per-layer"], "exports fill-mask, which has none"),  # a checkpoint folder
+    ("bert-tiny", ["--target", "tflite", "--cpu-class", "avx2"], "--target tflite does not run there"),
+    ("gpt2-tiny", ["--target", "tensorrt", "--cpu-class", "avx512_vnni"], "--target tensorrt does not run there"),
+])
+def test_export_options_that_cannot_apply_are_refused_before_loading(model, args, says, qa_folder, tmp_path,
+                                                                     monkeypatch, run_cli):
+    """--kv-layout for a model without a KV cache, --cpu-class for a target not run by onnxruntime on x86:
+    one line before the model is built (it was refused after building, or --cpu-class silently ignored)."""
+    import edgeport.export
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(edgeport.export, "load", no_loading)
+    monkeypatch.setattr(edgeport.export, "load_reference", no_loading, raising=False)
+    model = str(qa_folder) if model == "QA_FOLDER" else model
+    r = run_cli("export", "--model", model, *args, "-o", str(tmp_path / "o"))
+    assert_one_line_error(r, says, "drop --kv-layout" if "--kv-layout" in args else "drop --cpu-class")
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "o").exists()

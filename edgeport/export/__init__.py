@@ -140,11 +140,12 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     if kv_layout is not None:
         from edgeport.export.targets import check_kv_layout
 
-        check_kv_layout(tgt, kv_layout)  # before loading; a model without a cache is refused after
+        check_kv_layout(tgt, kv_layout)
+        check_kv_layout_task(model, task, checkpoint)  # before loading (kv_layout_for checks again after)
     if cpu_class is not None:
         from edgeport.export.lowerings import check_cpu_class
 
-        check_cpu_class(cpu_class)
+        check_cpu_class(cpu_class, tgt.name)
     if memory_check:  # every route, before loading (the estimate per route: streaming.preflight)
         from edgeport.export.streaming import preflight
 
@@ -160,6 +161,28 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     out = Path(out_dir) if out_dir else default_out_dir(model, ref.task, tgt.name)
     opts = Options(tgt.name, seq_len, batch, opset, lowering, quantize, streaming, cpu_class, kv_layout)
     return export_reference(ref, opts, out, steps)
+
+
+def check_kv_layout_task(model: str, task: str | None, checkpoint: str | None) -> None:
+    """--kv-layout is a text-generation decoder's (a KV cache): EdgeportError, before anything is built or
+    read beyond a config.json, when the task is known to be another: given, or the default of the preset's
+    or the checkpoint folder's family. A hub id without --task is judged after loading (kv_layout_for)."""
+    if task is None:
+        from edgeport.reference_models import all_presets
+        from edgeport.reference_models.checkpoint import read_config
+        from edgeport.reference_models.registry import family_for_model_type
+
+        folder = Path(checkpoint) if checkpoint else None if model in all_presets() else Path(model)
+        if folder is not None and folder.is_dir():  # as checkpoint.resolve orders them
+            family = family_for_model_type(str(read_config(folder).get("model_type")))
+        elif model in all_presets():
+            family = all_presets()[model]
+        else:
+            return
+        task = family.default_task
+    if task != "text-generation":
+        raise EdgeportError(f"--kv-layout applies to text-generation decoders (a KV cache); {model} exports "
+                            f"{task}, which has none: drop --kv-layout")
 
 
 def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:

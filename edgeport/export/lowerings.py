@@ -55,12 +55,23 @@ class LoweringChoice:
         return d
 
 
-def check_cpu_class(cpu_class: str | None) -> None:
-    """EdgeportError unless `cpu_class` is None or a class edgeport.runtime.machine.cpu_class can return."""
+# Targets --cpu-class applies to: the classes (machine.CPU_CLASSES) are x86 classes whose defaults
+# lowering_defaults.json measures with onnxruntime. TFLite runs on LiteRT (phones, ARM) and TensorRT's ONNX
+# on NVIDIA GPUs: an x86 class says nothing of either, so it is refused there rather than ignored.
+CPU_CLASS_TARGETS = ("onnx",)
+
+
+def check_cpu_class(cpu_class: str | None, target: str | None = None) -> None:
+    """EdgeportError unless `cpu_class` is None or a class edgeport.runtime.machine.cpu_class can return, and
+    `target` (a TARGETS name; None: not checked) is one of CPU_CLASS_TARGETS."""
     from edgeport.runtime.machine import CPU_CLASSES
 
     if cpu_class is not None and cpu_class not in CPU_CLASSES:
         raise EdgeportError(f"--cpu-class must be one of {', '.join(CPU_CLASSES)}, got '{cpu_class}'")
+    if cpu_class is not None and target is not None and target not in CPU_CLASS_TARGETS:
+        raise EdgeportError(f"--cpu-class applies to --target {' | '.join(CPU_CLASS_TARGETS)} (lowerings measured "
+                            f"with onnxruntime per x86 CPU class); --target {target} does not run there and takes "
+                            "its static default lowering: drop --cpu-class")
 
 
 def choose_lowering(family: str, target: str, name: str | None, quantize: str | None,
@@ -69,9 +80,10 @@ def choose_lowering(family: str, target: str, name: str | None, quantize: str | 
 
     `cpu_class`: the class of the machine that will run the export (None: detect this machine's).
     Raises EdgeportError when `name` is not registered for (family, target), `quantize` is not a scheme
-    `target` supports, or `cpu_class` is not a measured class.
+    `target` supports, or `cpu_class` is not a measured class or given for a target it does not apply to
+    (check_cpu_class).
     """
-    check_cpu_class(cpu_class)
+    check_cpu_class(cpu_class, target)
     scheme = resolve(quantize, target) if quantize else None
     precision = scheme.tag if scheme else "fp32"
     source = "--cpu-class" if cpu_class else "detected"
