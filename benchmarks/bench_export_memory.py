@@ -13,7 +13,9 @@ to Mistral-7B (Mistral rows) and Mixtral-8x7B (Mixtral rows).
     python benchmarks/bench_export_memory.py fit --results /tmp/export-memory.json
 
 `make` writes config.json + model.safetensors (fp32, written one tensor at a time so the maker itself
-stays small). Peak RSS is ru_maxrss of the child (/usr/bin/time -v): resident anonymous memory plus
+stays small) + a word-level tokenizer.json over the vocabulary (t3, t4, ...: the weights are random), so
+its exports run in `edgeport generate` (which refuses an export without a tokenizer) and GenAI's builder
+takes the folder. Peak RSS is ru_maxrss of the child (/usr/bin/time -v): resident anonymous memory plus
 the file-backed pages it has mapped (the checkpoint, the artifact's external data). `sweep` skips what
 this machine cannot hold and records why (SKIP). `profile` runs one export in this process and prints
 the peak anonymous and file-backed RSS of each progress step.
@@ -312,11 +314,13 @@ def main(argv=None):
         return
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if a.cmd in ("make", "sweep"):  # GenAI's builder and `edgeport generate` refuse a folder without a tokenizer
+        from report_decoders import write_tokenizer
     if a.cmd == "make":
-        print(json.dumps({"parameters": make_checkpoint(a.size, a.out), "out": str(a.out)}))
+        parameters = make_checkpoint(a.size, a.out)
+        write_tokenizer(a.out, json.loads((a.out / "config.json").read_text())["vocab_size"])
+        print(json.dumps({"parameters": parameters, "out": str(a.out)}))
     elif a.cmd == "sweep":
-        from report_decoders import write_tokenizer  # GenAI's builder refuses a folder without a tokenizer
-
         write_tokenizer(a.checkpoint, json.loads((a.checkpoint / "config.json").read_text())["vocab_size"])
         sweep(a.size, a.checkpoint, a.venv, a.results, tuple(a.paths.split(",")), a.label)
     elif a.cmd == "fit":

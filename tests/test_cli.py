@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import make_mobilebert
@@ -218,3 +219,23 @@ def test_export_options_that_cannot_apply_are_refused_before_loading(model, args
     r = run_cli("export", "--model", model, *args, "-o", str(tmp_path / "o"))
     assert_one_line_error(r, says, "drop --kv-layout" if "--kv-layout" in args else "drop --cpu-class")
     assert r.stderr.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_a_made_checkpoint_exports_ready_to_generate(tmp_path, monkeypatch, run_cli):
+    """The README's export-at-scale snippet (bench_export_memory.py make, then export --streaming) at a tiny
+    size: `make` saves a tokenizer with the checkpoint, so `edgeport generate` on the export runs (it refused:
+    'the export has no tokenizer.json')."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_export_memory
+
+    monkeypatch.setitem(bench_export_memory.SIZES, "tiny", dict(hidden_size=32, intermediate_size=64,
+                                                                 num_hidden_layers=2, num_attention_heads=4,
+                                                                 num_key_value_heads=2))
+    bench_export_memory.main(["make", "--size", "tiny", "--out", str(tmp_path / "ckpt")])
+    out = tmp_path / "stream"
+    r = run_cli("export", "--model", str(tmp_path / "ckpt"), "--target", "onnx", "--streaming", "-o", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("generate", str(out), "--prompt", "t5 t9 t11", "--max-new-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    assert 1 <= len(words) <= 4 and all(w.startswith("t") or w in ("<s>", "<unk>") for w in words), r.stdout
