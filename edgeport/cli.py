@@ -141,9 +141,10 @@ def _print_parity(m) -> None:
         _print_accuracy(m.quantization)
         return
     width = max([20] + [len(names.get(c.output, c.output)) for c in m.parity])
-    print(f"    {'output':{width}s} {'shape':16s} {'padded':>6s} {'max abs diff':>12s} {'tolerance':>9s}  result")
+    shape = "[batch, past, new]" if m.decoder else "shape"  # decoders record the cache step, not a tensor shape
+    print(f"    {'output':{width}s} {shape:18s} {'padded':>6s} {'max abs diff':>12s} {'tolerance':>9s}  result")
     for c in m.parity:
-        print(f"    {names.get(c.output, c.output):{width}s} {c.shape!s:16s} {c.padded_rows:6d} "
+        print(f"    {names.get(c.output, c.output):{width}s} {c.shape!s:18s} {c.padded_rows:6d} "
               f"{c.max_abs_diff:12.2e} {c.tolerance:9.1e}  {'pass' if c.passed else 'FAIL'}")
 
 

@@ -83,6 +83,7 @@ def test_inspect_of_a_per_layer_decoder_aligns_its_columns(decoder_exports, caps
     rows = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and "pass" in line]
     assert {"present.*.key", "present.*.value", "logits"} == set(rows) and len(rows) == len(m.parity)
     assert "present_keys" not in out
+    assert "    output               [batch, past, new] padded" in out  # decoders record the cache step
 
 
 def test_inspect_of_an_int4_decoder_shows_its_accuracy(decoder_exports, capsys):
