@@ -76,6 +76,16 @@ def test_embeddings_route(server, pipes):
         np.testing.assert_allclose(r["embeddings"], want, rtol=1e-5, atol=1e-5)
     r = post(url, "/models/emb/embeddings", {"inputs": texts, "normalize": True}).json()
     np.testing.assert_allclose(np.linalg.norm(r["embeddings"], axis=1), 1, atol=1e-6)
+    # pooling "none": the pipeline's (tokens, dim) rows per text, of different lengths
+    r = post(url, "/models/emb/embeddings", {"inputs": texts, "pooling": "none"})
+    want = pipes["emb"](texts, pooling="none")
+    assert r.status_code == 200, r.text
+    assert r.json()["dim"] == want[0].shape[1] and [len(e) for e in r.json()["embeddings"]] == [len(w) for w in want]
+    for got, w in zip(r.json()["embeddings"], want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
+    r = post(url, "/models/emb/embeddings", {"inputs": texts, "pooling": "none", "normalize": True}).json()
+    for got, w in zip(r["embeddings"], want):
+        np.testing.assert_allclose(got, w / np.linalg.norm(w, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
 
 
 def test_generate_route_equals_text_generator(server):
@@ -275,6 +285,9 @@ BAD = [
     ("/v1/completions", {"model": "gen", "prompt": "w5", "n": 2}, 422),
     ("/v1/chat/completions", {"model": "gen", "messages": []}, 422),
     ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400),
+    ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "user"}]}, 422),  # content names itself
+    ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "system", "content": "w3"},
+                                                           {"role": "user", "content": None}]}, 422),
     ("/v2/models/cls/infer", _v2(input_ids={"datatype": "FP32"}), 400),
     ("/v2/models/cls/infer", _v2(input_ids={"shape": [1, 4]}), 400),
     ("/v2/models/cls/infer", _v2(input_ids={"shape": [3]}), 400),
@@ -305,6 +318,8 @@ def test_bad_input_is_a_4xx_json_error(server, path, body, status):
     assert (err if path.startswith("/v2") else err["message"]), r.text
     if path in ("/models/cls/generate", "/models/nope/question-answering"):
         assert ("is a text-classification model" if status == 400 else "unknown model 'nope'") in err["message"]
+    if status == 422 and path == "/v1/chat/completions" and body["messages"]:
+        assert f"messages.{len(body['messages']) - 1}.content" in err["message"], err
     assert httpx.get(url + "/health").status_code == 200
 
 

@@ -33,11 +33,13 @@ log = logging.getLogger("edgeport.serve")
 
 
 class ApiError(Exception):
-    """An HTTP error answer: status, one-line message, error type (OpenAI's `type` field)."""
+    """An HTTP error answer: status, one-line message, error type (OpenAI's `type` field) and `code`
+    (OpenAI's `code` field, e.g. "context_length_exceeded"; the HTTP status when None)."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", headers=None):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", headers=None,
+                 code: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.type, self.headers = status, message, type_, headers or {}
+        self.status, self.message, self.type, self.headers, self.code = status, message, type_, headers or {}, code
 
 
 class ServerState:
@@ -94,16 +96,17 @@ class ServerState:
                 raise ApiError(413, f"a {what} is {len(t)} characters; the limit is {c.max_text_chars}")
 
 
-def _error_body(path: str, status: int, message: str, type_: str) -> dict:
+def _error_body(path: str, status: int, message: str, type_: str, code: str | None = None) -> dict:
     if path.startswith("/v2"):
         return {"error": message}  # KServe v2 / Triton error body
-    return {"error": {"message": message, "type": type_, "code": status}}
+    return {"error": {"message": message, "type": type_, "code": code or status}}
 
 
 def _install_error_handlers(app: FastAPI):
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
-        return JSONResponse(_error_body(request.url.path, e.status, e.message, e.type), e.status, headers=e.headers)
+        return JSONResponse(_error_body(request.url.path, e.status, e.message, e.type, e.code), e.status,
+                            headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):

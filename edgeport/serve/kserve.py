@@ -7,6 +7,9 @@ flattened in row-major order, or, with Triton's binary tensor data extension (wh
 sends by default), raw little-endian bytes after the JSON header, whose length is the
 `Inference-Header-Content-Length` header and each tensor's size `parameters.binary_data_size`.
 Requests of one model with the same per-row shapes are batched along axis 0.
+A decoder's ONNX graph is served as it is (model metadata lists its inputs: ids, mask, positions and the
+past cache, empty on a first call; outputs: logits and the present cache): one forward pass per request,
+the client keeps the cache between calls. LiteRT decoders (two signatures) are not v2 models here.
 """
 
 import json
@@ -61,10 +64,11 @@ def parse_body(raw: bytes, header_length: str | None) -> tuple[dict, bytes]:
 
 
 def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows: int,
-                  id_limits: dict | None = None) -> dict:
+                  id_limits: dict | None = None, may_be_empty=()) -> dict:
     """Request tensors -> {name: array} checked against the model's inputs; ValueError with the reason.
     Integer inputs (ids, masks, token types, positions) must be >= 0; `id_limits` {name: n} also bounds an
-    input above (input_ids < the tokenizer's vocabulary size)."""
+    input above (input_ids < the tokenizer's vocabulary size). Dims are >= 1, except the dynamic ones after
+    the first of the inputs named in `may_be_empty` (a decoder's past cache: length 0 on a first call)."""
     want = {s.name: s for s in specs}
     feeds, offset, sizes = {}, 0, {}
     for t in obj["inputs"]:
@@ -78,9 +82,11 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
         spec = want[name]
         if dtype != V2_TYPES.get(spec.dtype):
             raise ValueError(f"input '{name}' is {V2_TYPES.get(spec.dtype, spec.dtype)}, got datatype {dtype}")
+        least = [0 if name in may_be_empty and i > 0 and _dims([d]) == [-1] else 1 for i, d in enumerate(spec.shape)]
         if (not isinstance(shape, list) or len(shape) != len(spec.shape)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
-            raise ValueError(f"input '{name}' needs a shape of {len(spec.shape)} positive dims "
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= lo for d, lo in zip(shape, least))):
+            kind = "non-negative" if 0 in least else "positive"
+            raise ValueError(f"input '{name}' needs a shape of {len(spec.shape)} {kind} dims "
                              f"like {_dims(spec.shape)}")
         for i, (got, dim) in enumerate(zip(shape, spec.shape)):
             if isinstance(dim, int) and dim > 0 and got != dim and i > 0:
@@ -216,15 +222,18 @@ def router(state) -> APIRouter:
     async def infer(name: Model, request: Request, version: str | None = None):
         m = v2_model(name, version)
         if not m.inputs:
-            raise ApiError(400, f"model '{name}' is a decoder: use /v1/completions or /models/{name}/generate")
+            raise ApiError(400, f"model '{name}' is a LiteRT decoder (prefill and decode signatures over a static "
+                                f"cache): use /v1/completions or /models/{name}/generate")
         try:
             obj, binary = parse_body(await request.body(), request.headers.get("inference-header-content-length"))
             feeds = decode_inputs(obj, binary, m.inputs, m.manifest.max_sequence_length, state.config.max_items,
-                                  m.id_limits)
+                                  m.id_limits, m.may_be_empty)
         except ValueError as e:  # json.JSONDecodeError is a ValueError too
             raise ApiError(400, f"bad infer request: {e}") from None
         key = ("raw", tuple((k, v.shape[1:]) for k, v in sorted(feeds.items())))
-        result = await state.submit(name, key, {"feeds": feeds}, next(iter(feeds.values())).shape[0])
+        if not m.raw_batches:  # a batch axis other than 0 somewhere: this request runs alone
+            key += (object(),)
+        result = await state.submit(name, key, {"feeds": feeds}, feeds[m.inputs[0].name].shape[0])
         try:
             body, tail = encode_outputs(result, m.outputs, obj)
         except ValueError as e:

@@ -51,13 +51,29 @@ class ServedModel:
         shared = self.backend == "onnxruntime" and self.task != "text-generation"
         first = self._open()
         # Read once here: asking a pooled runner later could wait for a busy worker on the event loop.
+        # IOSpec lists (name, numpy dtype, shape: str = dynamic): the pipeline's session, or the decoder's graph
         session = getattr(first, "session", None)
-        self.inputs = list(session.inputs) if session else []  # IOSpec: name, numpy dtype, shape (str = dynamic)
-        self.outputs = list(session.outputs) if session else []
+        if session is not None:
+            self.inputs, self.outputs = list(session.inputs), list(session.outputs)
+        else:
+            self.inputs, self.outputs = decoder_io(first)
+        # v2 raw tensors of a decoder: the past inputs may be empty along their dynamic dims (a first call);
+        # rows of several requests concatenate along axis 0 only where every input has its batch there
+        # (a "stacked" cache (L, B, KV, P, D) has it on axis 1: such requests run alone)
+        past = set((self.manifest.decoder or {}).get("inputs", [])) if self.task == "text-generation" else set()
+        self.may_be_empty = {s.name for s in self.inputs if s.name in past}
+        self.raw_batches = all(not (isinstance(s.shape[0], int) and s.shape[0] > 0) for s in self.inputs) \
+            if self.task == "text-generation" else True
         self.tokenizer = first.tokenizer  # tokenizers.Tokenizer (thread-safe), for usage counts
         # v2 raw tensors: ids index the embedding tables, so they must lie in [0, vocabulary) (a negative id
         # would be read from the table's end by onnxruntime's Gather, without an error)
         self.id_limits = {"input_ids": self.tokenizer.get_vocab_size()} if self.tokenizer is not None else {}
+        # text-generation: prompt + new tokens the artifact runs at most (the decoder block's max_tokens, what
+        # generate_ids caps a batch at; else what the positions allow); None for the other tasks
+        self.max_total = ((self.manifest.decoder or {}).get("max_tokens") or self.manifest.max_sequence_length
+                          if self.task == "text-generation" else None)
+        if self.max_total is not None:  # v2 raw tensors of a decoder: positions index the position table
+            self.id_limits["position_ids"] = self.max_total
         self._pool = queue.Queue()
         for i in range(config.workers):
             self._pool.put(first if shared or i == 0 else self._open())
@@ -114,50 +130,87 @@ class ServedModel:
         return _split(out, payloads, "questions")
 
     def _run_embeddings(self, p, key, payloads):
+        """One float32 array per text: (H,) pooled, or (S_i, H) with pooling "none" (the pipeline's rows)."""
         pooling, normalize = key[1], key[2]
         texts = [t for pl in payloads for t in pl["texts"]]
-        emb = np.asarray(by_length(p, lambda t, _: list(p(t, pooling=pooling)), texts), np.float32)  # (B, H)
-        if normalize:
-            emb = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-        return _split(list(emb), payloads, "texts")
+        emb = [np.asarray(e, np.float32) for e in by_length(p, lambda t, _: list(p(t, pooling=pooling)), texts)]
+        if normalize:  # each vector (each token's with pooling "none") to unit L2 norm
+            emb = [e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12) for e in emb]
+        return _split(emb, payloads, "texts")
 
     def _run_generate(self, p, key, payloads):
-        """Prompts of every payload in one left-padded batch; tokens counted as they come."""
+        """Prompts of every payload in left-padded batches; tokens counted as they come.
+
+        A row generates at most min(max_new, max_total - its prompt tokens), then finish_reason "length"
+        (as the runtime caps it). Padding counts against the limit, so rows are grouped by that cap: rows
+        that have room for max_new run as one batch (its padded length still leaves room), a row nearer the
+        limit only with rows of its own length; no row stops earlier because a longer prompt (another
+        request's, maybe) shares its batch.
+        """
         _, max_new, temperature, top_k, top_p, seed = key[:6]  # a 7th element only keeps streams apart
         prompts = [t for pl in payloads for t in pl["prompts"]]
         stream = payloads[0].get("on_token") if len(payloads) == 1 else None  # streams run alone
         stop = set(p.info.get("eos_token_ids", []))
-        new = [0] * len(prompts)
-        stopped = [False] * len(prompts)
+        lens = [len(e.ids) for e in p.tokenizer.encode_batch(prompts)]  # real tokens per prompt, as p.encode
+        new, stopped, texts = [0] * len(prompts), [False] * len(prompts), [None] * len(prompts)
+        groups = {}  # cap -> rows
+        for i, n in enumerate(lens):
+            groups.setdefault(min(max_new, self.max_total - n), []).append(i)
+        for cap, rows in groups.items():
+            def on_token(r, token, rows=rows):
+                new[rows[r]] += 1
+                stopped[rows[r]] = token in stop
+                if stream is not None:
+                    stream(rows[r], token)
 
-        def on_token(row, token):
-            new[row] += 1
-            stopped[row] = token in stop
-            if stream is not None:
-                stream(row, token)
-
-        texts = p.generate(prompts, max_new_tokens=max_new, temperature=temperature, top_k=top_k, top_p=top_p,
-                           seed=seed, on_token=on_token)
-        prompt_tokens = p.encode(prompts)[1].sum(1).tolist()  # mask (B, S) -> real tokens per prompt
-        rows = [{"text": t, "prompt_tokens": int(n), "completion_tokens": c, "finish_reason": "stop" if s else "length"}
-                for t, n, c, s in zip(texts, prompt_tokens, new, stopped)]
+            # cap < 1: a prompt with no room left, which the runtime refuses naming its length (a 400)
+            out = p.generate([prompts[i] for i in rows], max_new_tokens=cap if cap >= 1 else max_new,
+                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, on_token=on_token)
+            for i, t in zip(rows, out):
+                texts[i] = t
+        rows = [{"text": t, "prompt_tokens": n, "completion_tokens": c, "finish_reason": "stop" if s else "length"}
+                for t, n, c, s in zip(texts, lens, new, stopped)]
         return _split(rows, payloads, "prompts")
 
     def _run_raw(self, p, key, payloads):
-        """KServe v2: tensors concatenated along the batch axis, run, split back."""
-        if not hasattr(p, "run_batch"):
-            raise EdgeportError(f"model '{self.name}' is a decoder: use /v1/completions or "
-                                f"/models/{self.name}/generate")
+        """KServe v2: tensors concatenated along the batch axis, run, split back. A decoder runs its ONNX
+        graph once as given (past in, present out; the client keeps the cache), never generates."""
+        if hasattr(p, "run_batch"):
+            run = p.run_batch
+        elif getattr(p.decoder, "sess", None) is not None:
+            outs = [o.name for o in self.outputs]
+
+            def run(feeds):
+                return dict(zip(outs, p.decoder.sess.run(outs, feeds)))
+        else:
+            raise EdgeportError(f"model '{self.name}' is a LiteRT decoder (prefill and decode signatures over a "
+                                f"static cache): use /v1/completions or /models/{self.name}/generate")
         names = list(payloads[0]["feeds"])
         feeds = {n: np.concatenate([pl["feeds"][n] for pl in payloads]) for n in names}
         try:
-            out = p.run_batch(feeds)
+            out = run(feeds)
         except EdgeportError:
             raise
         except Exception as e:  # the backend refused the tensors (ids out of range, ...): the client's doing
             raise EdgeportError(f"the model refused these tensors: {str(e).splitlines()[0][:300]}") from None
         rows = np.cumsum([len(next(iter(pl["feeds"].values()))) for pl in payloads])[:-1]
         return [{k: v for k, v in zip(out, parts)} for parts in zip(*(np.split(v, rows) for v in out.values()))]
+
+
+def decoder_io(gen) -> tuple[list, list]:
+    """(inputs, outputs) as IOSpec lists of a TextGenerator's ONNX graph, the one graph that prefills and
+    decodes: input_ids, attention_mask, position_ids (int64) and the past cache (float32) in; logits and
+    the present cache out; dynamic dims are strings ("batch", "past", ...), as onnxruntime reports them.
+    ([], []) for a LiteRT decoder: two signatures over a static cache, no single graph to describe."""
+    from edgeport.runtime.session import _ORT_TYPES, IOSpec
+
+    sess = getattr(gen.decoder, "sess", None)
+    if sess is None:
+        return [], []
+    def spec(a):
+        return IOSpec(a.name, _ORT_TYPES.get(a.type, a.type), list(a.shape))
+
+    return [spec(i) for i in sess.get_inputs()], [spec(o) for o in sess.get_outputs()]
 
 
 PAD_SLACK_TOKENS = 64  # padding a group may add before it pays to start another model run

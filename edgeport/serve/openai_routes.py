@@ -5,7 +5,11 @@ embeddings come as float lists or, with encoding_format "base64", as base64 of l
 (what the `openai` Python client asks for by default); `stream: true` answers server-sent events,
 one JSON chunk per `data:` line, ending with `data: [DONE]`; usage counts tokens of the served
 model's own tokenizer. Embeddings are mean-pooled and L2-normalised (unit length, as OpenAI's are).
-Chat messages become one prompt, `"{role}: {content}\n"` per message, then `"assistant:"`.
+Chat messages become one prompt, `"{role}: {content}\n"` per message, then `"assistant:"`; every
+message needs `content` (422 naming `messages.{i}.content` otherwise).
+Lengths as OpenAI's: /v1/completions generates at most 16 tokens unless `max_tokens` says otherwise;
+prompt tokens + max_tokens over the artifact's length limit answer 400 (code "context_length_exceeded")
+instead of stopping early; chat without max_tokens takes what the limit leaves after the prompt.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from edgeport.serve.task_routes import as_list, generate_rows
 
@@ -48,20 +52,38 @@ class _Sampling(BaseModel):
     user: str | None = None
 
 
+DEFAULT_COMPLETION_TOKENS = 16  # max_tokens of /v1/completions when not given (OpenAI's documented default)
+
+
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(DEFAULT_COMPLETION_TOKENS, ge=1, description=(
+        f"tokens to generate at most (default {DEFAULT_COMPLETION_TOKENS}, also when null); prompt tokens + "
+        "max_tokens over the model's length limit answer 400"))
 
 
 class ChatMessage(BaseModel):
+    """One chat message. `content` is required for every role, a string or a list of text parts: OpenAI
+    lets an assistant message go without content only when it carries tool_calls, which this server
+    does not take; a missing or null content answers 422 naming `messages.{i}.content`."""
+
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict] | None = None
+    content: str | list[dict] = Field(description="the message text, or a list of text parts")
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_required(cls, v):
+        if v is None:
+            raise ValueError("content is required: a string or a list of text parts, not null")
+        return v
 
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="as max_completion_tokens (OpenAI's older name)")
+    max_completion_tokens: int | None = Field(None, ge=1, description=(
+        "tokens to generate at most; prompt tokens + this over the model's length limit answer 400; when "
+        "neither is given, what the limit leaves after the prompt (at most the server's --max-new-tokens)"))
 
 
 def chat_prompt(messages: list) -> str:
@@ -77,6 +99,35 @@ def chat_prompt(messages: list) -> str:
             content = "".join(part["text"] for part in content)
         lines.append(f"{m.role}: {content or ''}\n")
     return "".join(lines) + "assistant:"
+
+
+def fit_context(state, model: str, prompts: list, max_tokens: int | None, what: str = "prompt") -> int:
+    """The max_new_tokens to generate for `prompts` on text-generation model `model`.
+
+    Like OpenAI, prompt tokens + max_tokens must fit the model's context: the artifact's length limit
+    (ServedModel.max_total: prompt and generated tokens together, what the runtime caps a batch at).
+    max_tokens None: what the limit leaves after the longest prompt, at most the server's max_new_tokens.
+    Raises ApiError 404/400 (unknown model, another task, empty prompt) and 400 with code
+    "context_length_exceeded" naming the limit, the prompt tokens and the requested tokens.
+    """
+    from edgeport.serve.app import ApiError
+
+    m = state.model(model, "text-generation")
+    state.check_rows(prompts, "prompt")
+    limit = m.max_total
+    counts = [len(e.ids) for e in m.tokenizer.encode_batch(prompts)]  # as TextGenerator.encode counts them
+    longest = max(range(len(counts)), key=counts.__getitem__)
+    n, which = counts[longest], (f"{what} {longest + 1} of {len(prompts)}" if len(prompts) > 1 else f"the {what}")
+    if max_tokens is None:
+        if n >= limit:
+            raise ApiError(400, f"{which} is {n} tokens; model '{model}' runs at most {limit} tokens of prompt and "
+                                "completion together: no room to generate any; shorten it", code="context_length_exceeded")
+        return min(state.config.max_new_tokens, limit - n)
+    if n + max_tokens > limit:
+        raise ApiError(400, f"{which} is {n} tokens and {max_tokens} more were requested ({n + max_tokens} in "
+                            f"all); model '{model}' runs at most {limit} tokens of prompt and completion together: "
+                            "shorten the prompt or ask for fewer tokens", code="context_length_exceeded")
+    return max_tokens
 
 
 def cut_at_stop(text: str, stops: list) -> tuple[str, bool]:
@@ -119,11 +170,11 @@ def router(state) -> APIRouter:
         prompts = as_list(req.prompt)
         if req.stream and len(prompts) != 1:
             raise ApiError(400, "stream takes one prompt")
+        max_new = fit_context(state, req.model, prompts, req.max_tokens or DEFAULT_COMPLETION_TOKENS)
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
         if req.stream:
-            return await _stream(state, req, prompts[0], req.max_tokens or 16, meta, chat=False)
-        rows = await generate_rows(state, req.model, prompts, req.max_tokens or 16, req.temperature, 0, req.top_p,
-                                   req.seed)
+            return await _stream(state, req, prompts[0], max_new, meta, chat=False)
+        rows = await generate_rows(state, req.model, prompts, max_new, req.temperature, 0, req.top_p, req.seed)
         choices = []
         for i, row in enumerate(rows):
             text, hit = cut_at_stop(row["text"], as_list(req.stop or []))
@@ -135,7 +186,8 @@ def router(state) -> APIRouter:
     @r.post("/chat/completions", summary="Chat completions (OpenAI-compatible; SSE when stream is true)")
     async def chat(req: ChatRequest):
         prompt = chat_prompt(req.messages)
-        max_new = req.max_completion_tokens or req.max_tokens or state.config.max_new_tokens
+        max_new = fit_context(state, req.model, [prompt], req.max_completion_tokens or req.max_tokens,
+                              "chat prompt (messages in the chat template)")
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
         if req.stream:
             return await _stream(state, req, prompt, max_new, meta, chat=True)

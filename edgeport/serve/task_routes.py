@@ -45,8 +45,10 @@ class FillMaskIn(TextsIn):
 
 
 class EmbeddingsIn(TextsIn):
-    pooling: Literal["mean", "cls"] = Field("mean", description="mean over real tokens, or the first token")
-    normalize: bool = Field(False, description="scale each embedding to unit L2 norm")
+    pooling: Literal["mean", "cls", "none"] = Field(
+        "mean", description="mean over real tokens, the first token, or none: every real token's vector")
+    normalize: bool = Field(False, description="scale each embedding (each token's, with pooling none) to unit "
+                                               "L2 norm")
 
 
 class TokenClassificationIn(TextsIn):
@@ -66,7 +68,10 @@ class QuestionAnsweringIn(BaseModel):
 
 class GenerateIn(BaseModel):
     prompt: Texts = Field(description="prompt(s) to continue")
-    max_new_tokens: int = Field(32, ge=1, description="tokens to add at most (capped by the server)")
+    max_new_tokens: int = Field(32, ge=1, description=(
+        "tokens to add at most, capped by the server's --max-new-tokens and by the artifact's length: a prompt "
+        "stops where prompt + new tokens reach it, finish_reason 'length' (unlike /v1, which answers 400); a "
+        "prompt that leaves no room at all answers 400"))
     temperature: float = Field(0.0, ge=0, le=10, description="0 = greedy")
     top_k: int = Field(0, ge=0, description="0 = no top-k cut")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -81,7 +86,9 @@ class ResultsOut(BaseModel):
 class EmbeddingsOut(BaseModel):
     model: str
     dim: int
-    embeddings: list[list[float]] = Field(description="(inputs, dim) float32 values")
+    embeddings: list[list[float]] | list[list[list[float]]] = Field(
+        description="(inputs, dim) float32 values; with pooling none, one (tokens, dim) list per input "
+                    "(its real tokens, special ones included: the pipeline's own output)")
 
 
 class Generation(BaseModel):
@@ -162,7 +169,7 @@ ROUTES = {
     "question-answering": ("question-answering", QuestionAnsweringIn, _question_answering, None),
     "embeddings": ("feature-extraction", EmbeddingsIn,
                    lambda st, b: _texts(st, b, ("embeddings", b.pooling, b.normalize)),
-                   lambda model, out: EmbeddingsOut(model=model, dim=len(out[0]),
+                   lambda model, out: EmbeddingsOut(model=model, dim=out[0].shape[-1],
                                                     embeddings=[v.tolist() for v in out])),
     "generate": ("text-generation", GenerateIn, _generate, lambda model, out: GenerateOut(model=model, results=out)),
 }
