@@ -239,3 +239,18 @@ def test_a_made_checkpoint_exports_ready_to_generate(tmp_path, monkeypatch, run_
     assert r.returncode == 0, r.stderr
     words = r.stdout.split()
     assert 1 <= len(words) <= 4 and all(w.startswith("t") or w in ("<s>", "<unk>") for w in words), r.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--prompt", ""], "empty prompt"),
+    (["--prompt", "hi", "--temperature", "-1"], "sampling: temperature >= 0"),
+    (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+])
+def test_generate_refusals_are_one_line_on_a_random_weights_export(decoder_export, args, says, run_cli):
+    """The random-weights reminder comes with the first token, so a refused prompt or option is the only
+    line on stderr; a run that generates still prints the reminder."""
+    r = run_cli("generate", str(decoder_export), *args)
+    assert_one_line_error(r, says)
+    assert r.stderr.count("\n") == 1, r.stderr
+    r = run_cli("generate", str(decoder_export), "--prompt", "hi", "--max-new-tokens", "2")
+    assert r.returncode == 0 and "has random weights" in r.stderr

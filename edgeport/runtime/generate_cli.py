@@ -16,15 +16,16 @@ def _cmd_generate(a):
         raise EdgeportError(f"{a.artifact} is a {manifest.task} export, not text-generation: run it with "
                             f"`edgeport run {a.artifact} --text TEXT`")
     gen = TextGenerator(a.artifact, threads=a.threads)
-    note = random_weights_note(manifest)
-    if note:
-        print(note, file=sys.stderr)
+    note = random_weights_note(manifest)  # printed with the first token: a refused prompt or option stays one line
     stop = set(gen.info.get("eos_token_ids") or [])
     new: list = []
     shown = ""
 
     def stream(row, token):  # decode everything so far and print what is new (multi-byte safe)
-        nonlocal shown
+        nonlocal shown, note
+        if note:
+            print(note, file=sys.stderr, flush=True)
+            note = None
         if token in stop:
             return
         new.append(token)
