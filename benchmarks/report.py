@@ -10,7 +10,8 @@ Stages, each a child process writing WORK/results/STAGE.json (schema: report_ren
     minilm    all-MiniLM-L6-v2 real weights: export time / peak RSS / size, latency vs length and batch for
               edgeport ONNX and TFLite fp32/int8 and every peer, accuracy of int8, per-op profiles
     goals     BERT-base, MobileBERT, DeBERTa-v3-base @128: edgeport vs Optimum fp32/int8, MatMul FLOPs
-    decoders  Mistral 250M: edgeport fp32/int4 vs onnxruntime-genai's builder fp32/int4, tokens/s
+    decoders  Mistral 250M: edgeport fp32/int4 vs onnxruntime-genai's builder fp32/int4, tokens/s, per-op
+              profiles of one decode step (GenAI's graph in plain onnxruntime), bytes read per token
 Untimed work (peer venvs from benchmarks/peers/*.sh, the goal models' exports, the decoder checkpoint) runs
 without the lock; every measurement runs under the timing lock /tmp/edgeport-bench.lock (flock), taken
 per stage so others can measure in between (--no-lock when the caller holds it already). The load average

@@ -10,12 +10,18 @@ the timing lock) exports it four ways, each in a child process (wall time and pe
 edgeport fp32 (`export ... text-generation`, default lowering: GroupQueryAttention) and int4 (quantize
 scheme `int4` = int4-b32-a8: MatMulNBits block 32, int8 compute), GenAI builder `-p fp32|int4 -e cpu`;
 then times greedy decoding (prompt 128, 64 steps; peers/decode_once.py) in interleaved rounds, a fresh
-process per contender per round, and records the median ms/token over rounds.
+process per contender per round, and records the median ms/token over rounds. After the timing, still under
+the lock (profiling is a measurement, not timed itself): an onnxruntime per-op profile of one decode step
+(1 new token after PAST cached positions, the median step's) of each contender's ONNX graph, GenAI's
+model.onnx included, loaded in plain onnxruntime with the same feed shapes (report_encoders.profile_ops),
+and each decode row's bytes read per token (weights_bytes + kv_bytes: decode_bytes) for the report's
+bandwidth floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -23,11 +29,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from report_encoders import run_child, size_mib  # noqa: E402
+from report_encoders import profile_ops, run_child, size_mib  # noqa: E402
 
 PROMPT, STEPS = 128, 64
+GATHERS = ("Gather", "GatherBlockQuantized")  # ops that read one row of a table per token
 
 
 def model_name(quick: bool) -> str:
@@ -111,11 +120,136 @@ def measure(work: Path, venv: Path, quick: bool) -> dict:
     paths, rows = exports(work, ckpt, venv, model)
     rounds, steps = (1, 16) if quick else (5, STEPS)
     decode = time_decoding(paths, venv, model, rounds, steps)
+    past = PROMPT + steps // 2  # the median decode step's cached length
+    profiles = profile_decoders(paths, model, past, head_dim(ckpt), 4 if quick else 20)
+    for r in decode:
+        r.update(decode_bytes(artifact_file(paths[f"{r['contender']} {r['precision']}"]), past, head_dim(ckpt)))
     notes = [f"Decoders: {model}, batch 1, prompt {PROMPT}, {steps} greedy steps, median decode-step ms of the last "
              f"of two generations per process, median over {rounds} interleaved rounds (a fresh process per contender "
              "per round). edgeport int4 is the `int4` scheme (int4-b32-a8: MatMulNBits block 32, accuracy_level 4); "
-             "GenAI's is its builder's `-p int4` default."]
-    return {"decode": decode, "exports": rows, "notes": notes}
+             "GenAI's is its builder's `-p int4` default.",
+             f"Decoder profiles: one decode step (1 new token after {past} cached positions, the median step's) "
+             f"averaged over {4 if quick else 20} steps, every graph in plain onnxruntime (the main venv's; "
+             "make_ort's options: ORT_ENABLE_ALL, 2 intra-op threads) with the same feed shapes: onnxruntime-genai's model.onnx is "
+             "measured as a graph under the same runtime, not as GenAI runs it (its runtime shares the past and "
+             "present cache buffers, genai_config past_present_share_buffer; here, as in edgeport's graph, the "
+             "past is copied into a new present each step). Bytes per token: every weight initializer once, "
+             "embedding tables read by Gather / GatherBlockQuantized one row per token, plus the KV cache read "
+             "at that length (decode_bytes); floor = bytes / the machine stage's memory bandwidth."]
+    return {"decode": decode, "exports": rows, "profiles": profiles, "notes": notes}
+
+
+def artifact_file(folder: Path) -> Path:
+    """The ONNX file of a contender folder: edgeport's manifest `artifact`, or GenAI's model.onnx."""
+    m = Path(folder) / "edgeport.json"
+    return Path(folder) / (json.loads(m.read_text())["artifact"] if m.exists() else "model.onnx")
+
+
+def head_dim(ckpt: Path) -> int:
+    """Attention head size of an HF config.json folder (head_dim, else hidden_size / num_attention_heads)."""
+    c = json.loads((Path(ckpt) / "config.json").read_text())
+    return c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+
+
+DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+          "tensor(int32)": "int32"}
+
+
+def decode_step_feeds(inputs, past: int, head: int, seed: int = 0) -> dict:
+    """Feeds of one decode step, batch 1: 1 new token after `past` cached positions.
+
+    inputs: [(name, shape, dtype)] of the graph (shape: ints, or strings/None for symbolic axes; dtype an
+    onnxruntime type string such as "tensor(float)"). input_ids (1, 1) in [3, 1000); attention_mask ones
+    (1, past + 1); position_ids [[past]]; every input named past* a normal(0, 1) cache whose symbolic axes
+    are: first -> 1 (batch), second to last -> past, last -> head (GenAI's symbolic kv_cache_dim); static
+    axes kept (kv heads, edgeport's head size, a stacked cache's layers). ValueError for any other input
+    or symbolic axis."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape, dtype in inputs:
+        dt = DTYPES[dtype]
+        if name == "input_ids":
+            out[name] = rng.integers(3, 1000, (1, 1)).astype(dt)
+        elif name == "attention_mask":
+            out[name] = np.ones((1, past + 1), dt)
+        elif name == "position_ids":
+            out[name] = np.array([[past]], dt)
+        elif name.startswith("past"):
+            dims = [d if isinstance(d, int) else {0: 1, len(shape) - 2: past, len(shape) - 1: head}.get(i)
+                    for i, d in enumerate(shape)]
+            if None in dims:
+                raise ValueError(f"{name}: symbolic axis {shape[dims.index(None)]!r} of {shape} is not batch/past/head")
+            out[name] = rng.standard_normal(dims).astype(dt)
+        else:
+            raise ValueError(f"decode step feeds: unknown input {name!r}")
+    return out
+
+
+def session_step_feeds(sess, past: int, head: int) -> dict:
+    """decode_step_feeds for an onnxruntime InferenceSession's inputs (profile_ops' make_feeds)."""
+    return decode_step_feeds([(i.name, i.shape, i.type) for i in sess.get_inputs()], past, head)
+
+
+def graph_inputs(path: Path) -> list:
+    """[(name, shape, onnxruntime type string)] of an ONNX file's graph inputs (external data not read)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {t.name for t in g.initializer}
+    types = {onnx.TensorProto.FLOAT: "tensor(float)", onnx.TensorProto.FLOAT16: "tensor(float16)",
+             onnx.TensorProto.INT64: "tensor(int64)", onnx.TensorProto.INT32: "tensor(int32)"}
+    return [(i.name, [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                      for d in i.type.tensor_type.shape.dim], types[i.type.tensor_type.elem_type])
+            for i in g.input if i.name not in inits]
+
+
+def decode_bytes(path: Path, past: int, head: int) -> dict:
+    """Bytes one decode step reads at `past` cached positions, batch 1: {weights_bytes, kv_bytes}.
+
+    weights_bytes: every initializer of the graph whole (size from its dims and dtype; external data is not
+    read), except a table only read by Gather / GatherBlockQuantized (the embedding) counts one row
+    (size / rows). kv_bytes: the past cache feeds of decode_step_feeds (every layer's keys and values at
+    `past`). Not counted: activations, the present cache written, Constant-node tensors (small)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    gathered, other = set(), set()  # initializers read as a gathered table (data, scales, zero points) / otherwise
+    for n in g.node:
+        for k, name in enumerate(n.input):
+            (gathered if n.op_type in GATHERS and k != 1 else other).add(name)
+    weights = 0
+    for t in g.initializer:
+        n = tensor_bytes(t)
+        if t.name in gathered and t.name not in other and t.dims:
+            n //= t.dims[0]  # one row per token
+        weights += n
+    kv = sum(v.nbytes for k, v in decode_step_feeds(graph_inputs(path), past, head).items() if k.startswith("past"))
+    return {"weights_bytes": int(weights), "kv_bytes": int(kv)}
+
+
+def tensor_bytes(t) -> int:
+    """Bytes of an onnx TensorProto's data from its dims and data_type (4-bit types: two per byte)."""
+    import onnx
+
+    n = int(np.prod(t.dims))
+    if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return (n + 1) // 2
+    return n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+
+
+def profile_decoders(paths: dict, model: str, past: int, head: int, runs: int = 20) -> list:
+    """Per-op profile rows (report_render schema) of one decode step at `past` for each contender folder
+    (label "CONTENDER PRECISION" -> folder); GenAI's model.onnx is named "onnxruntime-genai graph"."""
+    rows = []
+    for label, folder in paths.items():
+        name, prec = label.rsplit(" ", 1)
+        ops = profile_ops(str(artifact_file(folder)), past, runs,
+                          functools.partial(session_step_feeds, past=past, head=head))
+        rows.append({"model": model, "contender": name.replace("onnxruntime-genai", "onnxruntime-genai graph"),
+                     "precision": prec, "seq": past, "call": f"decode step after {past} cached positions",
+                     "ops": ops})
+        print(f"profile {label}: {sum(ops.values()):.2f} ms per step", flush=True)
+    return rows
 
 
 def time_decoding(paths: dict, venv: Path, model: str, rounds: int, steps: int) -> list:

@@ -8,7 +8,7 @@ int8, TFLite fp32 and int8 @128, and the peers on the same checkpoint: Optimum's
 venv, benchmarks/peers/optimum_venv.sh) with int8 by `quantize_dynamic` (per-channel QInt8, PEERS.md)
 and litert-torch's TFLite @128 (int8: ai-edge-quantizer dynamic_wi8_afp32); `measure` times every contender
 over sequence lengths (batch 1) and batches (length 128), plus PyTorch eager and torch.compile, and
-profiles edgeport's and Optimum's fp32 graphs op by op (onnxruntime profiler).
+profiles edgeport's and Optimum's fp32 and int8 graphs op by op (onnxruntime profiler).
 `goals`: BERT-base (text classification), MobileBERT (QA), DeBERTa-v3-base (text classification) in their
 real architectures with random weights (seed 0), batch 1 x 128: eager, edgeport ONNX default fp32 / int8,
 Optimum fp32 / int8 on the same weights; MatMul FLOPs counted on Optimum's plain graph
@@ -329,22 +329,37 @@ def minilm_builders(paths: dict, shapes) -> tuple[dict, dict]:
     return {**b, **static}, per_shape
 
 
-def profile_ops(path: str, seq: int, runs: int = 20) -> dict:
-    """op type -> ms per call (node times summed) from onnxruntime's profiler, batch 1 x seq, own process."""
+def profile_ops(path: str, seq: int, runs: int = 20, make_feeds=None) -> dict:
+    """op type -> ms per call (node times summed, averaged over `runs` calls after 3 warm-up calls) from
+    onnxruntime's profiler (SessionOptions.enable_profiling; make_ort's session options), in its own process.
+
+    make_feeds: picklable (InferenceSession) -> {input name: array}, the feeds of every call (default:
+    `feeds` at batch 1 x seq, the encoders' inputs; the decoder stage passes one decode step's). Raises what
+    onnxruntime raises when the graph does not load or run."""
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_profile_child, (path, seq, runs))
+        return pool.apply(_profile_child, (path, seq, runs, make_feeds))
 
 
-def _profile_child(path: str, seq: int, runs: int) -> dict:
+def _profile_child(path: str, seq: int, runs: int, make_feeds=None, warmup: int = 3) -> dict:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
     sess, call = make_ort(path, 1, seq, profile=str(Path(path).parent / "ort-profile"))
-    for _ in range(3 + runs):  # the first 3 (warm-up) runs are dropped below
+    if make_feeds is not None:
+        f = make_feeds(sess)
+        call = functools.partial(sess.run, None, f)
+    for _ in range(warmup + runs):
         call()
-    trace = json.loads(Path(sess.end_profiling()).read_text())
+    return op_times(json.loads(Path(sess.end_profiling()).read_text()), warmup)
+
+
+def op_times(trace: list, skip: int) -> dict:
+    """op type -> ms per run, from an onnxruntime profile (its JSON list of Chrome trace events): the
+    `*_kernel_time` Node events (their `dur` in microseconds) that fall inside a `model_run` Session event,
+    the first `skip` runs (warm-up) dropped, summed per `args.op_name` and divided by the runs kept; the
+    largest first, rounded to 1 us."""
     spans = sorted((ev["ts"], ev["ts"] + ev["dur"]) for ev in trace
-                   if ev.get("cat") == "Session" and ev.get("name") == "model_run")[3:]
+                   if ev.get("cat") == "Session" and ev.get("name") == "model_run")[skip:]
     ops = {}
     for ev in trace:
         if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time") and \
@@ -376,12 +391,12 @@ def stage_minilm(work: Path, quick: bool) -> dict:
         accuracy.append({"model": MINILM, "contender": label.rsplit(" ", 1)[0], "scheme": q.get("tag", "int8"),
                          "metrics": {k: v for k, v in q.get("accuracy", {}).items() if isinstance(v, (int, float))}})
     profiles = []
-    for label in ("edgeport ONNX fp32", "Optimum ONNX fp32"):
-        if label in paths:
+    for label in ("edgeport ONNX fp32", "Optimum ONNX fp32", "edgeport ONNX int8", "Optimum ONNX int8"):
+        if label in paths:  # int8 too: the report's missed MiniLM int8 goal points at it
             p = Path(paths[label])
             f = p / json.loads((p / "edgeport.json").read_text())["artifact"] if p.is_dir() else p
-            profiles.append({"model": MINILM, "contender": label.rsplit(" ", 1)[0], "precision": "fp32", "seq": 128,
-                             "ops": profile_ops(str(f), 128)})
+            profiles.append({"model": MINILM, "contender": label.rsplit(" ", 1)[0], "precision": label.rsplit(" ", 1)[1],
+                             "seq": 128, "ops": profile_ops(str(f), 128)})
     return {"latency": latency, "accuracy": accuracy, "profiles": profiles}
 
 

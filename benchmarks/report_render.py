@@ -14,8 +14,12 @@ Results schema (every list may be empty; times in ms, sizes in MiB, memory in Mi
     flops:    {model: MatMul FLOPs of one batch-1 call at length 128}
     exports:  [{model, contender, precision, export_s, peak_rss_mib, size_mib}]
     accuracy: [{model, contender, scheme, metrics: {name: value}}]
-    decode:   [{model, contender, precision, ms_per_token, prefill_ms}]
-    profiles: [{model, contender, precision, seq, ops: {op_type: ms per call}}]
+    decode:   [{model, contender, precision, ms_per_token, prefill_ms, weights_bytes?, kv_bytes?}]
+              (weights_bytes + kv_bytes: bytes one decode step reads, report_decoders.decode_bytes; with the
+              machine's bandwidth_gbs they give the bandwidth floor, decode_floor)
+    profiles: [{model, contender, precision, seq, ops: {op_type: ms per call}, call?: str}]
+              (call: what one profiled call is, e.g. "decode step after 160 cached positions"; default
+              "call @SEQ" = one batch-1 x seq encoder call)
     notes:    [str]   (said as they are, in the "Notes" section)
 Goals (goal_rows) are derived from these, never stored: a row is met when its measured ratio is on the
 right side of its target (issue 15's numbers).
@@ -164,15 +168,25 @@ def simple_table(rows, cols) -> list[str]:
     return out
 
 
-def profile_tables(results, top: int = 8) -> list[str]:
-    """Per-op time (ms per call, onnxruntime profiling) of each profiled contender, top ops by time."""
-    out = []
+def _profile_groups(results) -> dict:
+    """(model, precision, seq) -> that shape's profile rows, in results order."""
     groups = {}
     for p in results.get("profiles", []):
         groups.setdefault((p["model"], p["precision"], p["seq"]), []).append(p)
-    for (model, prec, seq), profs in groups.items():
+    return groups
+
+
+def profile_title(p) -> str:
+    """The heading words of a profile row's table: "MODEL PRECISION, ms per CALL"."""
+    return f"{p['model']} {p['precision']}, ms per {p.get('call') or 'call @' + str(p['seq'])}"
+
+
+def profile_tables(results, top: int = 8) -> list[str]:
+    """Per-op time (ms per call, onnxruntime profiling) of each profiled contender, top ops by time."""
+    out = []
+    for profs in _profile_groups(results).values():
         ops = sorted({op for p in profs for op in p["ops"]}, key=lambda op: -max(p["ops"].get(op, 0) for p in profs))
-        out += [f"\n{model} {prec} @{seq}, ms per call by op type (onnxruntime profiler, node times summed):\n",
+        out += [f"\n{profile_title(profs[0])} by op type (onnxruntime profiler, node times summed):\n",
                 "| op type | " + " | ".join(p["contender"] for p in profs) + " |", "|---|" + "---|" * len(profs)]
         for op in ops[:top]:
             out.append(f"| {op} | " + " | ".join(f"{p['ops'].get(op, 0):.2f}" for p in profs) + " |")
@@ -181,19 +195,95 @@ def profile_tables(results, top: int = 8) -> list[str]:
     return out
 
 
-def profile_diff(profs, top: int = 4) -> list[str]:
-    """One sentence: where edgeport's profile spends more / less than the peer's (first non-edgeport)."""
-    ours = next((p for p in profs if "edgeport" in p["contender"]), None)
-    peer = next((p for p in profs if "edgeport" not in p["contender"]), None)
-    if ours is None or peer is None:
-        return []
+def _ours_and_peer(profs):
+    """(edgeport's profile, the first peer's) of one group, either None when absent."""
+    return (next((p for p in profs if "edgeport" in p["contender"]), None),
+            next((p for p in profs if "edgeport" not in p["contender"]), None))
+
+
+def op_deltas(ours, peer) -> tuple[float, list]:
+    """(all ops ours - peer in ms, [(ms ours - peer, op type)] largest first) of two profile rows."""
     ops = set(ours["ops"]) | set(peer["ops"])
     d = sorted(((ours["ops"].get(o, 0.0) - peer["ops"].get(o, 0.0), o) for o in ops), reverse=True)
-    total = sum(ours["ops"].values()) - sum(peer["ops"].values())
+    return sum(ours["ops"].values()) - sum(peer["ops"].values()), d
+
+
+def profile_diff(profs, top: int = 4) -> list[str]:
+    """One sentence: where edgeport's profile spends more / less than the peer's (first non-edgeport)."""
+    ours, peer = _ours_and_peer(profs)
+    if ours is None or peer is None:
+        return []
+    total, d = op_deltas(ours, peer)
     more = ", ".join(f"{o} +{x:.2f}" for x, o in d[:top] if x > 0) or "nothing"
     less = ", ".join(f"{o} {x:.2f}" for x, o in d[::-1][:top] if x < 0) or "nothing"
     return ["", f"{ours['contender']} minus {peer['contender']}: {total:+.2f} ms per call in all; more time in "
                 f"{more}; less in {less} (ms per call)."]
+
+
+def decode_floor(results, row) -> dict | None:
+    """{mb: MB (1e6 bytes) one decode step reads, floor_ms: mb / the machine's bandwidth_gbs, x_floor:
+    ms_per_token / floor_ms} of a decode row, or None without bytes or a measured bandwidth."""
+    bw = results.get("machine", {}).get("limits", {}).get("bandwidth_gbs")
+    if not bw or "weights_bytes" not in row:
+        return None
+    mb = (row["weights_bytes"] + row.get("kv_bytes", 0)) / 1e6
+    return {"mb": mb, "floor_ms": mb / bw, "x_floor": row["ms_per_token"] / (mb / bw)}
+
+
+def decode_table(results) -> list[str]:
+    """Markdown: the decode rows with tokens/s, the MB each step reads and its bandwidth floor."""
+    rows = []
+    for r in results.get("decode", []):
+        f = decode_floor(results, r) or {}
+        rows.append({**r, "tokens_per_s": 1e3 / r["ms_per_token"], "MB_per_token": f.get("mb", "—"),
+                     "floor_ms": f.get("floor_ms", "—"), "x_floor": f.get("x_floor", "—")})
+    out = simple_table(rows, ["model", "contender", "precision", "prefill_ms", "ms_per_token", "tokens_per_s",
+                              "MB_per_token", "floor_ms", "x_floor"])
+    if any(r["floor_ms"] != "—" for r in rows):
+        bw = results["machine"]["limits"]["bandwidth_gbs"]
+        out += ["", f"MB_per_token: bytes one decode step reads (weights, the embedding one row, plus the KV cache "
+                    f"at the profiled length; report_decoders.decode_bytes); floor_ms: those bytes at the measured "
+                    f"{bw:.1f} GB/s memory bandwidth, the least time any graph needs to read them once; x_floor: "
+                    "ms_per_token / floor_ms."]
+    return out
+
+
+def _profile_of(results, model, prec):
+    """(ours, peer) profile rows of the first profiled shape of (model, precision), or (None, None)."""
+    for (m, p, _), profs in _profile_groups(results).items():
+        if (m, p) == (model, prec):
+            return _ours_and_peer(profs)
+    return None, None
+
+
+def missed_why(results, r) -> str:
+    """A sentence (may be empty) of why a missed goal row was missed, from the numbers: for a decode row the
+    bandwidth floor against the speed the goal needs (and, when the floor allows it, the profiles' largest
+    difference), for "default not slower than the best peer" the profiles' largest difference. Other rows
+    (DeBERTa's 0.75x, the MatMul-limit fractions) get none: their profile tables show where the time goes."""
+    ours, peer = _profile_of(results, r["model"], r["precision"])
+    prof = ""
+    if ours and peer:
+        total, d = op_deltas(ours, peer)
+        big = d[0] if total >= 0 else d[-1]
+        prof = (f"in the profiled call edgeport's ops take {total:+.2f} ms vs {peer['contender']}'s, the largest "
+                f"difference {big[1]} {big[0]:+.2f} ms")
+    if r["goal"].startswith("decode"):
+        dec = [x for x in results.get("decode", []) if x["model"] == r["model"] and x["precision"] == r["precision"]]
+        o = min((x for x in dec if "edgeport" in x["contender"]), key=lambda x: x["ms_per_token"], default=None)
+        p = next((x for x in dec if "genai" in x["contender"].lower()), None)
+        fo, fp = (decode_floor(results, o) if o else None), (decode_floor(results, p) if p else None)
+        if fo and fp:
+            need = p["ms_per_token"] / r["target"]
+            s = (f"edgeport reads {fo['mb']:.0f} MB per token (floor {fo['floor_ms']:.1f} ms) and runs at "
+                 f"{fo['x_floor']:.2f}x its floor, GenAI {fp['mb']:.0f} MB at {fp['x_floor']:.2f}x; "
+                 f"{r['target']:.1f}x GenAI's tokens/s needs {need:.1f} ms per token")
+            if need < fo["floor_ms"]:
+                return s + ", below edgeport's floor: out of reach while every weight is read once per token"
+            return s + ", above the floor" + (f"; {prof}" if prof else "")
+    if r["goal"].startswith("default") and prof:  # slower than the peer: where its profile spends more
+        return prof
+    return ""
 
 
 def _plt():
@@ -368,20 +458,20 @@ def render(results: dict, out_md: Path) -> Path:
     lines += ["", "## Goals (issue 15)", ""] + goals_table(rows)
     missed = [r for r in rows if r["met"] is False]
     if missed:
-        profiled = {(p["model"], p["precision"]) for p in results.get("profiles", [])}
+        titles = {(p["model"], p["precision"]): profile_title(p) for p in reversed(results.get("profiles", []))}
         lines += ["", "Missed, and where the explanation is:", ""]
         for r in missed:
-            where = "its onnxruntime per-op profile is under Profiles below" \
-                if (r["model"], r["precision"]) in profiled and "TFLite" not in r["measured"] else \
-                "not profiled by this report (only the encoders' ONNX graphs are)"
-            lines.append(f"- {r['goal']}, {r['model']} {r['precision']}: {r['measured']} ({r['ratio']:.2f}); {where}.")
+            title = titles.get((r["model"], r["precision"])) if "TFLite" not in r["measured"] else None
+            where = f'its onnxruntime per-op profile is under Profiles, "{title}"' if title else \
+                "not profiled by this report (only ONNX graphs are)"
+            why = missed_why(results, r)
+            lines.append(f"- {r['goal']}, {r['model']} {r['precision']}: {r['measured']} ({r['ratio']:.2f}); {where}."
+                         + (f" Why: {why}." if why else ""))
     lines += ["", "## Latency", ""] + latency_table(results)
     for title, png in made.items():
         lines += ["", f"![{title}]({png_dir}/{png})"]
     if results.get("decode"):
-        lines += ["", "## Decoders", ""] + simple_table(
-            [{**r, "tokens_per_s": 1e3 / r["ms_per_token"]} for r in results["decode"]],
-            ["model", "contender", "precision", "prefill_ms", "ms_per_token", "tokens_per_s"])
+        lines += ["", "## Decoders", ""] + decode_table(results)
     lines += ["", "## Export time, peak memory, file size", ""] + simple_table(
         results.get("exports", []), ["model", "contender", "precision", "export_s", "peak_rss_mib", "size_mib"])
     lines += ["", "Each export ran in its own child process (wall seconds including Python start-up; peak RSS from "
