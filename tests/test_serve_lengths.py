@@ -153,3 +153,46 @@ def test_v2_decoder_metadata_lists_its_graph_and_infer_runs_it(gen_server):
     bad = {"inputs": [{"name": "position_ids", "shape": [1, 1], "datatype": "INT64", "data": [LIMIT]}]}
     r = httpx.post(url + "/v2/models/gen/infer", json=bad, timeout=30)
     assert r.status_code == 400 and f"'position_ids' holds {LIMIT}" in r.json()["error"], r.text
+
+
+def test_v2_stacked_cache_decoder_requests_run_alone(serve_exports, tmp_path_factory):
+    """A "stacked" cache (layers, batch, kv_heads, past, head_dim) has its batch on axis 1: two concurrent
+    requests are not concatenated along axis 0 (the layers: onnxruntime would refuse the batch, and each
+    request would then be run again alone); each answers what onnxruntime answers."""
+    import concurrent.futures as cf
+
+    import onnxruntime as ort
+
+    from edgeport.export import export
+
+    folder = export(str(serve_exports["gen"].parent / "gpt2-ckpt"), target="onnx", task="text-generation",
+                    lowering="generic", kv_layout="stacked", out_dir=tmp_path_factory.mktemp("stacked"), quiet=True)
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    cfg = ServeConfig(max_batch=8, max_wait_ms=200, threads=1)  # a long wait: both requests queue together
+    with running(create_app({"st": folder}, cfg)) as url:
+        meta = httpx.get(url + "/v2/models/st").json()
+        assert [(i["name"], i["shape"]) for i in meta["inputs"][3:]] == [("past_keys", [2, -1, 4, -1, 8]),
+                                                                       ("past_values", [2, -1, 4, -1, 8])]
+
+        def feeds(ids):
+            empty = np.zeros((2, 1, 4, 0, 8), np.float32)
+            return {"input_ids": np.array([ids]), "attention_mask": np.ones((1, 3), np.int64),
+                    "position_ids": np.arange(3)[None], "past_keys": empty, "past_values": empty}
+
+        def infer(ids):
+            body = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": "FP32" if a.dtype == np.float32
+                                else "INT64", "data": a.ravel().tolist()} for n, a in feeds(ids).items()]}
+            return httpx.post(url + "/v2/models/st/infer", json=body, timeout=30)
+
+        with cf.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(infer, ([5, 9, 11], [7, 8, 10])))
+        for ids, r in zip(([5, 9, 11], [7, 8, 10]), answers):
+            assert r.status_code == 200, r.text
+            got = {o["name"]: np.reshape(o["data"], o["shape"]) for o in r.json()["outputs"]}
+            want = dict(zip(["logits", "present_keys", "present_values"],
+                            sess.run(["logits", "present_keys", "present_values"], feeds(ids))))
+            for n, w in want.items():
+                np.testing.assert_allclose(got[n], w, rtol=1e-5, atol=1e-5, err_msg=n)
+        runs = [ln for ln in httpx.get(url + "/metrics").text.splitlines()
+                if ln.startswith('edgeport_batch_size_rows_count{model="st"}')]
+        assert float(runs[0].split()[-1]) == 2, runs  # one model run each (batched together: one)
