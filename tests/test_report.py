@@ -175,20 +175,31 @@ def test_decode_rows_get_the_bandwidth_floor_and_the_missed_goal_its_profile(tmp
     res["decode"][2]["weights_bytes"] = 100e6  # floor 5.5 ms: the goal is above it, the profile says where
     line = next(ln for ln in report_render.render(res, tmp_path / "R2.md").read_text().splitlines()
                 if ln.startswith("- decode") and " int4:" in ln)
-    assert "above the floor" in line and "+1.30 ms vs onnxruntime-genai graph's" in line
-    assert "difference MatMulNBits +1.50 ms" in line
+    assert "needs 10.5 ms per token = 1.91x edgeport's floor; in the profiled decode step after 160 cached positions, " \
+           "edgeport's ops take +1.30 ms vs onnxruntime-genai graph's (timed gap +0.70 ms), most in MatMulNBits +1.50." \
+           in line
 
 
 def test_the_minilm_int8_goal_finds_its_int8_profile(tmp_path):
     res = synthetic()
     res["profiles"] += [{"model": "MiniLM", "contender": c, "precision": "int8", "seq": 128, "ops": ops}
-                        for c, ops in (("edgeport ONNX", {"MatMulInteger": 3.0, "DynamicQuantizeLinear": 1.5}),
+                        for c, ops in (("edgeport ONNX", {"MatMulInteger": 3.0, "DynamicQuantizeLinear": 1.5,
+                                                          "Transpose": 0.2}),
                                        ("Optimum ONNX", {"MatMulInteger": 3.2, "DynamicQuantizeLinear": 0.5}))]
     line = next(ln for ln in report_render.render(res, tmp_path / "REPORT.md").read_text().splitlines()
                 if ln.startswith("- default") and "MiniLM int8" in ln)
     assert 'Profiles, "MiniLM int8, ms per call @128"' in line and "not profiled" not in line
-    assert ("Why: in the profiled call edgeport's ops take +0.80 ms vs Optimum ONNX's, the largest difference "
-            "DynamicQuantizeLinear +1.00 ms." in line)
+    assert ("Why: in the profiled call, edgeport's ops take +1.00 ms vs Optimum ONNX's (timed gap +1.00 ms), most in "
+            "DynamicQuantizeLinear +1.00, Transpose +0.20 (none in Optimum ONNX's)." in line)
+    res["latency"] += [lat("MiniLM", "edgeport ONNX", "int8", 2.0, seq=32, edgeport=True),  # 0.80x
+                       lat("MiniLM", "Optimum ONNX", "int8", 2.5, seq=32),
+                       lat("MiniLM", "edgeport ONNX", "int8", 4.4, seq=64, edgeport=True),  # 1.10x
+                       lat("MiniLM", "Optimum ONNX", "int8", 4.0, seq=64)]
+    line = next(ln for ln in report_render.render(res, tmp_path / "R2.md").read_text().splitlines()
+                if ln.startswith("- default") and "MiniLM int8" in ln)
+    assert line.endswith("(none in Optimum ONNX's); at the 2 other shapes measured edgeport is 0.80-1.10x the best peer.")
+    faster = {"contender": "edgeport ONNX", "ops": {"MatMulInteger": 2.0}}  # the profile shows no gap
+    assert "does not show the gap" in report_render.profile_why(faster, res["profiles"][-1], 1.0)
 
 
 def test_op_times_sums_the_kernel_events_of_the_kept_runs():
