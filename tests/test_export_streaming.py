@@ -141,3 +141,70 @@ def test_background_sha256_equals_hashing_in_one_go(tmp_path):
     job.cancel()
     with pytest.raises(RuntimeError, match="cancelled"):
         job.result()
+
+
+def _gpt2_checkpoint(folder):
+    """gpt2-tiny with every tensor perturbed, saved as model.safetensors + config.json (its preset dict)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgeport.reference_models import load_reference
+    from edgeport.reference_models.gpt2 import PRESETS
+
+    ref = load_reference("gpt2-tiny")
+    torch.manual_seed(3)
+    sd = {k: (v + 0.1 * torch.randn_like(v)).contiguous() for k, v in ref.model.state_dict().items()}
+    save_file(sd, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(PRESETS["gpt2-tiny"]))
+    return folder
+
+
+@pytest.mark.parametrize("family", ["mistral", "mixtral", "gpt2"])
+def test_layer_major_reference_is_the_model_chunk_by_chunk(checkpoint, tmp_path, family):
+    """The streamed validation's reference pass, one layer at a time over every chunk of every plan, gives
+    bit for bit what the whole reference model gives called chunk by chunk (the in-memory path's reference
+    calls), on one thread as threads_for runs these few-row chunks; the model's layers are put back."""
+    import torch
+    from conftest import save_mixtral_checkpoint
+
+    from edgeport.export import streaming_validate as sv
+    from edgeport.export.contracts import contract_for
+    from edgeport.export.decoders import plans
+    from edgeport.export.streaming import load_lazy_reference
+
+    folder = {"mistral": lambda: checkpoint, "mixtral": lambda: save_mixtral_checkpoint(tmp_path, seed=2)[1],
+              "gpt2": lambda: _gpt2_checkpoint(tmp_path)}[family]()
+    ref = load_lazy_reference(str(folder), None, None)
+    contract = contract_for(ref)
+    todo = plans(contract, None)
+    layers = sv.decoder_layers(ref.model)
+    originals = list(layers)
+    assert len(originals) == ref.model.backbone.cache_dims[0] > 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = [sv.reference_chunk_major(ref.model, p, contract) for p in todo]
+    finally:
+        torch.set_num_threads(before)
+    got = sv.reference_layer_major(ref.model, todo, contract, layers)
+    assert all(a is b for a, b in zip(layers, originals)) and len(layers) == len(originals)
+    assert [len(g) for g in got] == [len(p[2]) for p in todo]
+    for plan_got, plan_want in zip(got, want):
+        for chunk_got, chunk_want in zip(plan_got, plan_want):
+            for a, b in zip(chunk_got, chunk_want):  # logits, keys, values
+                assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_progress_never_says_eta_0s_while_bytes_remain():
+    """Progress lines: an ETA of at least 1 s while bytes remain (the first ones come within microseconds:
+    the ETA from bytes per second would round to 0 s), the time taken once all are written."""
+    from edgeport.export.streaming import Progress
+
+    lines = []
+    progress = Progress(lines.append)
+    total = 10 * 2**20
+    for k in range(1, 11):
+        progress(k * 2**20, total)
+    assert len(lines) >= 5  # about every 10%
+    assert all(", ETA " in line and not line.endswith("ETA 0s") for line in lines[:-1]), lines
+    assert lines[-1].startswith("written 10 / 10 MiB in ") and "ETA" not in lines[-1]

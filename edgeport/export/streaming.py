@@ -32,6 +32,7 @@ with ONNX graph passes (they load the whole graph), checkpoints without safetens
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import time
 import warnings
@@ -274,8 +275,9 @@ def append_tensor(proto, f, data_path: Path, name: str, dims: list, data_type: i
 def planned_arrays(plan: list, params: dict):
     """Yield (name, parameter name, array) for each `plan` entry in order: the bytes as written (numpy,
     row-major) in a reused Scratch buffer, read from the checkpoint file (read_tensor: no mapped page
-    faulted in) and transposed there where the plan says so (Scratch.transposed, through a staging
-    buffer). An array is valid until the caller asks for the next. Memory: 2x the largest tensor.
+    faulted in), or, where the plan says transposed, transposed from the checkpoint's pages mapped in one
+    call (Scratch.transposed; through a staging buffer where they cannot be). An array is valid until
+    the caller asks for the next. Memory: 2x the largest tensor.
     (Preparing the next tensor on a worker thread while this one was written kept ~0.3 GB of freed
     memory resident at 436M alongside the background sha256 thread: peak RSS 1.28x -> 1.43x the weights.)"""
     size = max((params[src].numel() * params[src].element_size() for _, src, _ in plan), default=0)
@@ -314,7 +316,9 @@ def write_weights(proto, plan: list, params: dict, data_path: Path, progress=Non
 
 
 class Progress:
-    """`progress(done, total)` printing `written X / Y MiB, ETA Ns` through `note` about every 10%."""
+    """`progress(done, total)` (bytes) printing through `note` about every 10%: `written X / Y MiB, ETA Ns`
+    while bytes remain (the ETA from the bytes per second so far, rounded up: never "0s" while work
+    remains), `written Y / Y MiB in Ns` once all are done."""
 
     def __init__(self, note, what: str = "written"):
         self.note, self.what, self.t0, self.next = note, what, time.perf_counter(), 0.1
@@ -322,8 +326,11 @@ class Progress:
     def __call__(self, done: int, total: int):
         if total and done / total >= self.next:
             spent = time.perf_counter() - self.t0
-            eta = spent * (total - done) / max(done, 1)
-            self.note(f"{self.what} {done / 2**20:,.0f} / {total / 2**20:,.0f} MiB, ETA {eta:.0f}s")
+            sizes = f"{self.what} {done / 2**20:,.0f} / {total / 2**20:,.0f} MiB"
+            if done >= total:
+                self.note(f"{sizes} in {spent:.0f}s")
+            else:
+                self.note(f"{sizes}, ETA {math.ceil(spent * (total - done) / max(done, 1))}s")
             self.next = min(1.0, done / total + 0.1)
 
 

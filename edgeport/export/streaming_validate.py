@@ -8,13 +8,20 @@ cache:
     1. the artifact in onnxruntime (external data memory-mapped, prepacking off): every chunk of every
        plan, keeping logits and the cache (small: B x S x V and L x B x KV x T x D floats); then the
        session is closed, unmapping the artifact's weights;
-    2. the reference on the memory-mapped checkpoint, each module's mapped weights released
-       (madvise MADV_DONTNEED) right after the module has run, so at most one layer's weights are
-       resident; each chunk is compared with what the artifact gave.
+    2. the reference on the memory-mapped checkpoint, layer-major (reference_layer_major): each layer
+       runs every chunk of every plan (its own cache growing chunk by chunk, as in the whole-model
+       calls), then its mapped weights are released (madvise MADV_DONTNEED), so each weight is read
+       once and at most one layer's weights are resident; each chunk's logits and cache then come out of
+       the model's own forward with the layers replaced by their recorded outputs, and are compared with
+       what the artifact gave. Run chunk-major (the whole model per chunk, weights released after each
+       module) each weight was faulted in 8 times (8 chunks): 31 of the 47 s of validating at 1B.
 
-Peak memory: the larger of the artifact's mapped weights (pass 1) and one layer (pass 2; Mixtral: one
-layer's experts mapped plus SparseMoe.stacked's copy of them), above the process's base. The
-comparison (tolerances, compared slots) is decoders._check's, unchanged.
+Each layer sees exactly the inputs the whole-model calls give it (the same tensors, the same ops), so
+the reference's outputs are bit for bit those of calling the model chunk by chunk
+(tests/test_export_streaming.py checks it). Peak memory: the larger of the artifact's mapped weights
+(pass 1) and one layer (pass 2; Mixtral: one layer's experts mapped plus SparseMoe.stacked's copy of
+them) plus the recorded activations and caches (L x the cache of every chunk: 43 MB at 1B), above the
+process's base. The comparison (tolerances, compared slots) is decoders._check's, unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 
 from edgeport.export.decoders import _check, left_padded, plans
 from edgeport.export.streaming import release_pages
+from edgeport.export.streaming_checkpoint import populate_pages
 from edgeport.export.validate import raise_on_misses
 
 METHOD = ("two passes over the same plans: the whole artifact in onnxruntime (weights memory-mapped, "
@@ -51,28 +59,170 @@ def artifact_pass(decoder, plan, c, compare_cache: bool) -> list:
     return out
 
 
-def reference_pass(model, plan, got: list, c) -> list:
-    """The same plan through the reference (its own growing cache), compared chunk by chunk with the
-    artifact's outputs `got` (artifact_pass) -> [ParityCheck]."""
+def chunk_feeds(plan, c) -> list:
+    """[(ids (B, s), attention mask so far (B, t + s), positions (B, s))] int64 numpy per chunk of `plan`:
+    the reference's inputs, as run_plan feeds them."""
     from edgeport.runtime.generate import positions_from_mask
 
     batch, padded, chunks = plan
     ids, mask = left_padded(c.vocab_size, batch, sum(chunks), padded)
-    pk = pv = None
+    feeds, t = [], 0
+    for s in chunks:
+        feeds.append((ids[:, t:t + s], mask[:, :t + s], positions_from_mask(mask[:, :t + s], s)))
+        t += s
+    return feeds
+
+
+def compare_chunks(plan, got: list, want: list, c) -> list:
+    """The artifact's outputs `got` (artifact_pass) against the reference's `want` ([(logits, keys, values)]
+    numpy per chunk) with decoders._check: logits on the real new tokens, the cache on the real slots
+    -> [ParityCheck]."""
+    batch, padded, chunks = plan
+    _, mask = left_padded(c.vocab_size, batch, sum(chunks), padded)
     checks, t = [], 0
-    for s, (logits_a, keys_a, values_a) in zip(chunks, got):
-        new, full = slice(t, t + s), mask[:, :t + s]
-        pos = positions_from_mask(full, s)
-        with torch.inference_mode():
-            logits, pk, pv = model(*(torch.from_numpy(a) for a in (ids[:, new], full, pos)), pk, pv)
+    for s, (logits_a, keys_a, values_a), (logits, pk, pv) in zip(chunks, got, want):
         shape = [batch, t, s]
-        checks.append(_check("logits", logits_a, logits.numpy(), mask[:, new] == 1, shape, padded, c))
+        checks.append(_check("logits", logits_a, logits, mask[:, t:t + s] == 1, shape, padded, c))
         if keys_a is not None:
-            slots = np.broadcast_to(full[None, :, None, :] == 1, keys_a.shape[:4])
-            checks.append(_check("present_keys", keys_a, pk.numpy(), slots, shape, padded, c))
-            checks.append(_check("present_values", values_a, pv.numpy(), slots, shape, padded, c))
+            slots = np.broadcast_to(mask[None, :, None, :t + s] == 1, keys_a.shape[:4])
+            checks.append(_check("present_keys", keys_a, pk, slots, shape, padded, c))
+            checks.append(_check("present_values", values_a, pv, slots, shape, padded, c))
         t += s
     return checks
+
+
+def reference_chunk_major(model, plan, c) -> list:
+    """One plan through the whole reference chunk by chunk (its own growing cache) -> [(logits (B, S, V),
+    keys, values (L, B, KV, T, D))] numpy per chunk. Run inside releasing_weights, every weight is read
+    again for every chunk."""
+    pk = pv = None
+    out = []
+    for feed in chunk_feeds(plan, c):
+        with torch.inference_mode():
+            logits, pk, pv = model(*(torch.from_numpy(a) for a in feed), pk, pv)
+        out.append((logits.numpy(), pk.numpy(), pv.numpy()))
+    return out
+
+
+def reference_pass(model, plan, got: list, c) -> list:
+    """The same plan through the reference chunk-major (reference_chunk_major), compared chunk by chunk
+    with the artifact's outputs `got` (artifact_pass) -> [ParityCheck]."""
+    return compare_chunks(plan, got, reference_chunk_major(model, plan, c), c)
+
+
+# torch's fp32 GEMM (MKL) with the few rows of one chunk ran 2-4x slower on 2 threads than on 1 on the AMD
+# EPYC AVX2 machine with 2 shared cores (x (3..19, 2048) @ W^T, W 5632 x 2048: 8.5-15 ms on 1 thread, 29-38 ms
+# on 2), and 2x faster on 2 with 57 rows (16 vs 33 ms): chunks of fewer token rows than this run on one thread.
+ONE_THREAD_ROWS = 32
+
+
+@contextlib.contextmanager
+def threads_for(rows: int):
+    """While active, torch runs on one thread when `rows` (batch x new tokens of a chunk) is under
+    ONE_THREAD_ROWS, else on the threads it had; restored on exit."""
+    before = torch.get_num_threads()
+    if rows < ONE_THREAD_ROWS and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+class _Stop(Exception):
+    """Ends a forward once _Recorder has the first layer's inputs."""
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for one decoder layer of run_layers (layer(x, *args, past_k, past_v) -> (x, k, v)): with
+    no `outputs` set it records its inputs (x, args) and stops the forward (_Stop); with `outputs` (x, k,
+    v) recorded from the real layer, it returns them."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs, self.outputs = None, None
+
+    def forward(self, x, *args):
+        if self.outputs is None:
+            self.inputs = (x, args[:-2])  # the past cache (the last two) is each layer's own
+            raise _Stop
+        return self.outputs
+
+
+def decoder_layers(model) -> torch.nn.ModuleList | None:
+    """The ModuleList of `model`'s backbone that run_layers steps through (the one child ModuleList with
+    cache_dims[0] entries: Mistral's and Mixtral's `layers`, GPT-2's `h`), or None when there is not
+    exactly one."""
+    backbone = getattr(model, "backbone", None)
+    n = getattr(backbone, "cache_dims", (None,))[0]
+    found = [m for m in backbone.children() if isinstance(m, torch.nn.ModuleList) and len(m) == n] \
+        if backbone is not None else []
+    return found[0] if len(found) == 1 else None
+
+
+def release_all(model: torch.nn.Module) -> None:
+    """Drop the resident mapped pages of every parameter of `model` (streaming.release_pages)."""
+    for p in model.parameters():
+        release_pages(p)
+
+
+def reference_layer_major(model, todo: list, c, layers: torch.nn.ModuleList) -> list:
+    """Every plan of `todo` through the reference, one layer at a time -> for each plan
+    [(logits (B, S, V), keys, values (L, B, KV, T, D))] numpy per chunk, bit for bit what
+    reference_chunk_major gives, each weight read from the mapped checkpoint once:
+
+        1. each chunk through the model up to its first layer (_Recorder records the layer's inputs:
+           the hidden states and the attention bias / rotary tables the backbone made for the chunk);
+        2. each layer in turn over every chunk of every plan in order (the cache of a plan's earlier
+           chunks is the layer's past, as in the whole-model calls), then its mapped pages released;
+        3. each chunk through the model again with every layer replaced by its recorded outputs: the
+           backbone's final norm, the head and the stacked cache are the model's own code.
+
+    `layers`: decoder_layers(model), restored whatever happens."""
+    feeds = [[tuple(torch.from_numpy(a) for a in f) for f in chunk_feeds(p, c)] for p in todo]
+    originals, stubs = list(layers), [_Recorder() for _ in layers]
+    weight = model.backbone.input_embeddings.weight
+    try:
+        for k, stub in enumerate(stubs):
+            layers[k] = stub
+        with torch.inference_mode():
+            states = []  # per plan, per chunk: [hidden (B, s, H), the layer's other inputs]
+            for chunks in feeds:
+                states.append([])
+                for feed in chunks:
+                    with contextlib.suppress(_Stop):
+                        model(*feed)
+                    states[-1].append(list(stubs[0].inputs))
+            release_all(model)
+            recorded = [[[] for _ in chunks] for chunks in feeds]  # per plan, chunk: (x, k, v) per layer
+            for i, layer in enumerate(originals):
+                for p in layer.parameters():  # mapped in one call each, not faulted in page by page
+                    populate_pages(p)
+                for (batch, _, _), row, rec in zip(todo, states, recorded):
+                    pk, pv = (e[i] for e in model.empty_cache(batch, weight.dtype, weight.device))
+                    for state, r in zip(row, rec):
+                        with threads_for(state[0].shape[0] * state[0].shape[1]):
+                            state[0], pk, pv = layer(state[0], *state[1], pk, pv)
+                        r.append((state[0], pk, pv))
+                for p in layer.parameters():
+                    release_pages(p)
+            del states
+            outputs = []
+            for chunks, rec in zip(feeds, recorded):
+                outputs.append([])
+                pk = pv = None
+                for feed, r in zip(chunks, rec):
+                    for stub, o in zip(stubs, r):
+                        stub.outputs = o
+                    with threads_for(feed[0].numel()):
+                        logits, pk, pv = model(*feed, pk, pv)
+                    outputs[-1].append((logits.numpy(), pk.numpy(), pv.numpy()))
+            release_all(model)
+    finally:
+        for k, layer in enumerate(originals):
+            layers[k] = layer
+    return outputs
 
 
 @contextlib.contextmanager
@@ -108,6 +258,11 @@ def validate_streamed(ref, contract, path, lowered, static, block) -> list:
         got = [artifact_pass(decoder, p, contract, True) for p in todo]
     del decoder
     gc.collect()  # the session's mapping goes with it
-    with releasing_weights(ref.model):
-        checks = [ch for p, g in zip(todo, got) for ch in reference_pass(ref.model, p, g, contract)]
+    layers = decoder_layers(ref.model)
+    if layers is not None:
+        want = reference_layer_major(ref.model, todo, contract, layers)
+    else:  # a backbone without one list of layers: the whole model per chunk
+        with releasing_weights(ref.model):
+            want = [reference_chunk_major(ref.model, p, contract) for p in todo]
+    checks = [ch for p, g, w in zip(todo, got, want) for ch in compare_chunks(p, g, w, contract)]
     return raise_on_misses(checks, "[batch, past, new]")
