@@ -208,3 +208,29 @@ def test_progress_never_says_eta_0s_while_bytes_remain():
     assert len(lines) >= 5  # about every 10%
     assert all(", ETA " in line and not line.endswith("ETA 0s") for line in lines[:-1]), lines
     assert lines[-1].startswith("written 10 / 10 MiB in ") and "ETA" not in lines[-1]
+
+
+def test_reference_in_background_gives_the_foreground_pass_and_cancels(checkpoint):
+    """ReferenceInBackground (the reference pass run while the weights are written) returns what
+    reference_layer_major gives in the foreground, bit for bit; cancelled before it starts a layer it
+    raises instead of returning part of the outputs, and the model gets its layers back either way."""
+    from edgeport.export import streaming_validate as sv
+    from edgeport.export.contracts import contract_for
+    from edgeport.export.decoders import plans
+    from edgeport.export.streaming import load_lazy_reference
+
+    ref = load_lazy_reference(str(checkpoint), None, None)
+    contract = contract_for(ref)
+    originals = list(ref.model.backbone.layers)
+    want = sv.reference_layer_major(ref.model, plans(contract, None), contract, sv.decoder_layers(ref.model))
+    with sv.ReferenceInBackground(ref, contract, None) as job:
+        job.start()
+        got = job.result()
+    assert all(np.array_equal(a, b) for pg, pw in zip(got, want) for cg, cw in zip(pg, pw) for a, b in zip(cg, cw))
+    with sv.ReferenceInBackground(ref, contract, None) as job:
+        job._stop.set()
+        job.start()
+        with pytest.raises(RuntimeError, match="cancelled"):
+            job.result()
+    assert all(a is b for a, b in zip(ref.model.backbone.layers, originals))
+    assert sv.ReferenceInBackground(ref, contract, (1, 8)).layers is None  # static shapes: validated as before

@@ -213,10 +213,13 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
         return export_int4(ref, contract, tgt, opts, out, steps)
     with atomic_output_dir(out) as tmp, ExitStack() as later:
         with steps.step(f"exporting {ref.family.name} {ref.task} to {tgt.name}"):
-            if opts.streaming:
+            if opts.streaming:  # the reference pass runs while the weights are written
                 from edgeport.export.streaming import lower_streaming
+                from edgeport.export.streaming_validate import ReferenceInBackground
 
-                lowered = lower_streaming(ref, contract, tgt, tmp, opts, steps)
+                reference = later.enter_context(ReferenceInBackground(ref, contract, static))
+                lowered = lower_streaming(ref, contract, tgt, tmp, opts, steps, on_traced=reference.start)
+                reference.wait()  # the model is whole again before anything else reads it
             else:
                 lowered = lower(ref, contract, tgt, tmp, opts, steps)
             files = artifact_files(tmp, lowered.artifact)
@@ -229,7 +232,7 @@ def export_reference(ref, opts: Options, out: Path, steps: Steps) -> Path:
             if opts.streaming:  # never the reference and the artifact in memory at once
                 from edgeport.export.streaming_validate import validate_streamed
 
-                checks = validate_streamed(ref, contract, tmp / lowered.artifact, lowered, static, block)
+                checks = validate_streamed(ref, contract, tmp / lowered.artifact, lowered, static, block, reference)
             else:
                 checks = contract.validate(ref, tmp / lowered.artifact, lowered, static, block)
             worst = max(checks, key=lambda c: c.max_abs_diff)

@@ -336,11 +336,14 @@ class Progress:
 
 # ---------------------------------------------------------------- the pipeline's lowering step
 
-def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
+def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None, on_traced=None):
     """The streaming counterpart of export.lower for ONNX-route targets -> Lowered (model.onnx +
     model.onnx.data; with an int4 `scheme` (schemes.Scheme), model.<tag>.onnx with MatMulNBits /
-    GatherBlockQuantized weights, streaming_int4.py). Raises EdgeportError for a target or lowering that
-    rewrites the written graph (graph passes load it whole) or for a non-ONNX target."""
+    GatherBlockQuantized weights, streaming_int4.py). `on_traced()` is called once the graph is traced
+    and the weight plan made, before the weights are written (from then on this function reads only the
+    parameters it collected, not the model: streaming_validate.ReferenceInBackground.start). Raises
+    EdgeportError for a target or lowering that rewrites the written graph (graph passes load it whole)
+    or for a non-ONNX target."""
     import onnx
 
     from edgeport.export.kv_layout import to_per_layer
@@ -366,6 +369,8 @@ def lower_streaming(ref, contract, tgt, tmp: Path, opts, steps, scheme=None):
     steps.note(f"graph traced without weights: {len(proto.graph.node)} nodes, {len(plan) + len(folded)} weight tensors"
                + (f" ({len(folded)} computed from the weights slice by slice)" if folded else ""))
     name = f"model.{scheme.tag}.onnx" if scheme else "model.onnx"
+    if on_traced is not None:
+        on_traced()
     if scheme is None:
         written, extra = write_weights(proto, plan, params, tmp / (name + ".data"), Progress(steps.note), folded), {}
     else:

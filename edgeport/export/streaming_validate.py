@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 
 import numpy as np
 import torch
@@ -167,7 +168,7 @@ def release_all(model: torch.nn.Module) -> None:
         release_pages(p)
 
 
-def reference_layer_major(model, todo: list, c, layers: torch.nn.ModuleList) -> list:
+def reference_layer_major(model, todo: list, c, layers: torch.nn.ModuleList, stop: threading.Event | None = None) -> list:
     """Every plan of `todo` through the reference, one layer at a time -> for each plan
     [(logits (B, S, V), keys, values (L, B, KV, T, D))] numpy per chunk, bit for bit what
     reference_chunk_major gives, each weight read from the mapped checkpoint once:
@@ -179,7 +180,8 @@ def reference_layer_major(model, todo: list, c, layers: torch.nn.ModuleList) -> 
         3. each chunk through the model again with every layer replaced by its recorded outputs: the
            backbone's final norm, the head and the stacked cache are the model's own code.
 
-    `layers`: decoder_layers(model), restored whatever happens."""
+    `layers`: decoder_layers(model), restored whatever happens. `stop`: when set, RuntimeError at the next
+    layer (ReferenceInBackground.cancel)."""
     feeds = [[tuple(torch.from_numpy(a) for a in f) for f in chunk_feeds(p, c)] for p in todo]
     originals, stubs = list(layers), [_Recorder() for _ in layers]
     weight = model.backbone.input_embeddings.weight
@@ -197,6 +199,8 @@ def reference_layer_major(model, todo: list, c, layers: torch.nn.ModuleList) -> 
             release_all(model)
             recorded = [[[] for _ in chunks] for chunks in feeds]  # per plan, chunk: (x, k, v) per layer
             for i, layer in enumerate(originals):
+                if stop is not None and stop.is_set():
+                    raise RuntimeError("the reference pass was cancelled")
                 for p in layer.parameters():  # mapped in one call each, not faulted in page by page
                     populate_pages(p)
                 for (batch, _, _), row, rec in zip(todo, states, recorded):
@@ -243,10 +247,66 @@ def releasing_weights(model: torch.nn.Module):
             h.remove()
 
 
-def validate_streamed(ref, contract, path, lowered, static, block) -> list:
+class ReferenceInBackground:
+    """The reference pass of a decoder's validation (reference_layer_major over plans(contract)) on a
+    background thread, started (start()) once the graph is traced and the weight plan made, while the
+    weights are written: writing GBs is mostly waiting for the disk (buffered writes throttled to its
+    speed once the dirty-page limit is reached: 4.3 GB in 16.6 s by dd here, 258 MB/s), the reference pass
+    is CPU work. Nothing else may use the model until wait() (its layers are swapped while it runs).
+    Writer and reference each map and release checkpoint pages; a page one releases while the other
+    reads it is read again from the file (private mapping, never written), so the values are the same.
+    Memory: one layer of weights and the recorded activations (reference_layer_major), beside the writer's
+    one tensor; the peak (the artifact's mapped weights while onnxruntime runs it) comes later.
+    Not started (result() None) for contracts other than a dynamic-shape decoder, or a backbone without
+    one list of layers (decoder_layers). Used as a context manager, exiting cancels it at the next layer
+    and waits."""
+
+    def __init__(self, ref, contract, static):
+        self.model, self.contract = ref.model, contract
+        applies = getattr(contract, "kind", None) == "decoder" and static is None
+        self.layers = decoder_layers(ref.model) if applies else None
+        self._stop, self._out, self._thread = threading.Event(), {}, None
+
+    def start(self) -> None:
+        """Begin the pass on its thread (no-op where it does not apply)."""
+        if self.layers is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="reference", daemon=True)
+            self._thread.start()
+
+    def _run(self):
+        try:
+            todo = plans(self.contract, None)
+            self._out["want"] = reference_layer_major(self.model, todo, self.contract, self.layers, self._stop)
+        except Exception as e:  # noqa: BLE001  handed to result(): the caller decides
+            self._out["error"] = e
+
+    def wait(self) -> None:
+        """Block until the pass has finished (the model is whole again); no-op when not started."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> list | None:
+        """reference_layer_major's outputs (after wait()); None when not started; re-raises its error."""
+        self.wait()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out.get("want")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.wait()
+
+
+def validate_streamed(ref, contract, path, lowered, static, block, reference: ReferenceInBackground | None = None) -> list:
     """Parity of a streamed artifact: decoders (text-generation) in two passes (module docstring);
     other contracts as the in-memory path validates them, with the artifact's weights memory-mapped.
-    Raises ParityError naming the worst miss, as every export's validation does."""
+    `reference`: the reference pass already run while the weights were written (ReferenceInBackground;
+    waited for before the artifact is opened: never both in memory at once), else it runs here after the
+    artifact pass. Raises ParityError naming the worst miss, as every export's validation does."""
+    want = reference.result() if reference is not None else None
     from edgeport.runtime.generate import open_decoder
     from edgeport.runtime.session import ort_session_config
 
@@ -259,7 +319,9 @@ def validate_streamed(ref, contract, path, lowered, static, block) -> list:
     del decoder
     gc.collect()  # the session's mapping goes with it
     layers = decoder_layers(ref.model)
-    if layers is not None:
+    if want is not None:
+        pass  # computed while the weights were written
+    elif layers is not None:
         want = reference_layer_major(ref.model, todo, contract, layers)
     else:  # a backbone without one list of layers: the whole model per chunk
         with releasing_weights(ref.model):
