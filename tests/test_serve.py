@@ -478,3 +478,42 @@ def test_v2_ids_out_of_range_are_refused_before_running(server):
         r = httpx.post(url + "/v2/models/cls/infer", json=_v2(input_ids={"data": data}), timeout=30)
         assert r.status_code == 400 and f"input 'input_ids' holds {shown}: its values must lie in [0, " in \
             r.json()["error"], r.text
+
+
+LONE = [  # (path, raw JSON body with a lone surrogate escape, the field the message names)
+    ("/models/cls/classify", b'{"inputs": "a\\ud800"}', "text", 1),
+    ("/models/cls/classify", b'{"inputs": "a", "pairs": "\\udfff"}', "pair text", 0),
+    ("/models/qa/question-answering", b'{"question": "\\ud800?", "context": "c d"}', "question", 0),
+    ("/models/gen/generate", b'{"prompt": "w5 \\ud800"}', "prompt", 3),
+    ("/v1/embeddings", b'{"model": "emb", "input": ["ok", "\\ud800"]}', "input", 0),
+    ("/v1/completions", b'{"model": "gen", "prompt": "\\ud800"}', "prompt", 0),
+    ("/v1/chat/completions", b'{"model": "gen", "messages": [{"role": "user", "content": "\\ud800"}]}', "prompt", 6),
+]
+
+
+@pytest.mark.parametrize("path, body, what, at", LONE, ids=[f"{i}:{b[0]}" for i, b in enumerate(LONE)])
+def test_lone_surrogates_are_400_naming_the_position(server, path, body, what, at):
+    """tokenizers' encode raises TypeError on a str that is not valid Unicode: refused first, with where."""
+    url, _ = server
+    r = httpx.post(url + path, content=body, headers={"content-type": "application/json"}, timeout=30)
+    code = "DFFF" if b"udfff" in body else "D800"
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == f"{what} is not valid Unicode: lone surrogate U+{code} at character {at}"
+
+
+def test_lone_surrogates_in_the_runtime_and_cli(serve_exports, capsys):
+    """The runtime's entry refuses them (EdgeportError), so `edgeport run --text` with argv bytes that are not
+    UTF-8 (decoded with surrogateescape) prints one line and exits 2."""
+    import os
+
+    from edgeport.cli import main
+    from edgeport.errors import EdgeportError
+
+    bad = os.fsdecode(b"a\xffb")  # 'a\udcffb', as sys.argv holds it
+    with pytest.raises(EdgeportError, match="lone surrogate U.DCFF at character 1"):
+        pipeline(serve_exports["cls"], threads=1)(bad)
+    with pytest.raises(EdgeportError, match="prompt is not valid Unicode: lone surrogate U.D800 at character 0"):
+        TextGenerator(serve_exports["gen"], threads=1).generate("\ud800", max_new_tokens=1)
+    assert main(["run", str(serve_exports["cls"]), "--text", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lone surrogate U+DCFF at character 1" in err, err

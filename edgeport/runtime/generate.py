@@ -25,6 +25,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import read_manifest
+from edgeport.runtime.pipelines.base import check_text
 
 
 def positions_from_mask(mask: np.ndarray, new_tokens: int) -> np.ndarray:
@@ -190,9 +191,18 @@ class Sampling:
     seed: int | None = None
 
     def check(self):
-        """EdgeportError unless temperature >= 0, top_k >= 0 and 0 < top_p <= 1."""
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise EdgeportError("sampling: temperature >= 0, top-k >= 0 and 0 < top-p <= 1")
+        """EdgeportError naming the first setting out of range: temperature finite and >= 0, top_k >= 0,
+        top_p finite with 0 < top_p <= 1, seed None or >= 0 (numpy's default_rng refuses negative seeds)."""
+        import math
+
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise EdgeportError(f"sampling: temperature must be a finite number >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise EdgeportError(f"sampling: top-k must be >= 0 (0: no cut), got {self.top_k}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise EdgeportError(f"sampling: top-p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and self.seed < 0:
+            raise EdgeportError(f"sampling: seed must be >= 0, got {self.seed}")
 
 
 def next_tokens(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndarray:
@@ -280,6 +290,7 @@ class TextGenerator:
         for p in prompts:
             if not isinstance(p, str) or not p:
                 raise EdgeportError("empty prompt: give some text to continue")
+            check_text(p, "prompt")
             rows.append(self.tokenizer.encode(p).ids)
         if not all(rows):
             raise EdgeportError("a prompt encodes to no tokens")

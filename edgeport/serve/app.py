@@ -83,7 +83,10 @@ class ServerState:
             raise ApiError(400, str(e)) from None
 
     def check_rows(self, texts: list, what: str = "text"):
-        """Limits on one request's rows: 400 for none or empty ones, 413 for too many or too long."""
+        """Limits on one request's rows: 400 for none, empty ones or text that is not valid Unicode (a lone
+        surrogate, which the tokenizer cannot take), 413 for too many or too long."""
+        from edgeport.runtime.pipelines.base import check_text
+
         c = self.config
         if not texts:
             raise ApiError(400, f"give at least one {what}")
@@ -94,6 +97,10 @@ class ServerState:
                 raise ApiError(400, f"empty {what}: give some words to run on")
             if len(t) > c.max_text_chars:
                 raise ApiError(413, f"a {what} is {len(t)} characters; the limit is {c.max_text_chars}")
+            try:
+                check_text(t, what)
+            except EdgeportError as e:
+                raise ApiError(400, str(e)) from None
 
 
 def _error_body(path: str, status: int, message: str, type_: str, code: str | None = None) -> dict:

@@ -30,12 +30,27 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def check_text(text: str, what: str = "text") -> str:
+    """`text` itself when it can be encoded as UTF-8, which the tokenizers need; else EdgeportError naming
+    the first lone UTF-16 surrogate and its character index (JSON's "\\ud800", or argv bytes that are not
+    UTF-8, which Python decodes to U+DC80-U+DCFF with surrogateescape). tokenizers would raise TypeError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        hint = " (bytes that are not UTF-8?)" if 0xDC80 <= ord(text[e.start]) <= 0xDCFF else ""
+        raise EdgeportError(f"{what} is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} at "
+                            f"character {e.start}{hint}") from None
+    return text
+
+
 def as_list(texts, what: str = "text") -> list:
-    """One string or a list of strings -> a list of strings; anything else is refused (EdgeportError)."""
+    """One string or a list of strings -> a list of strings; anything else is refused (EdgeportError),
+    as is text that is not valid Unicode (check_text)."""
     items = [texts] if isinstance(texts, str) else list(texts) if isinstance(texts, (list, tuple)) else None
     if items is None or not all(isinstance(t, str) for t in items):
         raise EdgeportError(f"{what} must be a string or a list of strings")
-    return items
+    return [check_text(t, what) for t in items]
 
 
 # `truncate` values -> the tokenizers truncation strategy (the names of transformers' `truncation=`)
@@ -86,6 +101,9 @@ class Pipeline:
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise EdgeportError("empty text: give some words to run on")
+            check_text(t)
+            if pairs:
+                check_text(pairs[i], "text_pair")
             enc = self.tokenizer.encode(t, pairs[i]) if pairs else self.tokenizer.encode(t)
             if len(enc.ids) > self.max_len:
                 if not self.truncate:

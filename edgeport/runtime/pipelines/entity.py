@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
-from edgeport.runtime.pipelines.base import softmax
+from edgeport.runtime.pipelines.base import check_text, softmax
 
 
 def parse_spans(text: str) -> list:
@@ -78,6 +78,7 @@ class EntityPipeline:
         """Tokenize one text with its spans, pad to the artifact's shapes, run; the outputs of row 0."""
         if not isinstance(text, str) or not text.strip():
             raise EdgeportError("empty text: give some words to run on")
+        check_text(text)
         tok = self.tokenizer
         row = tok.encode(text, entity_spans=spans, max_length=self.max_len, truncation=self.truncate,
                          max_entity_length=len(spans))

@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from edgeport.errors import EdgeportError
-from edgeport.runtime.pipelines.base import Pipeline
+from edgeport.runtime.pipelines.base import Pipeline, check_text
 
 _MASKED = -10000.0  # the logit transformers gives positions that cannot be in an answer
 
@@ -147,6 +147,7 @@ class QuestionAnswering(Pipeline):
         for name, value in (("question", question), ("context", context)):
             if not isinstance(value, str) or not value.strip():
                 raise EdgeportError(f"question-answering needs a {name}: a string that is not blank")
+            check_text(value, name)
         for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len),
                             ("max_question_len", max_question_len)):
             if not isinstance(value, int) or value < 1:
