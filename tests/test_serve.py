@@ -517,3 +517,43 @@ def test_lone_surrogates_in_the_runtime_and_cli(serve_exports, capsys):
     assert main(["run", str(serve_exports["cls"]), "--text", bad]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lone surrogate U+DCFF at character 1" in err, err
+
+
+@pytest.mark.parametrize("flag, value", [("--max-wait-ms", "nan"), ("--max-wait-ms", "inf"), ("--timeout", "nan"),
+                                         ("--timeout", "inf"), ("--graceful-timeout", "-1"),
+                                         ("--graceful-timeout", "nan")])
+def test_serve_refuses_non_finite_waits_at_startup(serve_exports, capsys, flag, value):
+    from edgeport.cli import main
+
+    assert main(["serve", str(serve_exports["cls"]), "--port", "1", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag.lstrip("-") in err and "finite" in err, err
+
+
+def test_a_failing_batching_loop_fails_the_queued_requests_instead_of_spinning():
+    """A loop error (a bug: here _take raising once) answers the queued requests at once, and the loop serves on."""
+    import asyncio
+
+    from edgeport.serve.batching import BatchingFailed, MicroBatcher
+
+    class Broken(MicroBatcher):
+        fail = True
+
+        def _take(self):
+            if self.fail:
+                self.fail = False
+                raise ValueError("bug")
+            return super()._take()
+
+    async def scenario():
+        b = Broken(lambda key, payloads: payloads, 8, 1, 64, 1)
+        b.start()
+        try:
+            with pytest.raises(BatchingFailed, match=r"batching loop failed \(ValueError: bug\)"):
+                await asyncio.wait_for(b.submit(("k",), {"x": 1}), 5)
+            assert b.depth == 0 and not b.jobs
+            assert await asyncio.wait_for(b.submit(("k",), {"x": 2}), 5) == {"x": 2}
+        finally:
+            await b.close()
+
+    asyncio.run(scenario())

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgeport import __version__
 from edgeport.errors import EdgeportError
-from edgeport.serve.batching import MicroBatcher, QueueFull
+from edgeport.serve.batching import BatchingFailed, MicroBatcher, QueueFull
 from edgeport.serve.config import ServeConfig
 from edgeport.serve.metrics import Metrics
 from edgeport.serve.models import TASK_ROUTES, ServedModel
@@ -75,6 +75,9 @@ class ServerState:
             return await asyncio.wait_for(self.batchers[name].submit(key, payload, rows), self.config.timeout_s)
         except QueueFull as e:
             raise ApiError(503, f"model '{name}' is busy: {e}; retry later", "server_busy",
+                           {"Retry-After": str(self.config.retry_after_s)}) from None
+        except BatchingFailed as e:
+            raise ApiError(503, f"model '{name}': {e}; retry later", "server_busy",
                            {"Retry-After": str(self.config.retry_after_s)}) from None
         except asyncio.TimeoutError:
             raise ApiError(504, f"no answer within the {self.config.timeout_s:g} s request timeout",

@@ -25,6 +25,11 @@ class QueueFull(Exception):
     """The model's queue holds `max_queue` rows already; retry later (HTTP 503)."""
 
 
+class BatchingFailed(Exception):
+    """The batching loop itself failed (a bug, not the request's doing): the queued requests get this
+    (HTTP 503 with the message) instead of waiting for their timeout while the loop spins."""
+
+
 @dataclass
 class _Job:
     key: tuple
@@ -82,8 +87,9 @@ class MicroBatcher:
             try:
                 await self._wait_for_rows()
                 batch = self._take()
-            except Exception:  # never let the loop die: every queued request would wait for its timeout
+            except Exception as e:  # never let the loop die or spin: fail the queued requests instead
                 log.exception("batching loop")
+                self._fail_queued(BatchingFailed(f"the batching loop failed ({type(e).__name__}: {e})"))
                 batch = []
             if not batch:
                 self._free.release()
@@ -91,6 +97,14 @@ class MicroBatcher:
             task = asyncio.get_running_loop().create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _fail_queued(self, error: Exception):
+        """Every queued job gets `error` (the ones still waiting); the queue is left empty."""
+        while self.jobs:
+            j = self.jobs.popleft()
+            self._add_depth(-j.rows)
+            if not j.future.done():
+                j.future.set_exception(error)
 
     async def _wait_for_rows(self):
         """Until max_batch rows of the oldest job's key are queued or it has waited max_wait."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from edgeport.errors import EdgeportError
 
@@ -28,6 +29,9 @@ def _cmd_serve(a):
     from edgeport.serve.config import parse_model_specs
 
     specs, config = parse_model_specs(a.models), _config(a)
+    if not (math.isfinite(a.graceful_timeout) and a.graceful_timeout >= 0):
+        raise EdgeportError(f"serve: graceful-timeout must be a finite number of seconds >= 0 "
+                            f"(got {a.graceful_timeout})")
     if a.ray:
         from edgeport.serve.ray_serve import run
 

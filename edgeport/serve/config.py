@@ -5,6 +5,7 @@ Torch-free: imports only the standard library and edgeport.errors.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +37,16 @@ class ServeConfig:
     retry_after_s: int = 1  # Retry-After header sent with 503
 
     def check(self):
-        """Raises EdgeportError on values that cannot serve (zero or negative sizes, waits or limits)."""
+        """Raises EdgeportError on values that cannot serve (zero or negative sizes, waits or limits; a wait
+        or timeout that is nan or infinite)."""
         for name in ("max_batch", "max_queue", "workers", "max_body_bytes", "max_text_chars", "max_items",
                      "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise EdgeportError(f"serve: {name.replace('_', '-')} must be at least 1")
-        if self.max_wait_ms < 0 or self.timeout_s <= 0:
-            raise EdgeportError("serve: max-wait-ms must be >= 0 and timeout must be > 0")
+        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):  # nan would break the batching loop
+            raise EdgeportError(f"serve: max-wait-ms must be a finite number >= 0 (got {self.max_wait_ms})")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise EdgeportError(f"serve: timeout must be a finite number of seconds > 0 (got {self.timeout_s})")
         if self.threads is not None and self.threads < 1:
             raise EdgeportError("serve: threads must be at least 1")
         return self
