@@ -75,7 +75,8 @@ def _cmd_inspect(a):
     if m.quantization:
         from edgeport.manifest import float_artifact_status
 
-        print(f"  quantized ({m.quantization.get('tag')}) from: {float_artifact_status(m, folder)[1]}")
+        path, words = float_artifact_status(m, folder)
+        print(f"  quantized ({m.quantization.get('tag')}) from: {os.path.normpath(path) if path else words}")
     if m.signature_key:
         print(f"  signature: {m.signature_key}")
     _print_io(sess.inputs if sess else m.inputs, sess.outputs if sess else m.outputs)
@@ -127,9 +128,12 @@ def _print_parity(m) -> None:
     """The parity report: a summary line, then one row per check (output, shape, padded rows, max abs
     diff, tolerance, pass/FAIL), as the export validated them against the reference. A quantized export
     carries its float export's checks: then the summary line, labelled so, and the quantized artifact's
-    accuracy against the float one (_print_accuracy) instead of the rows."""
+    accuracy against the float one (_print_accuracy) instead of the rows; a quantized export with no checks
+    (streamed int4, made straight from the checkpoint) still shows its accuracy."""
     if not m.parity:
         print("  parity: no checks recorded")
+        if m.quantization:
+            _print_accuracy(m.quantization)
         return
     names = _PER_LAYER_CHECK_NAMES if m.converter.get("kv_layout") == "per_layer" else {}
     worst = max(m.parity, key=lambda c: c.max_abs_diff)
@@ -222,9 +226,23 @@ class OneLineErrorParser(argparse.ArgumentParser):
         return parsed
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata), else edgeport.__version__ (a source tree
+    on sys.path without an install)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeport")
+    except PackageNotFoundError:
+        import edgeport
+
+        return edgeport.__version__
+
+
 def parser() -> argparse.ArgumentParser:
     """The `edgeport` argument parser: export, run, inspect, list, and the commands of COMMAND_MODULES."""
     p = OneLineErrorParser(prog="edgeport", description="Export transformer models, validated, and run them.")
+    p.add_argument("--version", action="version", version=f"edgeport {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     e = sub.add_parser("export", help="export a model to ONNX, TFLite or TensorRT's ONNX, validated against "

@@ -1,6 +1,7 @@
 """CLI: bad input gives one clear line and exit 2, never a traceback or a half-written artifact."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -177,7 +178,15 @@ def test_run_and_generate_point_to_each_other(decoder_export, tmp_path, run_cli)
     assert main(["export", "--model", "bert-tiny", "--task", "text-classification", "-o", str(cls), "-q"]) == 0
     assert_one_line_error(run_cli("generate", str(cls), "--prompt", "hi"),
                           f"text-classification export, not text-generation: run it with `edgeport run {cls} --text")
-    assert_one_line_error(run_cli("run", str(cls)), "edgeport run needs --text")
+    r = run_cli("run", str(cls))
+    assert_one_line_error(r, "edgeport: error: run needs --text (the input text)")
+    assert r.stderr.count("edgeport") == 1, r.stderr  # the program named once
+    # generate's --prompt given to run: pointed to generate for a decoder, to --text otherwise (was argparse's
+    # "unrecognized arguments: --prompt hi")
+    assert_one_line_error(run_cli("run", str(decoder_export), "--prompt", "hi"),
+                          f"continue a prompt with `edgeport generate {decoder_export} --prompt TEXT`")
+    assert_one_line_error(run_cli("run", str(cls), "--prompt", "hi"),
+                          "--prompt is `edgeport generate`'s option", "give its input with --text")
 
 
 def test_a_file_where_a_folder_is_wanted(decoder_export, tmp_path, run_cli):
@@ -243,8 +252,15 @@ def test_a_made_checkpoint_exports_ready_to_generate(tmp_path, monkeypatch, run_
 
 @pytest.mark.parametrize("args, says", [
     (["--prompt", ""], "empty prompt"),
-    (["--prompt", "hi", "--temperature", "-1"], "sampling: temperature >= 0"),
-    (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+    (["--prompt", "hi", "--temperature", "-1"], "--temperature must be a finite number >= 0 (0: greedy), got -1.0"),
+    (["--prompt", "hi", "--temperature", "nan"], "--temperature must be a finite number >= 0 (0: greedy), got nan"),
+    (["--prompt", "hi", "--temperature", "inf"], "--temperature must be a finite number >= 0"),
+    (["--prompt", "hi", "--top-k", "-2"], "--top-k must be >= 0 (0: no cut), got -2"),
+    (["--prompt", "hi", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    (["--prompt", "hi", "--top-p", "nan"], "--top-p must be in (0, 1], got nan"),
+    (["--prompt", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--prompt", "hi", "--seed", "-1"], "--seed must be >= 0, got -1"),  # was numpy's ValueError, a traceback
+    (["--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
 ])
 def test_generate_refusals_are_one_line_on_a_random_weights_export(decoder_export, args, says, run_cli):
     """The random-weights reminder comes with the first token, so a refused prompt or option is the only
@@ -254,3 +270,67 @@ def test_generate_refusals_are_one_line_on_a_random_weights_export(decoder_expor
     assert r.stderr.count("\n") == 1, r.stderr
     r = run_cli("generate", str(decoder_export), "--prompt", "hi", "--max-new-tokens", "2")
     assert r.returncode == 0 and "has random weights" in r.stderr
+
+
+def test_sampling_settings_out_of_range_name_the_setting():
+    """The Python API's check (runtime.generate.Sampling) names which setting is wrong; nan is out of range."""
+    from edgeport.errors import EdgeportError
+    from edgeport.runtime.generate import Sampling
+
+    for kw, says in (({"temperature": float("nan")}, "temperature must be a finite number >= 0, got nan"),
+                     ({"top_k": -1}, "top-k must be >= 0"), ({"top_p": float("nan")}, "top-p must be in (0, 1]"),
+                     ({"seed": -1}, "seed must be >= 0, got -1")):
+        with pytest.raises(EdgeportError, match=re.escape(says)):
+            Sampling(**kw).check()
+    Sampling(0.7, 5, 0.9, 0).check()
+
+
+def test_version(capsys):
+    """`edgeport --version` prints the installed package's version (importlib.metadata), exit 0."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"edgeport {version('edgeport')}\n"
+    assert version("edgeport") == __import__("edgeport").__version__  # pyproject and the package agree
+
+
+def test_streaming_to_tflite_is_refused_before_the_checkpoint_is_read(tmp_path, monkeypatch, run_cli):
+    """--streaming writes ONNX graphs only: TFLite is refused up front (it was refused at step [2/5], after
+    the checkpoint was mapped)."""
+    import edgeport.export.streaming as streaming
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the checkpoint was read before the target was refused")
+
+    monkeypatch.setattr(streaming, "load_lazy_reference", must_not_run)
+    monkeypatch.setattr(streaming, "preflight", must_not_run)
+    r = run_cli("export", "--model", str(tmp_path / "ckpt"), "--target", "tflite", "--streaming", "-o",
+                str(tmp_path / "o"))
+    assert_one_line_error(r, "--streaming writes ONNX graphs", "tflite")
+    assert "[1/5]" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_inspect_of_a_streamed_int4_export_shows_its_accuracy(tmp_path, monkeypatch, run_cli):
+    """`export --streaming --quantize int4` writes no float artifact and records no parity rows, but its
+    manifest holds the int4 artifact's accuracy: inspect shows it (it stopped at 'no checks recorded')."""
+    from edgeport.manifest import read_manifest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_export_memory
+
+    monkeypatch.setitem(bench_export_memory.SIZES, "tiny", dict(hidden_size=32, intermediate_size=64,
+                                                                 num_hidden_layers=2, num_attention_heads=4,
+                                                                 num_key_value_heads=2))
+    bench_export_memory.main(["make", "--size", "tiny", "--out", str(tmp_path / "ckpt")])
+    out = tmp_path / "s4"
+    r = run_cli("export", "--model", str(tmp_path / "ckpt"), "--streaming", "--quantize", "int4", "-o", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    m, _ = read_manifest(out)
+    acc = m.quantization["accuracy"]
+    r = run_cli("inspect", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "from: made straight from the checkpoint; no float artifact" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.startswith(f"  accuracy ({m.quantization['tag']} vs float"))
+    assert f"perplexity {acc['perplexity_float']:.3f} -> {acc['perplexity_quantized']:.3f}" in line
+    assert f"agreement {acc['greedy_next_token_agreement']:.1%}" in line

@@ -99,3 +99,29 @@ def test_inspect_of_an_int4_decoder_shows_its_accuracy(decoder_exports, capsys):
     assert f"perplexity {acc['perplexity_float']:.3f} -> {acc['perplexity_quantized']:.3f}" in line
     assert f"agreement {acc['greedy_next_token_agreement']:.1%}" in line
     assert not any(x.startswith("    logits ") for x in out.splitlines())  # the float rows stay with the float export
+
+
+def test_quantize_says_what_the_accuracy_was_measured_on(decoder_exports, tmp_path, capsys):
+    """gpt2-tiny has random weights: its perplexity is scored on random token ids, and the progress lines say
+    so, as the manifest and inspect do (they said 'on held-out text' / 'held-out perplexity')."""
+    capsys.readouterr()
+    assert main(["quantize", str(decoder_exports[0]), "--scheme", "int8", "-o", str(tmp_path / "q8")]) == 0
+    err = capsys.readouterr().err
+    m, _ = read_manifest(tmp_path / "q8")
+    on = m.quantization["accuracy"]["text"]
+    assert on == "random token ids (random weights)"
+    assert "held-out" not in err and f"tokens of {on}" in err, err
+    assert main(["inspect", str(tmp_path / "q8")]) == 0
+    assert f"vs float, on {on}): perplexity" in capsys.readouterr().out
+
+
+def test_encoder_accuracy_headline_names_its_inputs():
+    """evaluate.headline: held-out text is called so; random token ids (no tokenizer) are not."""
+    from edgeport.quantize.evaluate import headline
+
+    rep = {"texts": 24, "max_abs_diff": 0.5, "argmax_agreement": 1.0}
+    random_ids = headline({**rep, "text": "random token ids (the export has no tokenizer)"})
+    assert random_ids.startswith("on 24 inputs of random token ids (the export has no tokenizer): max_abs_diff 0.5")
+    assert "held-out" not in random_ids
+    assert headline({**rep, "text": "pydoc_data.topics (evaluation half)"}).startswith(
+        "on 24 held-out texts (pydoc_data.topics (evaluation half)): max_abs_diff 0.5, argmax_agreement 1")

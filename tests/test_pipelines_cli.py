@@ -122,3 +122,31 @@ def test_fill_mask_shapes(capsys, mobilebert_ckpt, tmp_path):
     assert [c["score"] for c in two[1]] == pytest.approx([c["score"] for c in alone], rel=1e-4)
     with pytest.raises(EdgeportError, match="top_k must be"):
         fill("the [MASK] sat.", top_k=0)
+
+
+def test_pooling_none_from_the_command_line(capsys, tmp_path):
+    """`run --pooling none` (the pipeline and the server take it): one vector per token; the CLI prints
+    their count and the first token's first values, equal to the pipeline's own output and to transformers'
+    last_hidden_state."""
+    import transformers
+
+    from edgeport.runtime import pipeline
+
+    folder = tmp_path / "bert"
+    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=48, max_position_embeddings=64)
+    torch.manual_seed(3)
+    model = perturb(transformers.BertModel(cfg, add_pooling_layer=False).eval(), scale=0.3, seed=3)
+    model.save_pretrained(str(folder))
+    write_vocab(folder)
+    out = export(str(folder), target="onnx", task="feature-extraction", quiet=True, out_dir=tmp_path / "fe")
+    got = run_json(capsys, out, "--text", A, "--pooling", "none")
+    own = pipeline(out)(A, pooling="none")[0]  # (S, H)
+    enc = transformers.BertTokenizer.from_pretrained(str(folder))(A, return_tensors="pt")
+    with torch.no_grad():
+        ref = model(**enc).last_hidden_state[0].numpy()  # (S, H)
+    assert got["pooling"] == "none" and got["tokens"] == own.shape[0] == ref.shape[0] and got["dim"] == 32
+    assert got["embedding"] == pytest.approx([round(float(x), 5) for x in own[0, :8]], abs=1e-9)
+    assert got["embedding"] == pytest.approx(ref[0, :8].tolist(), abs=1e-4)
+    mean = run_json(capsys, out, "--text", A)  # the default stays mean pooling, without a token count
+    assert "tokens" not in mean and mean["embedding"] == pytest.approx(ref.mean(0)[:8].tolist(), abs=1e-4)

@@ -131,6 +131,9 @@ def export(model: str, target: str = "onnx", task: str | None = None, checkpoint
     the target's default, targets.py); EdgeportError for a layout the target does not take.
     """
     tgt = get_target(target)
+    if streaming and (tgt.route != "onnx" or tgt.graph_passes):  # before the checkpoint is mapped
+        raise EdgeportError(f"--streaming writes ONNX graphs as traced (--target onnx); target '{tgt.name}' needs "
+                            "the in-memory path: drop --streaming")
     if (seq_len is not None and seq_len < 2) or batch < 1:
         raise EdgeportError("--seq-len must be >= 2 and --batch >= 1")
     if quantize:

@@ -146,7 +146,7 @@ def _build(m, folder, tmp, name, sch, keep, calibration_text, steps) -> dict:
                        "export with --lowering generic, or quantize with int8, to quantize them")
         size = sum(f.stat().st_size for f in _artifact_files(tmp, name))
         steps.note(f"{name}: {size / 2**20:.1f} MiB ({size / max(m.size_bytes, 1):.1%} of fp32)")
-    with steps.step("checking against the float artifact on held-out text"):
+    with steps.step("checking against the float artifact"):  # on what: the headline names it (text or random ids)
         if decoder:
             from edgeport.quantize import perplexity
 

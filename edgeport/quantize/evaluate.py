@@ -95,7 +95,15 @@ def compare(float_sess, quant_sess, task: str, feeds: list, query_feeds: list | 
 
 
 def headline(report: dict) -> str:
-    """One line for the progress output."""
-    skip = ("texts", "reference_absmax")
+    """One line for the progress output, naming what was measured on: report["text"], the feeds' source
+    (quantize._feeds: held-out text, or random token ids when the export has no tokenizer)."""
+    skip = ("texts", "reference_absmax", "text")
     parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items() if k not in skip]
-    return f"on {report.get('texts', 0)} held-out texts: " + ", ".join(parts)
+    n, text = report.get("texts", 0), report.get("text")
+    if text is None:
+        on = f"{n} inputs"
+    elif text.startswith("random token ids"):
+        on = f"{n} inputs of {text}"
+    else:
+        on = f"{n} held-out texts ({text})"
+    return f"on {on}: " + ", ".join(parts)

@@ -114,6 +114,7 @@ def compare(float_path, quant_path, manifest, folder, threads: int | None = None
               "max_abs_logit_diff": s["diff"], "reference_absmax": s["absmax"]}
     note = " (random weights: perplexity is not meaningful)" if manifest.random_weights else ""
     delta = report["perplexity_relative_delta"]
-    report["_headline"] = (f"held-out perplexity {ppl_f:.3f} -> {ppl_q:.3f} ({delta:+.2%}), greedy next-token agreement "
-                           f"{report['greedy_next_token_agreement']:.1%} over {s['n']} tokens{note}")
+    on = source if manifest.tokenizer is None or manifest.random_weights else f"held-out text, {source}"
+    report["_headline"] = (f"perplexity {ppl_f:.3f} -> {ppl_q:.3f} ({delta:+.2%}), greedy next-token agreement "
+                           f"{report['greedy_next_token_agreement']:.1%} over {s['n']} tokens of {on}{note}")
     return report

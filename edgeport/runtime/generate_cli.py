@@ -5,12 +5,32 @@ from __future__ import annotations
 import sys
 
 
+def check_options(a) -> None:
+    """EdgeportError (one line, naming the flag) for a sampling or length option out of range, before the
+    artifact is read: --max-new-tokens >= 1, --temperature finite >= 0, --top-k >= 0, --top-p finite in
+    (0, 1], --seed >= 0 (numpy's default_rng refuses negative seeds)."""
+    import math
+
+    from edgeport.errors import EdgeportError
+
+    bad = [(a.max_new_tokens < 1, f"--max-new-tokens must be at least 1, got {a.max_new_tokens}"),
+           (not (math.isfinite(a.temperature) and a.temperature >= 0),
+            f"--temperature must be a finite number >= 0 (0: greedy), got {a.temperature}"),
+           (a.top_k < 0, f"--top-k must be >= 0 (0: no cut), got {a.top_k}"),
+           (not (math.isfinite(a.top_p) and 0 < a.top_p <= 1), f"--top-p must be in (0, 1], got {a.top_p}"),
+           (a.seed is not None and a.seed < 0, f"--seed must be >= 0, got {a.seed}")]
+    for wrong, says in bad:
+        if wrong:
+            raise EdgeportError(says)
+
+
 def _cmd_generate(a):
     from edgeport.errors import EdgeportError
     from edgeport.manifest import read_manifest
     from edgeport.runtime.generate import TextGenerator
     from edgeport.runtime.run_cli import random_weights_note
 
+    check_options(a)
     manifest = read_manifest(a.artifact)[0]
     if manifest.task != "text-generation":  # the way back from run's pointer here
         raise EdgeportError(f"{a.artifact} is a {manifest.task} export, not text-generation: run it with "

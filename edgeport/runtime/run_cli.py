@@ -6,6 +6,7 @@ refused (EdgeportError -> one line, exit 2), never silently ignored.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from edgeport.errors import EdgeportError
@@ -59,10 +60,13 @@ def run(args) -> object:
     if manifest.task == "text-generation":  # before the options: --question, --top-k ... mean nothing here
         raise EdgeportError(f"{args.artifact} is a text-generation export: continue a prompt with "
                             f"`edgeport generate {args.artifact} --prompt TEXT` (`edgeport run` runs the other tasks)")
+    if getattr(args, "prompt", None) is not None:  # generate's option, taken here only to point there
+        raise EdgeportError(f"--prompt is `edgeport generate`'s option (text-generation exports); {args.artifact} is "
+                            f"a {manifest.task} export: give its input with --text")
     check_options(manifest.task, args)
-    if args.text is None:
+    if args.text is None:  # main() prefixes "edgeport: error: ": the program is named once
         context = ", the context to answer from" if manifest.task == QA else ""
-        raise EdgeportError(f"edgeport run needs --text (the input text{context})")
+        raise EdgeportError(f"run needs --text (the input text{context})")
     if manifest.task == QA and not args.question:
         raise EdgeportError("question-answering needs --question (and --text, the context to answer from)")
     # --truncate alone: longest_first (transformers' truncation=True); the LUKE tokenizer takes a bool
@@ -88,9 +92,13 @@ def run(args) -> object:
         return p(args.text, **_given(args, "aggregation_strategy"))
     if p.task == "feature-extraction":
         pooling = args.pooling or "mean"
-        emb = p(args.text, pooling=pooling)[0]
-        return {"pooling": pooling, "dim": int(emb.shape[-1]),
-                "embedding": [round(float(x), 5) for x in emb.ravel()[:8]], "note": "first 8 values"}
+        emb = p(args.text, pooling=pooling)[0]  # (H,) pooled; (S, H) for "none", one vector per token
+        head = {"pooling": pooling, "dim": int(emb.shape[-1])}
+        if pooling == "none":
+            head["tokens"] = int(emb.shape[0])
+        note = "first 8 values" + (" of the first token's vector" if pooling == "none" else "")
+        return {**head, "embedding": [round(float(x), 5) for x in emb.reshape(-1, emb.shape[-1])[0, :8]],
+                "note": note}
     return p(args.text)[0]
 
 
@@ -127,7 +135,8 @@ def register(subparsers):
                    "pipeline: sigmoid for multi-label or one label, none for regression, else softmax)")
     r.add_argument("--question", help="question (question-answering)")
     r.add_argument("--top-k", type=int, help="fill-mask candidates (default 5); question-answering answers (default 1)")
-    r.add_argument("--pooling", choices=("mean", "cls"), help="feature-extraction pooling (default mean)")
+    r.add_argument("--pooling", choices=("mean", "cls", "none"), help="feature-extraction pooling (default mean; "
+                   "none: one vector per token, the output shows their count and the first token's)")
     r.add_argument("--aggregation-strategy", choices=("none", "simple", "first", "average", "max"),
                    help="token-classification: group tokens into words/entities (default none)")
     r.add_argument("--max-answer-len", type=int, help="question-answering: longest answer in tokens (default 15)")
@@ -149,4 +158,5 @@ def register(subparsers):
                    "[CLS]/[SEP] (default strategy longest_first; pairs may use only_first/only_second; not "
                    "question-answering: it splits long contexts into windows)")
     r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    r.add_argument("--prompt", help=argparse.SUPPRESS)  # generate's: taken only to point there (run())
     r.set_defaults(fn=_cmd_run)
