@@ -478,6 +478,12 @@ def test_v2_ids_out_of_range_are_refused_before_running(server):
         r = httpx.post(url + "/v2/models/cls/infer", json=_v2(input_ids={"data": data}), timeout=30)
         assert r.status_code == 400 and f"input 'input_ids' holds {shown}: its values must lie in [0, " in \
             r.json()["error"], r.text
+    for data in ([0, 2, 0], [0, 5, 1]):  # bert-tiny's token type table has 2 rows (transformers' type_vocab_size)
+        r = httpx.post(url + "/v2/models/cls/infer", json=_v2(token_type_ids={"data": data}), timeout=30)
+        assert r.status_code == 400 and r.json()["error"] == \
+            f"bad infer request: input 'token_type_ids' holds {max(data)}: its values must lie in [0, 2)", r.text
+    assert httpx.post(url + "/v2/models/cls/infer", json=_v2(token_type_ids={"data": [0, 1, 1]}),
+                      timeout=30).status_code == 200
 
 
 LONE = [  # (path, raw JSON body with a lone surrogate escape, the field the message names)

@@ -196,3 +196,26 @@ def test_v2_stacked_cache_decoder_requests_run_alone(serve_exports, tmp_path_fac
         runs = [ln for ln in httpx.get(url + "/metrics").text.splitlines()
                 if ln.startswith('edgeport_batch_size_rows_count{model="st"}')]
         assert float(runs[0].split()[-1]) == 2, runs  # one model run each (batched together: one)
+
+
+def test_v2_decoder_mask_must_cover_past_and_new_tokens(gen_server):
+    """attention_mask (B, T) with T != past + new: refused before running, the three lengths named (a
+    GroupQueryAttention graph would write the new keys at the wrong place and answer 200)."""
+    url, _ = gen_server
+    meta = httpx.get(url + "/v2/models/gen").json()
+    past = [i["name"] for i in meta["inputs"][3:]]
+    shape = [1 if d == -1 else d for d in meta["inputs"][3]["shape"]]
+    shape[2] = 4  # (batch, kv_heads, past=4, head_dim)
+
+    def body(mask_len):
+        t = [{"name": "input_ids", "shape": [1, 1], "datatype": "INT64", "data": [5]},
+             {"name": "attention_mask", "shape": [1, mask_len], "datatype": "INT64", "data": [1] * mask_len},
+             {"name": "position_ids", "shape": [1, 1], "datatype": "INT64", "data": [4]}]
+        return {"inputs": t + [{"name": n, "shape": shape, "datatype": "FP32", "data": [0.0] * int(np.prod(shape))}
+                               for n in past]}
+
+    for mask_len in (2, 6):
+        r = httpx.post(url + "/v2/models/gen/infer", json=body(mask_len), timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == f"bad infer request: attention_mask has {mask_len} positions; past 4 + new 1 = 5"
+    assert httpx.post(url + "/v2/models/gen/infer", json=body(5), timeout=30).status_code == 200

@@ -120,6 +120,24 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
     return feeds
 
 
+def check_decoder_lengths(feeds: dict, specs: list, past_names) -> None:
+    """A decoder's attention_mask (B, T) must cover the past and the new tokens: T == P + S, S the
+    input_ids length, P the past cache's length (the first dynamic dim after the batch of the first past
+    input, as the graph names it: (B, KV, P, D), or (L, B, KV, P, D) stacked). ValueError naming the three
+    numbers otherwise: the graph would run (GroupQueryAttention reads the mask's sum as the total length)
+    and write the new keys at the wrong place, or fail with onnxruntime's own text."""
+    past = next((s for s in specs if s.name in past_names and s.name in feeds), None)
+    if past is None or "attention_mask" not in feeds or "input_ids" not in feeds:
+        return
+    batch = next(s.shape[0] for s in specs if s.name == "input_ids")
+    dims = [i for i, d in enumerate(past.shape) if isinstance(d, str) and d != batch]
+    if not dims:
+        return
+    p, n, total = feeds[past.name].shape[dims[0]], feeds["input_ids"].shape[1], feeds["attention_mask"].shape[1]
+    if total != p + n:
+        raise ValueError(f"attention_mask has {total} positions; past {p} + new {n} = {p + n}")
+
+
 def _params(obj: dict) -> dict:
     """An object's `parameters` (a dict, or absent); ValueError for anything else."""
     p = obj.get("parameters")
@@ -228,6 +246,7 @@ def router(state) -> APIRouter:
             obj, binary = parse_body(await request.body(), request.headers.get("inference-header-content-length"))
             feeds = decode_inputs(obj, binary, m.inputs, m.manifest.max_sequence_length, state.config.max_items,
                                   m.id_limits, m.may_be_empty)
+            check_decoder_lengths(feeds, m.inputs, m.may_be_empty)
         except ValueError as e:  # json.JSONDecodeError is a ValueError too
             raise ApiError(400, f"bad infer request: {e}") from None
         key = ("raw", tuple((k, v.shape[1:]) for k, v in sorted(feeds.items())))

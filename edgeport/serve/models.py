@@ -74,6 +74,9 @@ class ServedModel:
                           if self.task == "text-generation" else None)
         if self.max_total is not None:  # v2 raw tensors of a decoder: positions index the position table
             self.id_limits["position_ids"] = self.max_total
+        types = type_vocab_size(session) if session is not None else None
+        if types is not None:  # token types index their own (small) table
+            self.id_limits["token_type_ids"] = types
         self._pool = queue.Queue()
         for i in range(config.workers):
             self._pool.put(first if shared or i == 0 else self._open())
@@ -195,6 +198,37 @@ class ServedModel:
             raise EdgeportError(f"the model refused these tensors: {str(e).splitlines()[0][:300]}") from None
         rows = np.cumsum([len(next(iter(pl["feeds"].values()))) for pl in payloads])[:-1]
         return [{k: v for k, v in zip(out, parts)} for parts in zip(*(np.split(v, rows) for v in out.values()))]
+
+
+TYPE_PROBE_LIMIT = 16  # token type tables this large or larger are not probed (BERT's has 2)
+
+
+def type_vocab_size(session) -> int | None:
+    """The number of token types an onnxruntime encoder takes (its token type table's rows), found by
+    running one row of one token (the static shape where there is one) with token_type_ids t = 1, 2, ...
+    until onnxruntime refuses the index (Gather and EmbedLayerNormalization check their bounds); None
+    for an artifact without token_type_ids, another backend, or no refusal below TYPE_PROBE_LIMIT.
+    The manifest does not record the table's size; the graph does, and this reads it without `onnx`."""
+    import onnxruntime as ort
+
+    sess = getattr(session, "sess", None)
+    names = {s.name for s in session.inputs}
+    if not isinstance(sess, ort.InferenceSession) or "token_type_ids" not in names or \
+            not names <= {"input_ids", "attention_mask", "token_type_ids"}:
+        return None
+    shape = {s.name: [d if isinstance(d, int) and d > 0 else 1 for d in s.shape] for s in session.inputs}
+    dtype = {s.name: s.dtype for s in session.inputs}
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the refusals are expected: no error lines in the server's log
+    for t in range(1, TYPE_PROBE_LIMIT):
+        feeds = {n: np.full(shape[n], t if n == "token_type_ids" else 1 if n == "attention_mask" else 0,
+                         dtype[n])
+                 for n in names}
+        try:
+            sess.run(None, feeds, quiet)
+        except Exception:  # noqa: BLE001 - onnxruntime's refusal of the index: the table has t rows
+            return t if t > 1 else None  # t == 1: the row itself is refused (not a bound): no limit known
+    return None
 
 
 def decoder_io(gen) -> tuple[list, list]:
