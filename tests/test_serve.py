@@ -301,6 +301,10 @@ BAD = [
     ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": 3}, 400),
     ("/v2/models/cls/infer", {"inputs": V2_OK, "parameters": "x"}, 400),
     ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": [{"name": "nope"}]}, 400),
+    ("/v2/models/cls/infer", _v2(input_ids={"name": ["input_ids"]}), 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK[:2] + [{**V2_OK[2], "name": {"n": 1}}]}, 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": ["logits"]}, 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": [{"name": 7}]}, 400),
     ("/v2/models/nope/infer", {"inputs": V2_OK}, 404),
     ("/v2/models/gen/infer", {"inputs": V2_OK}, 400),
     ("/v2/models/cls/versions/7/infer", {"inputs": V2_OK}, 404),
@@ -563,3 +567,19 @@ def test_a_failing_batching_loop_fails_the_queued_requests_instead_of_spinning()
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_v2_names_and_header_length_errors_are_ours(server):
+    """Tensor names that are not strings, outputs given as strings, and an Inference-Header-Content-Length
+    that is not a byte count: 400 naming the field, in the server's words (not Python's)."""
+    url, _ = server
+    cases = [(_v2(input_ids={"name": ["input_ids"]}), None, "each input's 'name' must be a string, got [\"input_ids\"]"),
+             ({"inputs": V2_OK, "outputs": ["logits"]}, None,
+              'each output must be an object with a string \'name\', like {"name": "logits"}; got "logits"'),
+             ({"inputs": V2_OK}, "abc", "Inference-Header-Content-Length must be the JSON header's length in bytes"),
+             ({"inputs": V2_OK}, "-5", "Inference-Header-Content-Length must be the JSON header's length in bytes"),
+             ({"inputs": V2_OK}, "99999", "Inference-Header-Content-Length 99999 is larger than the body")]
+    for body, header, message in cases:
+        headers = {"content-type": "application/json", **({"Inference-Header-Content-Length": header} if header else {})}
+        r = httpx.post(url + "/v2/models/cls/infer", content=json.dumps(body).encode(), headers=headers, timeout=30)
+        assert r.status_code == 400 and r.json()["error"].startswith("bad infer request: " + message), r.text

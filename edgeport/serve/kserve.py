@@ -51,9 +51,13 @@ def tensor_metadata(specs) -> list:
 def parse_body(raw: bytes, header_length: str | None) -> tuple[dict, bytes]:
     """(JSON header, trailing binary bytes); ValueError on a malformed body."""
     if header_length is not None:
-        n = int(header_length)
-        if not 0 <= n <= len(raw):
-            raise ValueError("Inference-Header-Content-Length is larger than the body")
+        text = header_length.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"Inference-Header-Content-Length must be the JSON header's length in bytes, a "
+                             f"non-negative integer (got '{header_length[:40]}')")
+        n = int(text)
+        if n > len(raw):
+            raise ValueError(f"Inference-Header-Content-Length {n} is larger than the body ({len(raw)} bytes)")
         head, tail = raw[:n], raw[n:]
     else:
         head, tail = raw, b""
@@ -75,6 +79,8 @@ def decode_inputs(obj: dict, binary: bytes, specs: list, max_len: int, max_rows:
         if not isinstance(t, dict):
             raise ValueError("each input must be an object with name, shape, datatype")
         name, dtype, shape = t.get("name"), t.get("datatype"), t.get("shape")
+        if not isinstance(name, str):
+            raise ValueError(f"each input's 'name' must be a string, got {json.dumps(name)[:60]}")
         if name not in want:
             raise ValueError(f"unknown input '{name}'; the model takes {', '.join(want)}")
         if name in feeds:
@@ -166,6 +172,25 @@ def _from_json(data, np_type, name) -> np.ndarray:
         raise ValueError(f"input '{name}': data must be numbers of its datatype") from None
 
 
+def check_outputs(obj: dict, specs: list) -> None:
+    """The request's `outputs` (absent, or a list of {"name": str, "parameters"?: {...}} naming outputs of
+    the model) and its `parameters`; ValueError naming what is wrong, before the model runs."""
+    _params(obj)
+    asked = obj.get("outputs")
+    if asked is None:
+        return
+    names = [s.name for s in specs]
+    if not isinstance(asked, list):
+        raise ValueError("'outputs' must be a list of objects like {\"name\": \"%s\"}" % names[0])
+    for o in asked:
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise ValueError(f"each output must be an object with a string 'name', like {{\"name\": \"{names[0]}\"}}; "
+                             f"got {json.dumps(o)[:60]}")
+        if o["name"] not in names:
+            raise ValueError(f"unknown output '{o['name']}'; the model gives {', '.join(names)}")
+        _params(o)
+
+
 def encode_outputs(result: dict, specs: list, obj: dict) -> tuple[dict, bytes]:
     """Chosen outputs -> (JSON response part, binary tail) honouring each output's binary_data flag."""
     by_name = {s.name: s for s in specs}
@@ -247,6 +272,7 @@ def router(state) -> APIRouter:
             feeds = decode_inputs(obj, binary, m.inputs, m.manifest.max_sequence_length, state.config.max_items,
                                   m.id_limits, m.may_be_empty)
             check_decoder_lengths(feeds, m.inputs, m.may_be_empty)
+            check_outputs(obj, m.outputs)
         except ValueError as e:  # json.JSONDecodeError is a ValueError too
             raise ApiError(400, f"bad infer request: {e}") from None
         key = ("raw", tuple((k, v.shape[1:]) for k, v in sorted(feeds.items())))
