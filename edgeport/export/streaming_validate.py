@@ -247,6 +247,18 @@ def releasing_weights(model: torch.nn.Module):
             h.remove()
 
 
+def return_freed_memory() -> None:
+    """Hand the free pages of every malloc arena back to the system (glibc's malloc_trim(0)) before the
+    artifact's weights are mapped, the export's peak: what the writer and the reference thread freed stays
+    resident otherwise (a thread's arena is trimmed only as it sees fit). No-op without glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class ReferenceInBackground:
     """The reference pass of a decoder's validation (reference_layer_major over plans(contract)) on a
     background thread, started (start()) once the graph is traced and the weight plan made, while the
@@ -306,10 +318,11 @@ def validate_streamed(ref, contract, path, lowered, static, block, reference: Re
     `reference`: the reference pass already run while the weights were written (ReferenceInBackground;
     waited for before the artifact is opened: never both in memory at once), else it runs here after the
     artifact pass. Raises ParityError naming the worst miss, as every export's validation does."""
-    want = reference.result() if reference is not None else None
     from edgeport.runtime.generate import open_decoder
     from edgeport.runtime.session import ort_session_config
 
+    want = reference.result() if reference is not None else None
+    return_freed_memory()
     with ort_session_config({"session.disable_prepacking": "1"}):
         if getattr(contract, "kind", None) != "decoder" or static is not None:
             return contract.validate(ref, path, lowered, static, block)
