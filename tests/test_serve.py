@@ -583,3 +583,31 @@ def test_v2_names_and_header_length_errors_are_ours(server):
         headers = {"content-type": "application/json", **({"Inference-Header-Content-Length": header} if header else {})}
         r = httpx.post(url + "/v2/models/cls/infer", content=json.dumps(body).encode(), headers=headers, timeout=30)
         assert r.status_code == 400 and r.json()["error"].startswith("bad infer request: " + message), r.text
+
+
+def test_serve_cli_options_are_checked_before_anything_starts(serve_exports, tmp_path, capsys, monkeypatch):
+    """--max-new-tokens reaches ServeConfig (>= 1); --replicas 0 and --ray options without --ray are refused
+    before Ray (or uvicorn) starts; triton-repo's messages name triton-repo."""
+    import edgeport.serve.cli as serve_cli
+    from edgeport.cli import main
+
+    started = []
+    monkeypatch.setattr("edgeport.serve.ray_serve.run", lambda *a, **k: started.append(("ray", a, k)))
+    monkeypatch.setattr(serve_cli, "_check_can_listen", lambda *a: None)
+    monkeypatch.setattr("edgeport.serve.app.create_app", lambda specs, config: started.append(("app", config)))
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    folder = str(serve_exports["cls"])
+    for argv, message in ((["--max-new-tokens", "0"], "max-new-tokens must be at least 1"),
+                          (["--ray", "--replicas", "0"], "--replicas must be at least 1 (got 0)"),
+                          (["--ray", "--replicas", "2", "--autoscale", "1:2"], "not both"),
+                          (["--autoscale", "1:4"], "--autoscale only work with --ray"),
+                          (["--replicas", "2"], "--replicas only work with --ray")):
+        assert main(["serve", folder, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert not started
+    assert main(["serve", folder, "--max-new-tokens", "7"]) == 0
+    assert started[-1][0] == "app" and started[-1][1].max_new_tokens == 7
+    assert main(["serve", folder, "--ray", "--replicas", "3"]) == 0 and started[-1][2]["replicas"] == 3
+    assert main(["triton-repo", str(tmp_path / "missing"), "-o", str(tmp_path / "repo")]) == 2
+    assert capsys.readouterr().err.startswith("edgeport: error: triton-repo: ")

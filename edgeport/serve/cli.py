@@ -13,7 +13,8 @@ def _config(a):
 
     return ServeConfig(max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, workers=a.workers,
                        threads=a.threads, spin=not a.no_spin, timeout_s=a.timeout, max_body_bytes=a.max_body_bytes,
-                       max_text_chars=a.max_text_chars, max_items=a.max_items, truncate=a.truncate).check()
+                       max_text_chars=a.max_text_chars, max_items=a.max_items, truncate=a.truncate,
+                       max_new_tokens=a.max_new_tokens).check()
 
 
 def _autoscale(text: str | None):
@@ -25,9 +26,24 @@ def _autoscale(text: str | None):
     return int(lo), int(hi)
 
 
+def _check_ray_options(a):
+    """--replicas and --autoscale: Ray Serve's; refused without --ray, and checked before Ray starts."""
+    if not a.ray:
+        given = [f for f, v in (("--autoscale", a.autoscale), ("--replicas", a.replicas)) if v is not None]
+        if given:
+            raise EdgeportError(f"serve: {' and '.join(given)} only work with --ray (Ray Serve replicas); without it "
+                                "one process serves, with --workers threads per model")
+        return
+    if a.replicas is not None and a.autoscale is not None:
+        raise EdgeportError("serve: give --replicas or --autoscale, not both")
+    if a.replicas is not None and a.replicas < 1:
+        raise EdgeportError(f"serve: --replicas must be at least 1 (got {a.replicas})")
+
+
 def _cmd_serve(a):
     from edgeport.serve.config import parse_model_specs
 
+    _check_ray_options(a)
     specs, config = parse_model_specs(a.models), _config(a)
     if not (math.isfinite(a.graceful_timeout) and a.graceful_timeout >= 0):
         raise EdgeportError(f"serve: graceful-timeout must be a finite number of seconds >= 0 "
@@ -35,7 +51,7 @@ def _cmd_serve(a):
     if a.ray:
         from edgeport.serve.ray_serve import run
 
-        run(specs, config, a.host, a.port, replicas=a.replicas, autoscale=_autoscale(a.autoscale))
+        run(specs, config, a.host, a.port, replicas=a.replicas or 1, autoscale=_autoscale(a.autoscale))
         return
     try:
         import uvicorn
@@ -54,7 +70,7 @@ def _cmd_triton_repo(a):
     from edgeport.serve.config import parse_model_specs
     from edgeport.serve.triton_repo import write_repository
 
-    written = write_repository(parse_model_specs(a.models), a.output, max_batch=a.max_batch,
+    written = write_repository(parse_model_specs(a.models, "triton-repo"), a.output, max_batch=a.max_batch,
                                max_queue_delay_us=int(a.max_wait_ms * 1000), instances=a.instances,
                                preferred_batch=a.preferred_batch)
     for name in written:
@@ -104,11 +120,13 @@ def register(sub) -> None:
     s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     s.add_argument("--max-text-chars", type=int, default=20_000, help="longer texts get 413")
     s.add_argument("--max-items", type=int, default=256, help="more texts in one request get 413")
+    s.add_argument("--max-new-tokens", type=int, default=512, help="new tokens one request generates at most "
+                   "(any route; chat without max_tokens takes what the length limit leaves, up to this)")
     s.add_argument("--truncate", action="store_true", help="truncate texts longer than a model takes (else 400)")
     s.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead (local Ray, or RAY_ADDRESS)")
-    s.add_argument("--replicas", type=int, default=1, help="--ray: replicas per model")
+    s.add_argument("--replicas", type=int, help="--ray: replicas per model (default 1)")
     s.add_argument("--autoscale", metavar="MIN:MAX", help="--ray: autoscale replicas between MIN and MAX")
     s.set_defaults(fn=_cmd_serve)
 

@@ -55,12 +55,12 @@ class ServeConfig:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def parse_model_specs(specs: list) -> dict:
+def parse_model_specs(specs: list, command: str = "serve") -> dict:
     """`["FOLDER", "NAME=FOLDER", ...]` -> {name: Path}; the name defaults to the folder's name.
 
     Raises EdgeportError for a missing folder, a file (manifest.export_folder), a name outside
     [A-Za-z0-9._-] (it becomes a URL path segment and the `model` field of every protocol) or a name given
-    twice.
+    twice; messages start with `command` (the CLI command that was run: serve, triton-repo).
     """
     out = {}
     for spec in specs:
@@ -68,13 +68,13 @@ def parse_model_specs(specs: list) -> dict:
         if not sep:
             name, folder = Path(spec).resolve().name, spec
         if not _NAME.match(name):
-            raise EdgeportError(f"serve: model name '{name}' must match [A-Za-z0-9][A-Za-z0-9._-]* "
+            raise EdgeportError(f"{command}: model name '{name}' must match [A-Za-z0-9][A-Za-z0-9._-]* "
                                 "(NAME=FOLDER to choose)")
         if name in out:
-            raise EdgeportError(f"serve: two models are named '{name}'; use NAME=FOLDER to tell them apart")
+            raise EdgeportError(f"{command}: two models are named '{name}'; use NAME=FOLDER to tell them apart")
         from edgeport.manifest import export_folder  # torch-free, like this module
 
-        out[name] = export_folder(folder, "serve")  # a file (the model.onnx of an export) names its folder
+        out[name] = export_folder(folder, command)  # a file (the model.onnx of an export) names its folder
     if not out:
-        raise EdgeportError("serve: give at least one export folder")
+        raise EdgeportError(f"{command}: give at least one export folder")
     return out

@@ -181,7 +181,7 @@ def check_outputs(obj: dict, specs: list) -> None:
         return
     names = [s.name for s in specs]
     if not isinstance(asked, list):
-        raise ValueError("'outputs' must be a list of objects like {\"name\": \"%s\"}" % names[0])
+        raise ValueError(f"'outputs' must be a list of objects like {{\"name\": \"{names[0]}\"}}")
     for o in asked:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise ValueError(f"each output must be an object with a string 'name', like {{\"name\": \"{names[0]}\"}}; "
