@@ -611,3 +611,35 @@ def test_serve_cli_options_are_checked_before_anything_starts(serve_exports, tmp
     assert main(["serve", folder, "--ray", "--replicas", "3"]) == 0 and started[-1][2]["replicas"] == 3
     assert main(["triton-repo", str(tmp_path / "missing"), "-o", str(tmp_path / "repo")]) == 2
     assert capsys.readouterr().err.startswith("edgeport: error: triton-repo: ")
+
+
+def test_stop_strings_count_the_tokens_generated_up_to_the_stop(server):
+    """usage.completion_tokens after a stop string: the tokens up to the one completing it (what the stream
+    sends and counts), not every token generated before the text was cut. The tiny decoder's tokenizer is
+    word-level: one token per word, so the count is the words up to and including the stop word."""
+    url, _ = server
+    body = {"model": "gen", "prompt": "w5 w9 w11", "max_tokens": 8, "temperature": 0}
+    full = post(url, "/v1/completions", body).json()
+    assert full["usage"]["completion_tokens"] == 8, full
+    text = full["choices"][0]["text"]
+    words = text.split()
+    stop = " " + words[1]
+    want = len(text[:text.find(stop) + len(stop)].split())  # 2 unless the second word came earlier
+    for route, extra in (("/v1/completions", {}), ("/v1/chat/completions", {})):
+        req = {**body, "stop": stop, **extra}
+        if route.endswith("chat/completions"):
+            req = {k: v for k, v in req.items() if k != "prompt"} | {"messages": [{"role": "user", "content": "w5"}]}
+        r = post(url, route, req).json()
+        got = r["choices"][0].get("text", r["choices"][0].get("message", {}).get("content"))
+        if route == "/v1/completions":
+            assert got == text[:text.find(stop)] and r["usage"]["completion_tokens"] == want, r
+        else:  # another prompt: count from its own answer
+            answer = post(url, route, {k: v for k, v in req.items() if k != "stop"}).json()
+            full_text = answer["choices"][0]["message"]["content"]
+            expect = len(full_text[:full_text.find(stop) + len(stop)].split()) if stop in full_text else \
+                answer["usage"]["completion_tokens"]
+            assert r["usage"]["completion_tokens"] == expect, (r, answer)
+    with httpx.stream("POST", url + "/v1/completions", json={**body, "stop": stop, "stream": True,
+                                                             "stream_options": {"include_usage": True}}, timeout=30) as r:
+        lines = [ln for ln in r.iter_lines() if ln]
+    assert json.loads(lines[-2][6:])["usage"]["completion_tokens"] == want, lines

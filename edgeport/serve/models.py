@@ -142,7 +142,9 @@ class ServedModel:
         return _split(emb, payloads, "texts")
 
     def _run_generate(self, p, key, payloads):
-        """Prompts of every payload in left-padded batches; tokens counted as they come.
+        """Prompts of every payload in left-padded batches; tokens counted as they come. One row per prompt:
+        text, prompt_tokens, completion_tokens, finish_reason and token_ids (the generated ids, stop token
+        included, for the /v1 routes' usage after a stop string's cut; not part of the generate route's answer).
 
         A row generates at most min(max_new, max_total - its prompt tokens), then finish_reason "length"
         (as the runtime caps it). Padding counts against the limit, so rows are grouped by that cap: rows
@@ -156,12 +158,14 @@ class ServedModel:
         stop = set(p.info.get("eos_token_ids", []))
         lens = [len(e.ids) for e in p.tokenizer.encode_batch(prompts)]  # real tokens per prompt, as p.encode
         new, stopped, texts = [0] * len(prompts), [False] * len(prompts), [None] * len(prompts)
+        ids = [[] for _ in prompts]  # generated token ids per row (a stop string's cut counts them)
         groups = {}  # cap -> rows
         for i, n in enumerate(lens):
             groups.setdefault(min(max_new, self.max_total - n), []).append(i)
         for cap, rows in groups.items():
             def on_token(r, token, rows=rows):
                 new[rows[r]] += 1
+                ids[rows[r]].append(int(token))
                 stopped[rows[r]] = token in stop
                 if stream is not None:
                     stream(rows[r], token)
@@ -171,8 +175,8 @@ class ServedModel:
                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, on_token=on_token)
             for i, t in zip(rows, out):
                 texts[i] = t
-        rows = [{"text": t, "prompt_tokens": n, "completion_tokens": c, "finish_reason": "stop" if s else "length"}
-                for t, n, c, s in zip(texts, lens, new, stopped)]
+        rows = [{"text": t, "prompt_tokens": n, "completion_tokens": c, "finish_reason": "stop" if s else "length",
+                 "token_ids": i} for t, n, c, s, i in zip(texts, lens, new, stopped, ids)]
         return _split(rows, payloads, "prompts")
 
     def _run_raw(self, p, key, payloads):

@@ -136,6 +136,15 @@ def cut_at_stop(text: str, stops: list) -> tuple[str, bool]:
     return (text[:min(hits)], True) if hits else (text, False)
 
 
+def tokens_until_stop(tokenizer, ids: list, stops: list) -> int:
+    """Generated tokens up to the one whose text completes the first stop string (what a stream sends before
+    it stops); len(ids) when no stop string shows. `ids` as _run_generate records them."""
+    for k in range(1, len(ids) + 1):
+        if cut_at_stop(tokenizer.decode(ids[:k]), stops)[1]:
+            return k
+    return len(ids)
+
+
 def usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -171,17 +180,20 @@ def router(state) -> APIRouter:
         if req.stream and len(prompts) != 1:
             raise ApiError(400, "stream takes one prompt")
         max_new = fit_context(state, req.model, prompts, req.max_tokens or DEFAULT_COMPLETION_TOKENS)
+        model = state.models[req.model]
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
         if req.stream:
             return await _stream(state, req, prompts[0], max_new, meta, chat=False)
         rows = await generate_rows(state, req.model, prompts, max_new, req.temperature, 0, req.top_p, req.seed)
-        choices = []
+        choices, stops, completion = [], as_list(req.stop or []), 0
         for i, row in enumerate(rows):
-            text, hit = cut_at_stop(row["text"], as_list(req.stop or []))
+            text, hit = cut_at_stop(row["text"], stops)
             choices.append({"index": i, "text": text, "logprobs": None,
                             "finish_reason": "stop" if hit else row["finish_reason"]})
+            completion += tokens_until_stop(model.tokenizer, row["token_ids"], stops) if hit else \
+                row["completion_tokens"]
         return {**meta, "object": "text_completion", "choices": choices,
-                "usage": usage(sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows))}
+                "usage": usage(sum(r["prompt_tokens"] for r in rows), completion)}
 
     @r.post("/chat/completions", summary="Chat completions (OpenAI-compatible; SSE when stream is true)")
     async def chat(req: ChatRequest):
@@ -192,11 +204,14 @@ def router(state) -> APIRouter:
         if req.stream:
             return await _stream(state, req, prompt, max_new, meta, chat=True)
         row = (await generate_rows(state, req.model, [prompt], max_new, req.temperature, 0, req.top_p, req.seed))[0]
-        text, hit = cut_at_stop(row["text"], as_list(req.stop or []))
+        stops = as_list(req.stop or [])
+        text, hit = cut_at_stop(row["text"], stops)
+        completion = tokens_until_stop(state.models[req.model].tokenizer, row["token_ids"], stops) if hit else \
+            row["completion_tokens"]
         return {**meta, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                              "finish_reason": "stop" if hit else row["finish_reason"]}],
-                "usage": usage(row["prompt_tokens"], row["completion_tokens"])}
+                "usage": usage(row["prompt_tokens"], completion)}
 
     return r
 
