@@ -282,7 +282,7 @@ BAD = [
     ("/v1/embeddings", {"model": "cls", "input": "x"}, 400),
     ("/v1/embeddings", {"model": "emb", "input": [1, 2, 3]}, 422),
     ("/v1/embeddings", {"model": "emb", "input": "x", "dimensions": 7}, 400),
-    ("/v1/completions", {"model": "gen", "prompt": "w5", "n": 2}, 422),
+    ("/v1/completions", {"model": "gen", "prompt": "w5", "n": 2}, 400),
     ("/v1/chat/completions", {"model": "gen", "messages": []}, 422),
     ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400),
     ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "user"}]}, 422),  # content names itself
@@ -643,3 +643,42 @@ def test_stop_strings_count_the_tokens_generated_up_to_the_stop(server):
                                                              "stream_options": {"include_usage": True}}, timeout=30) as r:
         lines = [ln for ln in r.iter_lines() if ln]
     assert json.loads(lines[-2][6:])["usage"]["completion_tokens"] == want, lines
+
+
+UNSUPPORTED = [("/v1/completions", {"n": 2}, "n=2"), ("/v1/completions", {"logprobs": 3}, "logprobs=3"),
+               ("/v1/completions", {"echo": True}, "echo=true"), ("/v1/completions", {"best_of": 2}, "best_of=2"),
+               ("/v1/completions", {"suffix": "w3"}, 'suffix="w3"'),
+               ("/v1/chat/completions", {"logprobs": True}, "logprobs=true"),
+               ("/v1/chat/completions", {"top_logprobs": 2}, "top_logprobs=2"),
+               ("/v1/chat/completions", {"presence_penalty": 0.5}, "presence_penalty=0.5"),
+               ("/v1/chat/completions", {"logit_bias": {"5": 10}}, 'logit_bias={"5": 10}'),
+               ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools=")]
+
+
+@pytest.mark.parametrize("path, extra, named", UNSUPPORTED, ids=[u[2] for u in UNSUPPORTED])
+def test_openai_parameters_not_implemented_are_refused(server, path, extra, named):
+    """Set to anything but their defaults, they answer 400 (their defaults still run: 200)."""
+    url, _ = server
+    base = {"model": "gen", "max_tokens": 2, **({"prompt": "w5"} if path == "/v1/completions" else
+                                               {"messages": [{"role": "user", "content": "w5"}]})}
+    r = post(url, path, {**base, **extra})
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]["message"]
+    assert msg.startswith(named) and "is not supported by this server" in msg, msg
+    defaults = {"n": 1, "logprobs": None, "echo": False, "best_of": 1, "suffix": None, "top_logprobs": None,
+                "presence_penalty": 0, "logit_bias": {}, "tools": []}
+    assert post(url, path, {**base, **{k: defaults[k] for k in extra}}).status_code == 200
+
+
+def test_assistant_tool_calls_without_content_name_tool_calls(server):
+    """OpenAI lets an assistant message with tool_calls go without content: not 'content: Field required', but
+    a 400 saying tool calls are not supported; a message with neither still names its content (422)."""
+    url, _ = server
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    msgs = [{"role": "user", "content": "w5"}, {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "w7"}]
+    r = post(url, "/v1/chat/completions", {"model": "gen", "messages": msgs})
+    assert r.status_code == 400 and r.json()["error"]["message"] == \
+        "messages.1: tool calls are not supported by this server", r.text
+    r = post(url, "/v1/chat/completions", {"model": "gen", "messages": [{"role": "assistant"}]})
+    assert r.status_code == 422 and "messages.0.content" in r.json()["error"]["message"], r.text

@@ -6,7 +6,9 @@ embeddings come as float lists or, with encoding_format "base64", as base64 of l
 one JSON chunk per `data:` line, ending with `data: [DONE]`; usage counts tokens of the served
 model's own tokenizer. Embeddings are mean-pooled and L2-normalised (unit length, as OpenAI's are).
 Chat messages become one prompt, `"{role}: {content}\n"` per message, then `"assistant:"`; every
-message needs `content` (422 naming `messages.{i}.content` otherwise).
+message needs `content` (422 naming `messages.{i}.content` otherwise) but one with tool_calls, which answers
+400 (tool calls not supported). OpenAI parameters this server does not implement (n > 1, logprobs, echo,
+best_of > 1, suffix, penalties, logit_bias, tools) answer 400 "not supported by this server" when set.
 Lengths as OpenAI's: /v1/completions generates at most 16 tokens unless `max_tokens` says otherwise;
 prompt tokens + max_tokens over the artifact's length limit answer 400 (code "context_length_exceeded")
 instead of stopping early; chat without max_tokens takes what the limit leaves after the prompt.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import time
 import uuid
@@ -23,7 +26,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from edgeport.serve.task_routes import as_list, generate_rows
 
@@ -44,7 +47,11 @@ class _Sampling(BaseModel):
     model: str
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    n: int = Field(1, ge=1, description="only 1 is supported (400 otherwise)")
+    logprobs: int | bool | None = Field(None, description="not supported: 400 unless null or false")
+    presence_penalty: float = Field(0, description="not supported: 400 unless 0")
+    frequency_penalty: float = Field(0, description="not supported: 400 unless 0")
+    logit_bias: dict | None = Field(None, description="not supported: 400 unless null or empty")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -55,20 +62,48 @@ class _Sampling(BaseModel):
 DEFAULT_COMPLETION_TOKENS = 16  # max_tokens of /v1/completions when not given (OpenAI's documented default)
 
 
+def unsupported(req) -> str | None:
+    """The first parameter of `req` set to something this server does not do (OpenAI's API has it), as
+    "name=value", or None. Such requests answer 400 instead of a silently different answer."""
+    checks = {"n": lambda v: v != 1, "logprobs": lambda v: v not in (None, False), "echo": bool,
+              "best_of": lambda v: v not in (None, 1), "suffix": lambda v: v is not None,
+              "top_logprobs": lambda v: v is not None, "presence_penalty": lambda v: v != 0,
+              "frequency_penalty": lambda v: v != 0, "logit_bias": bool, "tools": bool}
+    for name, bad in checks.items():
+        value = getattr(req, name, None)
+        if bad(value):
+            return f"{name}={json.dumps(value)}"
+    return None
+
+
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
+    echo: bool = Field(False, description="not supported: 400 unless false")
+    best_of: int | None = Field(None, description="not supported: 400 unless null or 1")
+    suffix: str | None = Field(None, description="not supported: 400 unless null")
     max_tokens: int | None = Field(DEFAULT_COMPLETION_TOKENS, ge=1, description=(
         f"tokens to generate at most (default {DEFAULT_COMPLETION_TOKENS}, also when null); prompt tokens + "
         "max_tokens over the model's length limit answer 400"))
 
 
 class ChatMessage(BaseModel):
-    """One chat message. `content` is required for every role, a string or a list of text parts: OpenAI
-    lets an assistant message go without content only when it carries tool_calls, which this server
-    does not take; a missing or null content answers 422 naming `messages.{i}.content`."""
+    """One chat message. `content` is required, a string or a list of text parts (a missing or null content
+    answers 422 naming `messages.{i}.content`), except on a message with tool_calls, which OpenAI lets go
+    without content: that one parses, and the route answers 400, tool calls not being supported."""
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict] = Field(description="the message text, or a list of text parts")
+    tool_calls: list | None = Field(None, description="not supported: 400 (an assistant message may carry "
+                                    "them without content, as in OpenAI's API)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_calls_need_no_content(cls, data):
+        """As OpenAI's API: an assistant message with tool_calls may leave content out (the route then says
+        tool calls are not supported, rather than 'content: Field required')."""
+        if isinstance(data, dict) and data.get("tool_calls") and data.get("content") is None:
+            return {**data, "content": ""}
+        return data
 
     @field_validator("content", mode="before")
     @classmethod
@@ -80,6 +115,8 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    top_logprobs: int | None = Field(None, description="not supported: 400 unless null")
+    tools: list | None = Field(None, description="not supported: 400 unless null or empty")
     max_tokens: int | None = Field(None, ge=1, description="as max_completion_tokens (OpenAI's older name)")
     max_completion_tokens: int | None = Field(None, ge=1, description=(
         "tokens to generate at most; prompt tokens + this over the model's length limit answer 400; when "
@@ -174,8 +211,17 @@ def router(state) -> APIRouter:
         return {"object": "list", "data": data, "model": req.model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
+    def refuse_unsupported(req):
+        bad = unsupported(req)
+        if bad is not None:
+            raise ApiError(400, f"{bad} is not supported by this server (leave it out)")
+        for i, m in enumerate(getattr(req, "messages", [])):
+            if m.tool_calls:
+                raise ApiError(400, f"messages.{i}: tool calls are not supported by this server")
+
     @r.post("/completions", summary="Text completions (OpenAI-compatible; SSE when stream is true)")
     async def completions(req: CompletionRequest):
+        refuse_unsupported(req)
         prompts = as_list(req.prompt)
         if req.stream and len(prompts) != 1:
             raise ApiError(400, "stream takes one prompt")
@@ -197,6 +243,7 @@ def router(state) -> APIRouter:
 
     @r.post("/chat/completions", summary="Chat completions (OpenAI-compatible; SSE when stream is true)")
     async def chat(req: ChatRequest):
+        refuse_unsupported(req)
         prompt = chat_prompt(req.messages)
         max_new = fit_context(state, req.model, [prompt], req.max_completion_tokens or req.max_tokens,
                               "chat prompt (messages in the chat template)")
