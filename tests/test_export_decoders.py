@@ -264,10 +264,11 @@ class MoEBlock(torch.nn.Module):
 
 
 def to_onnx(module, args, path, names, axes, opset=17):
-    from edgeport.ops import attention, moe
+    from edgeport.ops import attention, moe, skip_norm
 
     attention.register_symbolics(opset)
     moe.register_symbolics(opset)
+    skip_norm.register_symbolics(opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=names, opset_version=opset, dynamo=False,
@@ -366,6 +367,43 @@ def test_rotary_embedding_lowering_vs_reference_rope(tmp_path):
         assert np.abs(got - want.numpy()).max() <= 1e-5
 
 
+class SkipNorm(torch.nn.Module):
+    def __init__(self, weight, eps):
+        super().__init__()
+        self.weight, self.eps = torch.nn.Parameter(weight), eps
+
+    def forward(self, x, skip):
+        from edgeport.ops.skip_norm import skip_rms_norm
+
+        return skip_rms_norm(x, skip, self.weight, self.eps)
+
+
+def test_skip_norm_lowering_vs_transformers_rmsnorm(tmp_path):
+    """com.microsoft.SkipSimplifiedLayerNormalization (output and input_skip_bias_sum) vs transformers'
+    MistralRMSNorm of x + skip, at two shapes; the eager op equal to it bit for bit."""
+    from transformers.models.mistral.modeling_mistral import MistralRMSNorm
+
+    g = torch.Generator().manual_seed(0)
+    hf = MistralRMSNorm(24, eps=1e-5)
+    with torch.no_grad():
+        hf.weight.copy_(1 + 0.1 * torch.randn(24, generator=g))
+    sample = (torch.randn(2, 3, 24), torch.randn(2, 3, 24))
+    proto, sess = to_onnx(SkipNorm(hf.weight.detach().clone(), 1e-5), sample, tmp_path / "skipnorm.onnx",
+                          ["x", "skip"], {"x": [0, 1], "skip": [0, 1]})
+    node = next(n for n in proto.graph.node if n.domain == "com.microsoft")
+    assert node.op_type == "SkipSimplifiedLayerNormalization" and len(node.input) == 3
+    assert abs(onnx.helper.get_attribute_value(node.attribute[0]) - 1e-5) < 1e-12
+    for shape in ((2, 7, 24), (1, 1, 24)):
+        x, skip = torch.randn(*shape, generator=g) * 3, torch.randn(*shape, generator=g)
+        with torch.no_grad():
+            want = hf(x + skip)
+            eager = SkipNorm(hf.weight.detach().clone(), 1e-5)(x, skip)
+        assert torch.equal(eager[0], want) and torch.equal(eager[1], x + skip)
+        got = sess.run(None, {"x": x.numpy(), "skip": skip.numpy()})
+        assert np.abs(got[0] - want.numpy()).max() <= 1e-5
+        assert np.abs(got[1] - (x + skip).numpy()).max() == 0.0
+
+
 # ---------------------------------------------------------------- structure
 
 def nodes(folder):
@@ -387,6 +425,14 @@ def test_graph_structure(artifacts, family, lowering):
     rope = [n for n in ms if n.op_type == "RotaryEmbedding"]
     assert len(rope) == 4  # q and k of both layers, on the packed projections
     assert not [n for n in nodes(out) if n.op_type == "Transpose"]  # no per-head layout around attention
+    # residual add + RMSNorm fused: both norms of layer 1, layer 0's post-attention norm and the final norm
+    # (layer 0's input norm has no residual before it); each reads the normed output and the sum.
+    skip = [n for n in ms if n.op_type == "SkipSimplifiedLayerNormalization"]
+    assert len(skip) == 4
+    readers = {i for n in nodes(out) for i in n.input}
+    graph_outputs = {o.name for o in onnx.load(str(out / "model.onnx")).graph.output}
+    assert all(n.output[0] in readers | graph_outputs for n in skip)
+    assert sum(n.output[3] in readers for n in skip) == 3  # the final norm's sum goes nowhere
     moes = [n for n in ms if n.op_type == "MoE"]
     assert len(moes) == (2 if family == "mixtral" else 0)
     for n in moes:

@@ -227,6 +227,35 @@ def test_mixtral_moe_swap(tmp_path):
     assert max_diff_valid(dense, via_op, mask) <= 1e-5
 
 
+@pytest.mark.parametrize("family", ["mistral", "mixtral"])
+def test_skip_norm_swap(tmp_path, family):
+    """The residual adds inside skip_rms_norm: the reference's logits bit for bit (float32), HF's within ATOL,
+    with and without a cache; swapping back restores every class."""
+    from edgeport.ops.skip_norm import swap_norms
+
+    hf, ours = hf_and_ours(tmp_path, family)
+    ids, mask = batch([10, 7], 10)
+    classes = {name: type(m) for name, m in ours.named_modules()}
+    with torch.no_grad():
+        ref = ours(ids, mask)[0]
+        _, pk, pv = ours(ids[:, :6], mask[:, :6])
+        ref_step = ours(ids[:, 6:], mask, None, pk, pv)[0]
+        assert swap_norms(ours, "skip") == ["model.layers.0", "model.layers.1"]
+        fused, fused_step = ours(ids, mask)[0], ours(ids[:, 6:], mask, None, pk, pv)[0]
+        assert swap_norms(ours, "reference") == ["model.layers.0", "model.layers.1"]
+    assert torch.equal(fused, ref) and torch.equal(fused_step, ref_step)
+    assert max_diff_valid(fused, hf_logits(hf, ids, mask), mask) <= ATOL
+    assert {name: type(m) for name, m in ours.named_modules()} == classes
+
+
+def test_skip_norm_op_fake_kernel():
+    """Schema and fake kernel of edgeport::skip_rms_norm are consistent."""
+    from edgeport.ops.skip_norm import skip_rms_norm
+
+    x, skip, w = torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(8)
+    torch.library.opcheck(skip_rms_norm, (x, skip, w, 1e-5), test_utils=("test_schema", "test_faketensor"))
+
+
 def test_mistral_onnx_export_with_past(tmp_path):
     """Legacy export (opset 17) with a cache, run in onnxruntime at another batch, length and past length."""
     ort = pytest.importorskip("onnxruntime")

@@ -29,8 +29,9 @@ what they offer, not by class: a backbone has `attention_bias(mask, new_tokens, 
 `sliding_window`; an attention module has `project(x, rope) -> q, k, v`, `o_proj` and `kv_heads`; the
 backbone's RoPE module (`rotary_emb` with (max positions, D) `cos`/`sin` tables) then hands the attention
 modules (position_ids, cos, sin half tables) instead of gathered cos/sin.
-Lowerings registered here (data, applied by edgeport/export): mistral/onnx "default" (the op as
-GroupQueryAttention) and "generic" for every decoder family (the reference graph as built).
+Lowerings registered here (data, applied by edgeport/export): "generic" for every decoder family (the
+reference graph as built). mistral/onnx "default" (the op as GroupQueryAttention, with the residual adds inside
+SkipSimplifiedLayerNormalization) is registered in ops/skip_norm.py, mixtral's in ops/moe.py.
 """
 
 from __future__ import annotations
@@ -271,17 +272,8 @@ def attention_swapped(model, form: str):
         swap_attention(model, "reference")
 
 
-@contextlib.contextmanager
-def _gqa(model, ctx):
-    with attention_swapped(model, "gqa"):
-        yield model, {"attention": "gqa"}
-
-
 GQA_SYMBOLICS = (("edgeport::attention_cached", _symbolic_gqa), ("edgeport::rotary_packed", _symbolic_rotary))
 
-# onnxruntime: attention as com.microsoft.GroupQueryAttention (window = local_window_size).
-register_lowering("mistral", "onnx", "default", swap=_gqa, symbolics=GQA_SYMBOLICS,
-                  custom_opsets={MS_DOMAIN: 1})
 # Any runtime: plain ONNX ops (masked softmax attention with the exact window; mixtral: dense MoE).
 register_lowering(("gpt2", "mistral", "mixtral"), "onnx", "generic", converter={"attention": "reference"})
 # TensorRT "generic": the reference graph as built (plain ONNX ops, the sliding window exact in the mask).

@@ -15,8 +15,8 @@ Two forms with one contract, tested against each other in tests/test_ref_decoder
 
 Lowerings (data, applied by edgeport/export): onnxruntime gets `com.microsoft.MoE` (the symbolic of `moe`
 below) through the swap `swap_moe(model, "op")`, registered for mixtral/onnx "default" (with
-GroupQueryAttention) and "moe-only"; every other target exports `moe_dense` (the "generic" lowering in
-ops/attention.py, TFLite, TensorRT). The swap finds MoE modules by what they offer: `stacked() ->
+GroupQueryAttention and SkipSimplifiedLayerNormalization, ops/skip_norm.py) and "moe-only"; every other target
+exports `moe_dense` (the "generic" lowering in ops/attention.py, TFLite, TensorRT). The swap finds MoE modules by what they offer: `stacked() ->
 (w1, w3, w2)`, `top_k` and a `moe(x, logits)` method (reference_models/mixtral.py's SparseMoe).
 """
 
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from edgeport.errors import EdgeportError
 from edgeport.ops.attention import GQA_SYMBOLICS, MS_DOMAIN, TRT_ATTENTION_NOTE, attention_swapped, mix_in, mix_out
 from edgeport.ops.registry import register_lowering
+from edgeport.ops.skip_norm import SKIP_NORM_SYMBOLICS, norms_swapped
 
 
 def routing_weights(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,13 +140,14 @@ def swap_moe(model: torch.nn.Module, form: str) -> list[str]:
     return names
 
 
-def _moe_op(attention: str):
+def _moe_op(attention: str, skip_norm: bool = False):
     @contextlib.contextmanager
     def swap(model, ctx):
-        with attention_swapped(model, attention):
+        norms = norms_swapped(model) if skip_norm else contextlib.nullcontext()
+        with attention_swapped(model, attention), norms:
             swap_moe(model, "op")
             try:
-                yield model, {"attention": attention, "moe": "op"}
+                yield model, {"attention": attention, "moe": "op", **({"norm": "skip"} if skip_norm else {})}
             finally:
                 swap_moe(model, "dense")
 
@@ -153,10 +155,11 @@ def _moe_op(attention: str):
 
 
 _MOE_SYMBOLICS = GQA_SYMBOLICS + (("edgeport::moe", _symbolic_ort_moe),)
-# onnxruntime: the MoE as com.microsoft.MoE and attention as GroupQueryAttention (the default);
-# "moe-only": the MoE op with the reference attention (plain ops), to measure the two apart.
-register_lowering("mixtral", "onnx", "default", swap=_moe_op("gqa"), symbolics=_MOE_SYMBOLICS,
-                  custom_opsets={MS_DOMAIN: 1})
+# onnxruntime: the MoE as com.microsoft.MoE, attention as GroupQueryAttention and the residual adds inside
+# SkipSimplifiedLayerNormalization (ops/skip_norm.py) (the default);
+# "moe-only": the MoE op with the reference attention and norms (plain ops), to measure the two apart.
+register_lowering("mixtral", "onnx", "default", swap=_moe_op("gqa", skip_norm=True),
+                  symbolics=_MOE_SYMBOLICS + SKIP_NORM_SYMBOLICS, custom_opsets={MS_DOMAIN: 1})
 register_lowering("mixtral", "onnx", "moe-only", swap=_moe_op("reference"), symbolics=_MOE_SYMBOLICS,
                   custom_opsets={MS_DOMAIN: 1})
 # TensorRT: experts as the reference's decomposition (every expert computed, weighted by the top-k routing),
