@@ -60,10 +60,34 @@ def to_fp16(model, keep: list, keep_io_types: bool = True):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     _unshare_initializers(model, set(keep))
+    _drop_unread_norm_statistics(model)
     out = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=keep,
                                    disable_shape_infer=False)
     _unique_node_names(out)
     return out
+
+
+# Fused norms whose optional outputs 1 and 2 (mean, inv_std_var) are float32 in onnxruntime's kernels
+# (type constraint U = float in ContribOperators.md) whatever the input type: the float16 converter types every
+# named output fp16, which onnxruntime refuses at load.
+_NORM_STATISTICS = {"SkipSimplifiedLayerNormalization": (1, 2), "SkipLayerNormalization": (1, 2)}
+
+
+def _drop_unread_norm_statistics(model) -> None:
+    """Unname the mean / inv_std_var outputs of fused norms that no node and no graph output reads (an empty
+    name is ONNX's omitted optional output), and drop their value_info, so the float16 converter has no
+    float32-only tensor to retype. Outputs that are read are left alone."""
+    read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    dropped = set()
+    for n in model.graph.node:
+        for slot in _NORM_STATISTICS.get(n.op_type, ()):
+            if slot < len(n.output) and n.output[slot] and n.output[slot] not in read:
+                dropped.add(n.output[slot])
+                n.output[slot] = ""
+    if dropped:
+        kept = [v for v in model.graph.value_info if v.name not in dropped]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
 
 
 def _unshare_initializers(model, keep: set) -> None:
