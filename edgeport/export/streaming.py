@@ -16,7 +16,7 @@ The streaming path removes each copy:
         graph's only use is Transpose(perm=[1, 0]) (what constant folding would have stored), written
         to model.onnx.data, then the tensor's mapped pages released; the protobuf never holds a
         weight over 1 KiB
-    validation (streaming_validate.py): the artifact first, then the reference, never both resident
+    validation (streaming_validate.py): the reference (while writing), then the artifact, never both resident
 
 The artifact computes what the in-memory one computes: the same nodes on the same weights (the
 in-memory graph also folds shape subgraphs, which onnxruntime folds at load time here);
@@ -45,9 +45,10 @@ from edgeport.errors import EdgeportError
 
 STREAMING_FAMILIES = ("mistral", "mixtral", "gpt2")
 # How a streamed artifact is checked (the manifest's converter.validation; export/streaming_validate.py).
-VALIDATION = ("decoders: the whole artifact in onnxruntime first (weights memory-mapped, prepacking off), "
-              "then the reference on the memory-mapped checkpoint releasing each module's pages after it "
-              "ran, same plans and tolerances as the in-memory export; never both in memory at once")
+VALIDATION = ("decoders: the reference on the memory-mapped checkpoint first, one layer at a time over every "
+              "chunk, releasing each layer's pages after it ran (while the weights are written), then the whole "
+              "artifact in onnxruntime (weights memory-mapped, prepacking off), same plans and tolerances as the "
+              "in-memory export; never both in memory at once")
 VALIDATION_INT4 = ("int4 weights written from the checkpoint, no float artifact: no fp32 parity checks (int4 "
                    "differs from fp32 by design); held-out perplexity and greedy agreement against the float "
                    "reference on a token budget (quantization.accuracy), artifact first, then the reference")

@@ -3,7 +3,8 @@
 The in-memory path steps the reference and the artifact side by side (export/decoders.py run_plan):
 both sets of weights are resident together, 2x the weights at best. Here the same plans run in two
 passes over the same feeds, which gives the same checks because each side only ever reads its own
-cache:
+cache (the export runs pass 2 first, on a thread while the weights are written: ReferenceInBackground;
+run here, it comes after pass 1):
 
     1. the artifact in onnxruntime (external data memory-mapped, prepacking off): every chunk of every
        plan, keeping logits and the cache (small: B x S x V and L x B x KV x T x D floats); then the
@@ -38,9 +39,9 @@ from edgeport.export.streaming import release_pages
 from edgeport.export.streaming_checkpoint import populate_pages
 from edgeport.export.validate import raise_on_misses
 
-METHOD = ("two passes over the same plans: the whole artifact in onnxruntime (weights memory-mapped, "
-          "prepacking off), outputs kept, session closed; then the reference on the memory-mapped "
-          "checkpoint, each module's weights released after it ran; never both in memory at once")
+METHOD = ("two passes over the same plans: the reference on the memory-mapped checkpoint one layer at a time, "
+          "each layer's weights released after it ran (while the weights are written), outputs kept; then the "
+          "whole artifact in onnxruntime (weights memory-mapped, prepacking off); never both in memory at once")
 
 
 def artifact_pass(decoder, plan, c, compare_cache: bool) -> list:
