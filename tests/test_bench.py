@@ -348,7 +348,7 @@ def test_table_flags_fractions_over_100_percent_and_tensorrt_on_cpu(bench_json):
 def test_run_on_a_text_generation_export_points_to_generate(gpt2_export, capsys):
     assert main(["run", str(gpt2_export), "--text", "hello"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "no pipeline for task 'text-generation'" in err and "edgeport generate" in err
+    assert "is a text-generation export" in err and f"edgeport generate {gpt2_export} --prompt TEXT" in err
     assert len(err.splitlines()) == 1
 
 
