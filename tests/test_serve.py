@@ -283,6 +283,9 @@ BAD = [
     ("/v1/embeddings", {"model": "emb", "input": [1, 2, 3]}, 422),
     ("/v1/embeddings", {"model": "emb", "input": "x", "dimensions": 7}, 400),
     ("/v1/completions", {"model": "gen", "prompt": "w5", "n": 2}, 400),
+    ("/v1/completions", {"model": "gen", "prompt": "w5", "n": True}, 422),  # not read as n=1
+    ("/v1/completions", {"model": "gen", "prompt": "w5", "max_tokens": True}, 422),
+    ("/v1/completions", {"model": "gen", "prompt": "w5", "seed": False}, 422),
     ("/v1/chat/completions", {"model": "gen", "messages": []}, 422),
     ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400),
     ("/v1/chat/completions", {"model": "gen", "messages": [{"role": "user"}]}, 422),  # content names itself
@@ -401,9 +404,11 @@ def test_sigterm_finishes_in_flight_requests(serve_exports, tmp_path):
     from serve_helpers import free_port
 
     port = free_port()
-    # max-wait 1.5 s: a lone request sits in the queue that long, so SIGTERM arrives while it is in flight
+    # max-wait 40 s: a lone request sits in the queue, so SIGTERM arrives while it is in flight; the
+    # shutdown runs it at once (not after 40 s, nor a cancelled request at the 2 s graceful timeout)
     proc = subprocess.Popen([sys.executable, "-m", "edgeport.cli", "serve", f"cls={serve_exports['cls']}",
-                             "--port", str(port), "--max-wait-ms", "1500", "--threads", "1", "--log-level", "info"],
+                             "--port", str(port), "--max-wait-ms", "40000", "--graceful-timeout", "2",
+                             "--threads", "1", "--log-level", "info"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -417,8 +422,11 @@ def test_sigterm_finishes_in_flight_requests(serve_exports, tmp_path):
             fut = pool.submit(post, url, "/models/cls/classify", {"inputs": "the cat sat."})
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
             r = fut.result()
-        assert r.status_code == 200 and r.json()["results"][0]["label"]
+            answered = time.monotonic() - t0
+        assert r.status_code == 200 and r.json()["results"][0]["label"], r.text
+        assert answered < 1.5, answered  # within the graceful timeout
         # uvicorn re-raises the signal after its clean shutdown into the CLI's SIGTERM handler, whose
         # exception uvicorn's runner takes as the end of serving: a clean shutdown exits 0
         assert proc.wait(30) == 0
@@ -497,7 +505,11 @@ LONE = [  # (path, raw JSON body with a lone surrogate escape, the field the mes
     ("/models/gen/generate", b'{"prompt": "w5 \\ud800"}', "prompt", 3),
     ("/v1/embeddings", b'{"model": "emb", "input": ["ok", "\\ud800"]}', "input", 0),
     ("/v1/completions", b'{"model": "gen", "prompt": "\\ud800"}', "prompt", 0),
-    ("/v1/chat/completions", b'{"model": "gen", "messages": [{"role": "user", "content": "\\ud800"}]}', "prompt", 6),
+    ("/v1/chat/completions", b'{"model": "gen", "messages": [{"role": "user", "content": "\\ud800"}]}',
+     "messages.0.content", 0),
+    ("/v1/chat/completions", b'{"model": "gen", "messages": [{"role": "system", "content": "w3"}, '
+                             b'{"role": "user", "content": [{"type": "text", "text": "ab\\udfff"}]}]}',
+     "messages.1.content", 2),
 ]
 
 
@@ -509,6 +521,34 @@ def test_lone_surrogates_are_400_naming_the_position(server, path, body, what, a
     code = "DFFF" if b"udfff" in body else "D800"
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"] == f"{what} is not valid Unicode: lone surrogate U+{code} at character {at}"
+
+
+CHAT = [{"role": "user", "content": "w5"}]
+ECHOED = [  # (path, body holding "\ud800" where the server quotes it back, status)
+    ("/v1/completions", {"model": "\ud800", "prompt": "w5"}, 404),
+    ("/v1/embeddings", {"model": "\ud800", "input": "x"}, 404),
+    ("/v1/chat/completions", {"model": "\ud800", "messages": CHAT}, 404),
+    ("/v2/models/cls/infer", _v2(input_ids={"name": "\ud800"}), 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK, "outputs": [{"name": "\ud800"}]}, 400),
+    ("/v2/models/cls/infer", _v2(input_ids={"datatype": "\ud800"}), 400),
+    ("/v2/models/cls/infer", {"inputs": V2_OK, "id": "\ud800"}, 200),
+]
+
+
+@pytest.mark.parametrize("path, body, status", ECHOED, ids=[f"{i}:{b[0]}" for i, b in enumerate(ECHOED)])
+def test_lone_surrogates_echoed_back_do_not_break_the_answer(server, path, body, status):
+    """A lone surrogate in a value the answer quotes (a model name, a tensor name, a datatype, the v2 request
+    id) cannot be encoded as UTF-8: the answer still goes out (not 500), with the character escaped."""
+    url, _ = server
+    raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as the JSON escape \ud800
+    r = httpx.post(url + path, content=raw, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    got = r.json()
+    if status == 200:
+        assert got["id"] == "\ud800" and got["outputs"], got
+    else:
+        message = got["error"] if path.startswith("/v2") else got["error"]["message"]
+        assert "\\ud800" in message, message  # written out as text, not the surrogate itself
 
 
 def test_lone_surrogates_in_the_runtime_and_cli(serve_exports, capsys):
@@ -538,6 +578,15 @@ def test_serve_refuses_non_finite_waits_at_startup(serve_exports, capsys, flag, 
     assert main(["serve", str(serve_exports["cls"]), "--port", "1", flag, value]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag.lstrip("-") in err and "finite" in err, err
+
+
+@pytest.mark.parametrize("value", ["1e308", "60001"])
+def test_serve_refuses_a_max_wait_over_a_minute(serve_exports, capsys, value):
+    from edgeport.cli import main
+
+    assert main(["serve", str(serve_exports["cls"]), "--port", "1", "--max-wait-ms", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "max-wait-ms" in err and "at most 60000" in err, err
 
 
 def test_a_failing_batching_loop_fails_the_queued_requests_instead_of_spinning():
@@ -595,13 +644,13 @@ def test_serve_cli_options_are_checked_before_anything_starts(serve_exports, tmp
     monkeypatch.setattr("edgeport.serve.ray_serve.run", lambda *a, **k: started.append(("ray", a, k)))
     monkeypatch.setattr(serve_cli, "_check_can_listen", lambda *a: None)
     monkeypatch.setattr("edgeport.serve.app.create_app", lambda specs, config: started.append(("app", config)))
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    monkeypatch.setattr(serve_cli, "_run_uvicorn", lambda *a, **k: None)
     folder = str(serve_exports["cls"])
-    for argv, message in ((["--max-new-tokens", "0"], "max-new-tokens must be at least 1"),
+    for argv, message in ((["--max-new-tokens", "0"], "max-new-tokens must be at least 1 (got 0)"),
                           (["--ray", "--replicas", "0"], "--replicas must be at least 1 (got 0)"),
                           (["--ray", "--replicas", "2", "--autoscale", "1:2"], "not both"),
-                          (["--autoscale", "1:4"], "--autoscale only work with --ray"),
-                          (["--replicas", "2"], "--replicas only work with --ray")):
+                          (["--autoscale", "1:4"], "--autoscale only works with --ray"),
+                          (["--replicas", "2"], "--replicas only works with --ray")):
         assert main(["serve", folder, *argv]) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
@@ -652,7 +701,16 @@ UNSUPPORTED = [("/v1/completions", {"n": 2}, "n=2"), ("/v1/completions", {"logpr
                ("/v1/chat/completions", {"top_logprobs": 2}, "top_logprobs=2"),
                ("/v1/chat/completions", {"presence_penalty": 0.5}, "presence_penalty=0.5"),
                ("/v1/chat/completions", {"logit_bias": {"5": 10}}, 'logit_bias={"5": 10}'),
-               ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools=")]
+               ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools="),
+               ("/v1/completions", {"logprobs": 0}, "logprobs=0"),
+               ("/v1/chat/completions", {"tool_choice": "auto"}, 'tool_choice="auto"'),
+               ("/v1/chat/completions", {"functions": [{"name": "f", "parameters": {}}]}, "functions="),
+               ("/v1/chat/completions", {"function_call": {"name": "f"}}, 'function_call={"name": "f"}'),
+               ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format="),
+               ("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+                "response_format="),
+               ("/v1/chat/completions", {"modalities": ["text", "audio"]}, 'modalities=["text", "audio"]'),
+               ("/v1/chat/completions", {"audio": {"voice": "alloy", "format": "wav"}}, "audio=")]
 
 
 @pytest.mark.parametrize("path, extra, named", UNSUPPORTED, ids=[u[2] for u in UNSUPPORTED])
@@ -666,7 +724,8 @@ def test_openai_parameters_not_implemented_are_refused(server, path, extra, name
     msg = r.json()["error"]["message"]
     assert msg.startswith(named) and "is not supported by this server" in msg, msg
     defaults = {"n": 1, "logprobs": None, "echo": False, "best_of": 1, "suffix": None, "top_logprobs": None,
-                "presence_penalty": 0, "logit_bias": {}, "tools": []}
+                "presence_penalty": 0, "logit_bias": {}, "tools": [], "tool_choice": "none", "functions": [],
+                "function_call": "none", "response_format": {"type": "text"}, "modalities": ["text"], "audio": None}
     assert post(url, path, {**base, **{k: defaults[k] for k in extra}}).status_code == 200
 
 
@@ -678,6 +737,11 @@ def test_assistant_tool_calls_without_content_name_tool_calls(server):
     msgs = [{"role": "user", "content": "w5"}, {"role": "assistant", "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "c1", "content": "w7"}]
     r = post(url, "/v1/chat/completions", {"model": "gen", "messages": msgs})
+    assert r.status_code == 400 and r.json()["error"]["message"] == \
+        "messages.1: tool calls are not supported by this server", r.text
+    old = [{"role": "user", "content": "w5"}, {"role": "assistant", "content": None,
+                                                "function_call": {"name": "f", "arguments": "{}"}}]
+    r = post(url, "/v1/chat/completions", {"model": "gen", "messages": old})  # the older form: likewise
     assert r.status_code == 400 and r.json()["error"]["message"] == \
         "messages.1: tool calls are not supported by this server", r.text
     r = post(url, "/v1/chat/completions", {"model": "gen", "messages": [{"role": "assistant"}]})

@@ -57,7 +57,13 @@ class ServerState:
                                                on_batch, on_depth, name)
             self.batchers[name].start()
 
+    def drain(self):
+        """Shutdown has begun: every batcher runs what it holds now, without waiting out max_wait_ms."""
+        for b in self.batchers.values():
+            b.drain()
+
     async def close(self):
+        self.drain()
         await asyncio.gather(*(b.close() for b in self.batchers.values()))
 
     def model(self, name: str, task: str | None = None) -> ServedModel:
@@ -106,7 +112,24 @@ class ServerState:
                 raise ApiError(400, str(e)) from None
 
 
+class SafeJSONResponse(JSONResponse):
+    """Starlette's JSONResponse (compact, UTF-8) whose rendering never fails on text that is not valid
+    Unicode: a lone surrogate (JSON's "\\ud800" in a request, echoed back as a model name, a tensor name or a
+    request id) goes out as the JSON escape \\ud800 instead of raising UnicodeEncodeError (a 500)."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace")
+
+
+def _printable(message: str) -> str:
+    """`message` with characters UTF-8 cannot encode (lone surrogates) written as backslash escapes, so an
+    error that quotes a bad value reads "\\ud800" in the client's text rather than holding the surrogate."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_body(path: str, status: int, message: str, type_: str, code: str | None = None) -> dict:
+    message = _printable(message)
     if path.startswith("/v2"):
         return {"error": message}  # KServe v2 / Triton error body
     return {"error": {"message": message, "type": type_, "code": code or status}}
@@ -115,7 +138,7 @@ def _error_body(path: str, status: int, message: str, type_: str, code: str | No
 def _install_error_handlers(app: FastAPI):
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
-        return JSONResponse(_error_body(request.url.path, e.status, e.message, e.type, e.code), e.status,
+        return SafeJSONResponse(_error_body(request.url.path, e.status, e.message, e.type, e.code), e.status,
                             headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -131,18 +154,19 @@ def _install_error_handlers(app: FastAPI):
                 return await api_error(request, wrong)
         errs = e.errors()
         msg = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', '')}" for err in errs[:3])
-        return JSONResponse(_error_body(request.url.path, 422, msg or "invalid request", "invalid_request_error"), 422)
+        return SafeJSONResponse(_error_body(request.url.path, 422, msg or "invalid request", "invalid_request_error"),
+                                422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
-        return JSONResponse(_error_body(request.url.path, e.status_code, str(e.detail), "invalid_request_error"),
+        return SafeJSONResponse(_error_body(request.url.path, e.status_code, str(e.detail), "invalid_request_error"),
                             e.status_code, headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, e: Exception):
         log.exception("internal error on %s", request.url.path)
         body = _error_body(request.url.path, 500, f"internal error: {type(e).__name__}", "server_error")
-        return JSONResponse(body, 500)
+        return SafeJSONResponse(body, 500)
 
 
 class LimitsAndMetrics:
@@ -158,7 +182,7 @@ class LimitsAndMetrics:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             body = _error_body(scope["path"], 413, f"request body over {limit} bytes", "invalid_request_error")
-            resp = JSONResponse(body, 413)
+            resp = SafeJSONResponse(body, 413)
             await resp(scope, receive, send)
             self._observe(scope, 413, t0)
             return
@@ -210,6 +234,7 @@ def create_app(specs: dict, config: ServeConfig | None = None) -> FastAPI:
         await state.close()
 
     app = FastAPI(title="edgeport serve", version=__version__, lifespan=lifespan,
+                  default_response_class=SafeJSONResponse,
                   description="Exported transformer models behind per-task JSON, OpenAI-compatible (/v1) and "
                               "KServe v2 (/v2) routes, with dynamic micro-batching.")
     app.state.edgeport = state

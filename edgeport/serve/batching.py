@@ -60,6 +60,7 @@ class MicroBatcher:
         self._free = asyncio.Semaphore(workers)
         self._running: set = set()
         self._loop_task = None
+        self.draining = False  # shutdown has begun: queued rows run now, without waiting out max_wait
 
     def start(self):
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
@@ -116,7 +117,7 @@ class MicroBatcher:
                 continue
             left = head.queued_at + self.max_wait - time.monotonic()
             rows = sum(j.rows for j in self.jobs if j.key == head.key)
-            if left <= 0 or rows >= self.max_batch:
+            if left <= 0 or rows >= self.max_batch or self.draining:
                 return
             self._wakeup.clear()
             try:
@@ -161,8 +162,16 @@ class MicroBatcher:
     def _run_each(self, batch: list) -> list:
         return run_jobs(self.run, batch[0].key, [j.payload for j in batch])
 
+    def drain(self):
+        """Shutdown has begun: run the queued rows at once (a batch waiting out max_wait starts now), so
+        they finish within the server's graceful timeout. Call on the event loop's thread."""
+        self.draining = True
+        self._wakeup.set()
+
     async def close(self):
-        """Finish queued and running batches, then stop the loop and the worker threads."""
+        """Finish queued and running batches (without waiting out max_wait), then stop the loop and the
+        worker threads."""
+        self.drain()
         while self.jobs or self._running:
             await asyncio.sleep(0.01)
         if self._loop_task:

@@ -31,8 +31,9 @@ def _check_ray_options(a):
     if not a.ray:
         given = [f for f, v in (("--autoscale", a.autoscale), ("--replicas", a.replicas)) if v is not None]
         if given:
-            raise EdgeportError(f"serve: {' and '.join(given)} only work with --ray (Ray Serve replicas); without it "
-                                "one process serves, with --workers threads per model")
+            verb = "work" if len(given) > 1 else "works"
+            raise EdgeportError(f"serve: {' and '.join(given)} only {verb} with --ray (Ray Serve replicas); without "
+                                "it one process serves, with --workers threads per model")
         return
     if a.replicas is not None and a.autoscale is not None:
         raise EdgeportError("serve: give --replicas or --autoscale, not both")
@@ -62,8 +63,32 @@ def _cmd_serve(a):
     _check_can_listen(a.host, a.port)
     app = create_app(specs, config)
     # uvicorn handles SIGTERM/SIGINT: stops accepting, lets in-flight requests finish (up to the
-    # graceful timeout), then runs the app's shutdown, which drains the batch queues.
-    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=a.graceful_timeout)
+    # graceful timeout), then runs the app's shutdown. The batchers run their queued rows as the
+    # shutdown begins (not after max-wait-ms), so those requests answer within the graceful timeout.
+    _run_uvicorn(app, uvicorn.Config(app, host=a.host, port=a.port, log_level=a.log_level,
+                                     timeout_graceful_shutdown=a.graceful_timeout))
+
+
+def _run_uvicorn(app, config) -> None:
+    """What uvicorn.run does for one process (the signal uvicorn re-raises after its clean shutdown ends
+    serving; exit 3 if the server never started), with `app`'s batchers drained as uvicorn's shutdown begins
+    (ServerState.drain: queued rows run now, not after max-wait-ms)."""
+    import sys
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            app.state.edgeport.drain()
+            await super().shutdown(sockets)
+
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # the CLI's Terminated too: a clean shutdown has happened
+        pass
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE; it has logged why
 
 
 def _cmd_triton_repo(a):

@@ -13,6 +13,9 @@ from pathlib import Path
 from edgeport.errors import EdgeportError
 
 
+MAX_WAIT_MS = 60_000.0  # ServeConfig.check refuses a longer micro-batching wait
+
+
 @dataclass
 class ServeConfig:
     """Limits and batching knobs shared by every model a server holds.
@@ -38,13 +41,17 @@ class ServeConfig:
 
     def check(self):
         """Raises EdgeportError on values that cannot serve (zero or negative sizes, waits or limits; a wait
-        or timeout that is nan or infinite)."""
+        or timeout that is nan or infinite; a max_wait_ms over MAX_WAIT_MS, which no micro-batching means)."""
         for name in ("max_batch", "max_queue", "workers", "max_body_bytes", "max_text_chars", "max_items",
                      "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise EdgeportError(f"serve: {name.replace('_', '-')} must be at least 1")
+            value = getattr(self, name)
+            if value < 1:
+                raise EdgeportError(f"serve: {name.replace('_', '-')} must be at least 1 (got {value})")
         if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):  # nan would break the batching loop
             raise EdgeportError(f"serve: max-wait-ms must be a finite number >= 0 (got {self.max_wait_ms})")
+        if self.max_wait_ms > MAX_WAIT_MS:
+            raise EdgeportError(f"serve: max-wait-ms is how long a request waits for others to batch with: at most "
+                                f"{MAX_WAIT_MS:g} (a minute), got {self.max_wait_ms:g}")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise EdgeportError(f"serve: timeout must be a finite number of seconds > 0 (got {self.timeout_s})")
         if self.threads is not None and self.threads < 1:

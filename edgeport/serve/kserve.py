@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 # numpy dtype name <-> the protocol's datatype names
 V2_TYPES = {"bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
@@ -218,7 +218,7 @@ def encode_outputs(result: dict, specs: list, obj: dict) -> tuple[dict, bytes]:
 
 
 def router(state) -> APIRouter:
-    from edgeport.serve.app import ApiError
+    from edgeport.serve.app import ApiError, SafeJSONResponse
 
     from edgeport.serve.task_routes import model_path
 
@@ -285,7 +285,7 @@ def router(state) -> APIRouter:
             raise ApiError(400, f"bad infer request: {e}") from None
         body = {"model_name": name, "model_version": "1", **({"id": obj["id"]} if "id" in obj else {}), **body}
         if not tail:
-            return JSONResponse(body)
+            return SafeJSONResponse(body)
         head = json.dumps(body).encode()
         return Response(head + tail, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(len(head))})

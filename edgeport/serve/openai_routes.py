@@ -7,8 +7,11 @@ one JSON chunk per `data:` line, ending with `data: [DONE]`; usage counts tokens
 model's own tokenizer. Embeddings are mean-pooled and L2-normalised (unit length, as OpenAI's are).
 Chat messages become one prompt, `"{role}: {content}\n"` per message, then `"assistant:"`; every
 message needs `content` (422 naming `messages.{i}.content` otherwise) but one with tool_calls, which answers
-400 (tool calls not supported). OpenAI parameters this server does not implement (n > 1, logprobs, echo,
-best_of > 1, suffix, penalties, logit_bias, tools) answer 400 "not supported by this server" when set.
+400 (tool calls not supported; so does one with function_call); a content that is not valid Unicode (a lone
+surrogate) answers 400 naming `messages.{i}.content` and the character. OpenAI parameters this server does
+not implement (n > 1, logprobs (0 included), echo, best_of > 1, suffix, penalties, logit_bias, tools,
+tool_choice, functions, function_call, response_format other than text, modalities other than text, audio)
+answer 400 "not supported by this server" when set. Integer fields refuse booleans (`"n": true` is 422).
 Lengths as OpenAI's: /v1/completions generates at most 16 tokens unless `max_tokens` says otherwise;
 prompt tokens + max_tokens over the artifact's length limit answer 400 (code "context_length_exceeded")
 instead of stopping early; chat without max_tokens takes what the limit leaves after the prompt.
@@ -35,7 +38,7 @@ class EmbeddingsRequest(BaseModel):
     model: str
     input: str | list[str] = Field(description="text or texts (token-id inputs are not accepted)")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="must equal the model's width if given")
+    dimensions: int | None = Field(None, ge=1, strict=True, description="must equal the model's width if given")
     user: str | None = None
 
 
@@ -47,15 +50,16 @@ class _Sampling(BaseModel):
     model: str
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, description="only 1 is supported (400 otherwise)")
-    logprobs: int | bool | None = Field(None, description="not supported: 400 unless null or false")
+    n: int = Field(1, ge=1, strict=True, description="only 1 is supported (400 otherwise)")
+    logprobs: int | bool | None = Field(None, description="not supported: 400 unless null or false (0 too: "
+                                        "OpenAI's completions return the chosen token's logprob for 0)")
     presence_penalty: float = Field(0, description="not supported: 400 unless 0")
     frequency_penalty: float = Field(0, description="not supported: 400 unless 0")
     logit_bias: dict | None = Field(None, description="not supported: 400 unless null or empty")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
     user: str | None = None
 
 
@@ -65,10 +69,14 @@ DEFAULT_COMPLETION_TOKENS = 16  # max_tokens of /v1/completions when not given (
 def unsupported(req) -> str | None:
     """The first parameter of `req` set to something this server does not do (OpenAI's API has it), as
     "name=value", or None. Such requests answer 400 instead of a silently different answer."""
-    checks = {"n": lambda v: v != 1, "logprobs": lambda v: v not in (None, False), "echo": bool,
+    checks = {"n": lambda v: v != 1, "logprobs": lambda v: v is not None and v is not False, "echo": bool,
               "best_of": lambda v: v not in (None, 1), "suffix": lambda v: v is not None,
               "top_logprobs": lambda v: v is not None, "presence_penalty": lambda v: v != 0,
-              "frequency_penalty": lambda v: v != 0, "logit_bias": bool, "tools": bool}
+              "frequency_penalty": lambda v: v != 0, "logit_bias": bool, "tools": bool,
+              "tool_choice": lambda v: v not in (None, "none"), "functions": bool,
+              "function_call": lambda v: v not in (None, "none"),
+              "response_format": lambda v: v is not None and v.get("type") != "text",
+              "modalities": lambda v: v not in (None, ["text"]), "audio": lambda v: v is not None}
     for name, bad in checks.items():
         value = getattr(req, name, None)
         if bad(value):
@@ -79,9 +87,9 @@ def unsupported(req) -> str | None:
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
     echo: bool = Field(False, description="not supported: 400 unless false")
-    best_of: int | None = Field(None, description="not supported: 400 unless null or 1")
+    best_of: int | None = Field(None, strict=True, description="not supported: 400 unless null or 1")
     suffix: str | None = Field(None, description="not supported: 400 unless null")
-    max_tokens: int | None = Field(DEFAULT_COMPLETION_TOKENS, ge=1, description=(
+    max_tokens: int | None = Field(DEFAULT_COMPLETION_TOKENS, ge=1, strict=True, description=(
         f"tokens to generate at most (default {DEFAULT_COMPLETION_TOKENS}, also when null); prompt tokens + "
         "max_tokens over the model's length limit answer 400"))
 
@@ -95,13 +103,15 @@ class ChatMessage(BaseModel):
     content: str | list[dict] = Field(description="the message text, or a list of text parts")
     tool_calls: list | None = Field(None, description="not supported: 400 (an assistant message may carry "
                                     "them without content, as in OpenAI's API)")
+    function_call: dict | None = Field(None, description="tool_calls' older form: not supported, 400 likewise")
 
     @model_validator(mode="before")
     @classmethod
     def _tool_calls_need_no_content(cls, data):
         """As OpenAI's API: an assistant message with tool_calls may leave content out (the route then says
         tool calls are not supported, rather than 'content: Field required')."""
-        if isinstance(data, dict) and data.get("tool_calls") and data.get("content") is None:
+        if isinstance(data, dict) and (data.get("tool_calls") or data.get("function_call")) and \
+                data.get("content") is None:
             return {**data, "content": ""}
         return data
 
@@ -115,25 +125,41 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    top_logprobs: int | None = Field(None, description="not supported: 400 unless null")
+    top_logprobs: int | None = Field(None, strict=True, description="not supported: 400 unless null")
     tools: list | None = Field(None, description="not supported: 400 unless null or empty")
-    max_tokens: int | None = Field(None, ge=1, description="as max_completion_tokens (OpenAI's older name)")
-    max_completion_tokens: int | None = Field(None, ge=1, description=(
+    tool_choice: str | dict | None = Field(None, description='not supported: 400 unless null or "none"')
+    functions: list | None = Field(None, description="not supported: 400 unless null or empty")
+    function_call: str | dict | None = Field(None, description='not supported: 400 unless null or "none"')
+    response_format: dict | None = Field(None, description='not supported: 400 unless null or {"type": "text"}')
+    modalities: list[str] | None = Field(None, description='not supported: 400 unless null or ["text"]')
+    audio: dict | None = Field(None, description="not supported: 400 unless null")
+    max_tokens: int | None = Field(None, ge=1, strict=True, description="as max_completion_tokens (OpenAI's older "
+                                   "name)")
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True, description=(
         "tokens to generate at most; prompt tokens + this over the model's length limit answer 400; when "
         "neither is given, what the limit leaves after the prompt (at most the server's --max-new-tokens)"))
 
 
 def chat_prompt(messages: list) -> str:
-    """Messages -> one prompt: `role: content` lines, then `assistant:` (the documented template)."""
+    """Messages -> one prompt: `role: content` lines, then `assistant:` (the documented template).
+
+    Raises ApiError 400 for content parts that are not text, and for a content that is not valid Unicode (a
+    lone surrogate), naming `messages.{i}.content` and the character index within that content."""
+    from edgeport.errors import EdgeportError
+    from edgeport.runtime.pipelines.base import check_text
     from edgeport.serve.app import ApiError
 
     lines = []
-    for m in messages:
+    for i, m in enumerate(messages):
         content = m.content
         if isinstance(content, list):
             if any(part.get("type") != "text" or not isinstance(part.get("text"), str) for part in content):
                 raise ApiError(400, "only text content parts are supported")
             content = "".join(part["text"] for part in content)
+        try:
+            check_text(content or "", f"messages.{i}.content")
+        except EdgeportError as e:
+            raise ApiError(400, str(e)) from None
         lines.append(f"{m.role}: {content or ''}\n")
     return "".join(lines) + "assistant:"
 
@@ -216,7 +242,7 @@ def router(state) -> APIRouter:
         if bad is not None:
             raise ApiError(400, f"{bad} is not supported by this server (leave it out)")
         for i, m in enumerate(getattr(req, "messages", [])):
-            if m.tool_calls:
+            if m.tool_calls or m.function_call:
                 raise ApiError(400, f"messages.{i}: tool calls are not supported by this server")
 
     @r.post("/completions", summary="Text completions (OpenAI-compatible; SSE when stream is true)")
