@@ -230,17 +230,23 @@ def test_export_options_that_cannot_apply_are_refused_before_loading(model, args
     assert r.stderr.count("\n") == 1 and not (tmp_path / "o").exists()
 
 
-def test_a_made_checkpoint_exports_ready_to_generate(tmp_path, monkeypatch, run_cli):
-    """The README's export-at-scale snippet (bench_export_memory.py make, then export --streaming) at a tiny
-    size: `make` saves a tokenizer with the checkpoint, so `edgeport generate` on the export runs (it refused:
-    'the export has no tokenizer.json')."""
+def _make_tiny_checkpoint(folder: Path, monkeypatch) -> None:
+    """`benchmarks/bench_export_memory.py make` (the README's export-at-scale checkpoint) at a tiny size: a
+    random 2-layer Mistral safetensors checkpoint with its tokenizer, written to `folder`."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_export_memory
 
     monkeypatch.setitem(bench_export_memory.SIZES, "tiny", dict(hidden_size=32, intermediate_size=64,
                                                                  num_hidden_layers=2, num_attention_heads=4,
                                                                  num_key_value_heads=2))
-    bench_export_memory.main(["make", "--size", "tiny", "--out", str(tmp_path / "ckpt")])
+    bench_export_memory.main(["make", "--size", "tiny", "--out", str(folder)])
+
+
+def test_a_made_checkpoint_exports_ready_to_generate(tmp_path, monkeypatch, run_cli):
+    """The README's export-at-scale snippet (bench_export_memory.py make, then export --streaming) at a tiny
+    size: `make` saves a tokenizer with the checkpoint, so `edgeport generate` on the export runs (it refused:
+    'the export has no tokenizer.json')."""
+    _make_tiny_checkpoint(tmp_path / "ckpt", monkeypatch)
     out = tmp_path / "stream"
     r = run_cli("export", "--model", str(tmp_path / "ckpt"), "--target", "onnx", "--streaming", "-o", str(out), "-q")
     assert r.returncode == 0, r.stderr
@@ -316,13 +322,7 @@ def test_inspect_of_a_streamed_int4_export_shows_its_accuracy(tmp_path, monkeypa
     manifest holds the int4 artifact's accuracy: inspect shows it (it stopped at 'no checks recorded')."""
     from edgeport.manifest import read_manifest
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import bench_export_memory
-
-    monkeypatch.setitem(bench_export_memory.SIZES, "tiny", dict(hidden_size=32, intermediate_size=64,
-                                                                 num_hidden_layers=2, num_attention_heads=4,
-                                                                 num_key_value_heads=2))
-    bench_export_memory.main(["make", "--size", "tiny", "--out", str(tmp_path / "ckpt")])
+    _make_tiny_checkpoint(tmp_path / "ckpt", monkeypatch)
     out = tmp_path / "s4"
     r = run_cli("export", "--model", str(tmp_path / "ckpt"), "--streaming", "--quantize", "int4", "-o", str(out), "-q")
     assert r.returncode == 0, r.stderr
