@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 # name -> (preset or builder, task, target, export kwargs); bert presets carry the real uncased vocab
 EXPORTS = {
@@ -95,3 +96,36 @@ def assert_close(got, want, path="", rel=1e-5, abs_=1e-5):
         assert abs(float(got) - float(want)) <= abs_ + rel * abs(float(want)), f"{path}: {got} != {want}"
     else:
         assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+# ---------------------------------------------------------------- one live server per test module
+
+CONFIG = dict(max_batch=8, max_wait_ms=20, threads=1, max_items=16, max_text_chars=4000, max_body_bytes=64_000)
+
+
+@pytest.fixture(scope="module")
+def server(serve_exports):
+    """(base URL, {name: folder}) of one server holding every tiny export; the TFLite one with 2 workers."""
+    from edgeport.serve.app import create_app
+    from edgeport.serve.config import ServeConfig
+
+    cfg = ServeConfig(**CONFIG, workers=2)
+    with running(create_app(serve_exports, cfg)) as url:
+        yield url, serve_exports
+
+
+def post(url, path, body, **kw):
+    """POST `body` as JSON to url + path (30 s timeout) -> the httpx response."""
+    import httpx
+
+    return httpx.post(url + path, json=body, timeout=30, **kw)
+
+
+V2_OK = [{"name": n, "shape": [1, 3], "datatype": "INT64", "data": [101, 2000, 102] if n == "input_ids" else
+          [1, 1, 1] if n == "attention_mask" else [0, 0, 0]} for n in ("input_ids", "attention_mask", "token_type_ids")]
+
+
+def _v2(**change):
+    return {"inputs": [{**t, **change.get(t["name"], {})} for t in V2_OK]}
+
+
