@@ -136,3 +136,18 @@ def test_install_export_refuses_bad_folders(tmp_path, monkeypatch, capsys):
     assert install_export.main([str(changed), "--to", "android"]) == 2
     assert "sha256" in capsys.readouterr().err
     assert not (tmp_path / "assets").exists()  # nothing half-copied
+
+
+def test_install_export_refuses_names_that_leave_the_models_folder(tmp_path, monkeypatch, capsys):
+    """--name becomes the folder the install replaces: '..' deleted every installed model (rmtree of the
+    assets folder), '../x' wrote outside it. Only [A-Za-z0-9_-]+, the rule serve.mjs applies to ?model=."""
+    assets = tmp_path / "app" / "assets"
+    (assets / "int8").mkdir(parents=True)
+    (assets / "int8" / "keep.txt").write_text("installed before")
+    monkeypatch.setitem(install_export.DESTINATIONS, "android", assets)
+    export = _fake_export(tmp_path / "exp")
+    for name in ("..", "../escaped", "a/b", ""):
+        assert install_export.main([str(export), "--to", "android", "--name", name]) == 2
+        assert "--name must match" in capsys.readouterr().err
+    assert (assets / "int8" / "keep.txt").read_text() == "installed before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "exp"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -78,6 +79,9 @@ def main(argv=None) -> int:
     ap.add_argument("--to", choices=sorted(DESTINATIONS), required=True)
     ap.add_argument("--name", default="int8", help="model folder name: int8 (the app's default) or fp32")
     args = ap.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):  # it becomes a folder the install replaces
+        print(f"install_export: error: --name must match [A-Za-z0-9_-]+ (got '{args.name}')", file=sys.stderr)
+        return 2
     try:
         dest = install(args.export_dir, args.to, args.name)
     except ExportError as e:
