@@ -41,10 +41,17 @@ function precisionLabel(manifest) {
   return `${q.weights} weights${act}`;
 }
 
+/** The JSON at `url`; an Error naming the file and the HTTP status when the server has none. */
+async function getJson(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} (is the model '${variant}' installed? see mobile_demo/README.md)`);
+  return res.json();
+}
+
 async function load() {
   const base = `model/${variant}/`;
-  const manifest = await (await fetch(`${base}edgeport.json`)).json();
-  const tokenizerJson = await (await fetch(base + manifest.tokenizer.file)).json();
+  const manifest = await getJson(`${base}edgeport.json`);
+  const tokenizerJson = await getJson(base + manifest.tokenizer.file);
   // The threaded runtime needs a cross-origin-isolated page and relaxed SIMD; elsewhere one thread.
   const threaded = self.crossOriginIsolated === true && await supportsFeature('relaxedSimd') &&
     await supportsFeature('threads');
@@ -97,14 +104,21 @@ function setup(state) {
   for (const a of document.querySelectorAll('#variants a')) a.classList.toggle('current', a.dataset.variant === variant);
   const custom = new Option('Your own passage', 'custom');
   $('sample').replaceChildren(...SAMPLES.map((s, k) => new Option(s.title, k)), custom);
+  // Answers, highlights and timing belong to the passage they were found in: cleared when it changes.
+  const clearResults = () => {
+    $('answers').replaceChildren();
+    $('highlighted').replaceChildren();
+    $('status').textContent = 'Ready.';
+  };
   const pick = () => {
     const s = SAMPLES[$('sample').value];
     if (!s) return;
     $('passage').value = s.passage;
     $('question').value = s.question;
+    clearResults();
   };
   $('sample').addEventListener('change', pick);
-  $('passage').addEventListener('input', () => { $('sample').value = 'custom'; });
+  $('passage').addEventListener('input', () => { $('sample').value = 'custom'; clearResults(); });
   pick();
   $('ask').addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -114,9 +128,7 @@ function setup(state) {
       render(context, r.answers);
       $('status').textContent = `${r.inferenceMs.toFixed(0)} ms inference · ${r.windows} window(s)`;
     } catch (e) {
-      // No answers from an earlier question stay on screen under this one's error.
-      $('answers').replaceChildren();
-      $('highlighted').replaceChildren();
+      clearResults();  // no answers from an earlier question stay on screen under this one's error
       $('status').textContent = e.message;
     }
   });
